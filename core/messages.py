@@ -1,0 +1,228 @@
+"""Wire messages: typed, versioned, validated at the boundary with msgspec.
+
+Every message carries a ``schema`` field naming its type and version
+(``"shotline.detection/1"``); a receiver decodes with :func:`decode`, which
+rejects unknown fields, wrong types and other schemas with a
+:class:`MessageError` that says what is wrong and where.
+
+Units: absolute times are integer nanoseconds since the Unix epoch, UTC
+(fields ending ``_ns``); durations are float seconds (``_s``); positions are
+WGS84 degrees and metres; levels are dB (``_dbfs`` re digital full scale,
+``_db_spl`` re 20 µPa).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+TimeQuality = Literal["pps", "ntp", "unsynced", "replay"]
+"""How a node's clock is disciplined.
+
+``pps``: GPS pulse-per-second (microseconds); ``ntp``: network time
+(milliseconds: may corroborate a shot, never enters a TDOA solution);
+``unsynced``: free-running; ``replay``: time taken from a recording's metadata.
+"""
+
+TRUSTED_TIME_QUALITIES: frozenset[str] = frozenset({"pps", "replay"})
+"""Qualities whose onset times may enter a TDOA solution."""
+
+EventClass = Literal["gunshot", "firework", "other", "unknown"]
+
+
+class _Msg(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False, kw_only=True):
+    """Base: every message forbids unknown fields."""
+
+
+class Position(_Msg, kw_only=True):
+    """A WGS84 position: latitude and longitude in degrees, altitude in metres (ellipsoidal)."""
+
+    lat_deg: float
+    lon_deg: float
+    alt_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not -90.0 <= self.lat_deg <= 90.0:
+            raise ValueError(f"lat_deg {self.lat_deg} outside [-90, 90]")
+        if not -180.0 <= self.lon_deg <= 180.0:
+            raise ValueError(f"lon_deg {self.lon_deg} outside [-180, 180]")
+
+
+class Provenance(_Msg, kw_only=True):
+    """Where an output came from: package version, model sha256 (if any) and config hash."""
+
+    version: str
+    config_hash: str = ""
+    model_sha256: str | None = None
+
+
+class ClockState(_Msg, kw_only=True):
+    """A node's clock: quality, last measured offset to UTC (s) and PPS lock."""
+
+    quality: TimeQuality
+    offset_s: float | None = None
+    pps_locked: bool = False
+
+
+class Detection(_Msg, kw_only=True):
+    """One node's observation of one impulsive sound (a *pick*).
+
+    ``detection_id`` is stable (derived from node and sample index), so a
+    re-published detection is recognised as a duplicate.
+    """
+
+    schema: Literal["shotline.detection/1"] = "shotline.detection/1"
+    detection_id: str
+    site: str
+    node_id: str
+    onset_time_ns: int
+    onset_sigma_s: float
+    time_quality: TimeQuality
+    peak_dbfs: float
+    snr_db: float
+    noise_floor_dbfs: float
+    clipped: bool = False
+    peak_db_spl: float | None = None
+    scores: dict[str, float] | None = None
+    provenance: Provenance | None = None
+
+    def __post_init__(self) -> None:
+        if self.onset_time_ns <= 0:
+            raise ValueError("onset_time_ns must be positive nanoseconds since the epoch")
+        if not self.onset_sigma_s >= 0.0:
+            raise ValueError("onset_sigma_s must be >= 0 seconds")
+        if not self.detection_id:
+            raise ValueError("detection_id must not be empty")
+
+
+class NodeStatus(_Msg, kw_only=True):
+    """Retained birth message / last will of a node."""
+
+    schema: Literal["shotline.node_status/1"] = "shotline.node_status/1"
+    site: str
+    node_id: str
+    state: Literal["online", "offline"]
+    time_ns: int = 0
+    position: Position | None = None
+    sample_rate_hz: int | None = None
+    clock: ClockState | None = None
+    provenance: Provenance | None = None
+
+
+class NodeHealth(_Msg, kw_only=True):
+    """Periodic node health (not retained, QoS 0)."""
+
+    schema: Literal["shotline.node_health/1"] = "shotline.node_health/1"
+    site: str
+    node_id: str
+    time_ns: int
+    noise_floor_dbfs: float | None = None
+    clipping_per_min: float = 0.0
+    detections_per_min: float = 0.0
+    cpu_load_pct: float | None = None
+    temperature_c: float | None = None
+    disk_free_mb: float | None = None
+    clock: ClockState | None = None
+    outbox_depth: int = 0
+    uptime_s: float = 0.0
+
+
+class Ellipse(_Msg, kw_only=True):
+    """A 1-sigma uncertainty ellipse: semi-axes in metres, azimuth of the major axis in degrees clockwise from north."""
+
+    semi_major_m: float
+    semi_minor_m: float
+    azimuth_deg: float
+
+
+class NodeResidual(_Msg, kw_only=True):
+    """One node's contribution to a shot: observed minus predicted arrival (s) and whether it was used."""
+
+    node_id: str
+    detection_id: str
+    residual_s: float
+    used: bool
+
+
+class Shot(_Msg, kw_only=True):
+    """A located source (an *origin*) with its uncertainty and per-node residuals."""
+
+    shot_id: str
+    time_ns: int
+    position: Position
+    cep50_m: float
+    cep95_m: float
+    ellipse: Ellipse
+    speed_of_sound_mps: float
+    n_nodes: int
+    rms_residual_s: float
+    residuals: list[NodeResidual]
+    scores: dict[str, float] | None = None
+
+
+class Incident(_Msg, kw_only=True):
+    """Shots from one place within a time gap; published when new, updated and closed."""
+
+    schema: Literal["shotline.incident/1"] = "shotline.incident/1"
+    site: str
+    incident_id: str
+    state: Literal["new", "updated", "closed"]
+    revision: int
+    published_ns: int
+    first_shot_ns: int
+    last_shot_ns: int
+    rounds: int
+    position: Position
+    cep95_m: float
+    event_class: EventClass = "unknown"
+    class_scores: dict[str, float] | None = None
+    automatic_fire: bool = False
+    shots: list[Shot] = msgspec.field(default_factory=list)
+    provenance: Provenance | None = None
+
+
+class HubStatus(_Msg, kw_only=True):
+    """Retained hub availability."""
+
+    schema: Literal["shotline.hub_status/1"] = "shotline.hub_status/1"
+    site: str
+    state: Literal["online", "offline"]
+    time_ns: int = 0
+    provenance: Provenance | None = None
+
+
+Message = Detection | NodeStatus | NodeHealth | Incident | HubStatus
+M = TypeVar("M", Detection, NodeStatus, NodeHealth, Incident, HubStatus)
+
+
+class MessageError(ValueError):
+    """A payload that is not a valid message of the expected type."""
+
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise a message to compact JSON bytes."""
+    return _encoder.encode(msg)
+
+
+def decode(payload: bytes | str, kind: type[M]) -> M:
+    """Parse and validate ``payload`` as a ``kind`` message.
+
+    Raises :class:`MessageError` naming the offending field (msgspec reports a
+    JSON path such as ``$.onset_time_ns``).
+    """
+    dec = _decoders.get(kind)
+    if dec is None:
+        dec = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        return dec.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise MessageError(f"invalid {kind.__name__}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"invalid {kind.__name__}: not UTF-8 ({exc.reason})") from None

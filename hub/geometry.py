@@ -1,0 +1,64 @@
+"""Local east-north-up (ENU) frames over WGS84, through pyproj.
+
+The hub solves every location problem in metres in a local tangent-plane
+frame centred on the network (or on the problem) and reports WGS84 on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyproj import Transformer
+
+
+@dataclass(frozen=True)
+class LocalFrame:
+    """A topocentric ENU frame with its origin at (lat_deg, lon_deg, alt_m), WGS84.
+
+    ``to_enu`` and ``to_wgs84`` convert arrays or scalars; east, north and up
+    are metres, latitude and longitude degrees, altitude metres above the
+    WGS84 ellipsoid.
+    """
+
+    lat_deg: float
+    lon_deg: float
+    alt_m: float = 0.0
+    _fwd: Transformer = field(init=False, repr=False, compare=False)
+    _inv: Transformer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pipeline = (
+            "+proj=pipeline +step +proj=axisswap +order=2,1 +step +proj=unitconvert "
+            "+xy_in=deg +xy_out=rad +step +proj=cart +ellps=WGS84 "
+            f"+step +proj=topocentric +ellps=WGS84 +lat_0={self.lat_deg!r} "
+            f"+lon_0={self.lon_deg!r} +h_0={self.alt_m!r}"
+        )
+        fwd = Transformer.from_pipeline(pipeline)
+        object.__setattr__(self, "_fwd", fwd)
+        object.__setattr__(self, "_inv", fwd)  # pipelines invert with direction="INVERSE"
+
+    def to_enu(self, lat_deg, lon_deg, alt_m=0.0):
+        """WGS84 degrees/metres -> (east_m, north_m, up_m)."""
+        lat, lon, alt = np.broadcast_arrays(*(np.asarray(v, float) for v in (lat_deg, lon_deg, alt_m)))
+        e, n, u = self._fwd.transform(lat, lon, alt)
+        return _out(e), _out(n), _out(u)
+
+    def to_wgs84(self, east_m, north_m, up_m=0.0):
+        """(east_m, north_m, up_m) -> (lat_deg, lon_deg, alt_m) on WGS84."""
+        e, n, u = np.broadcast_arrays(*(np.asarray(v, float) for v in (east_m, north_m, up_m)))
+        lat, lon, alt = self._inv.transform(e, n, u, direction="INVERSE")
+        return _out(lat), _out(lon), _out(alt)
+
+    @classmethod
+    def centred_on(cls, lat_deg, lon_deg, alt_m=None) -> LocalFrame:
+        """A frame centred on the mean of the given WGS84 positions (degrees, metres)."""
+        lat = float(np.mean(lat_deg))
+        lon = float(np.mean(lon_deg))
+        alt = 0.0 if alt_m is None else float(np.mean(alt_m))
+        return cls(lat, lon, alt)
+
+
+def _out(v):
+    a = np.asarray(v, dtype=float)
+    return float(a) if a.ndim == 0 else a

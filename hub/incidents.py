@@ -1,0 +1,185 @@
+"""Incidents: shots from one place within a time gap, with a lifecycle.
+
+An incident is created (``new``) by its first shot, ``updated`` whenever a
+shot joins or an existing shot is refined, and ``closed`` once no shot has
+joined for ``gap_s`` seconds. Each change produces an Incident message.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shotline.core import messages as m
+from shotline.core.timebase import now_ns
+
+from .associate import Associator, ShotState
+from .config import HubConfig
+from .geometry import LocalFrame
+from .locate import Solution
+
+CLASS_OF_SCORE = {"gunshot": "gunshot", "firework": "firework", "other": "other"}
+
+
+@dataclass
+class IncidentState:
+    """One incident being built."""
+
+    incident_id: str
+    shots: list[ShotState] = field(default_factory=list)
+    state: str = "new"
+    revision: int = 0
+    closed: bool = False
+
+    @property
+    def last_t0_s(self) -> float:
+        return max(s.t0_s for s in self.shots)
+
+    def centre_enu(self) -> np.ndarray:
+        w = np.array([1.0 / max(s.solution.cep50_m, 0.05) ** 2 for s in self.shots])
+        p = np.array([s.enu_m for s in self.shots])
+        return (p * w[:, None]).sum(0) / w.sum()
+
+
+class IncidentBuilder:
+    """Groups shots into incidents and renders Incident messages."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, cfg: HubConfig, associator: Associator, provenance: m.Provenance) -> None:
+        self.cfg = cfg
+        self.assoc = associator
+        self.provenance = provenance
+        self.open: list[IncidentState] = []
+        self.n_closed = 0
+
+    @property
+    def frame(self) -> LocalFrame:
+        frame = self.assoc.registry.frame
+        assert frame is not None
+        return frame
+
+    def on_shot(self, shot: ShotState) -> m.Incident:
+        """A shot was created or refined: return the incident message to publish."""
+        for inc in self.open:
+            if any(s is shot for s in inc.shots):
+                inc.state = "updated"
+                return self._render(inc)
+        inc = self._find(shot)
+        if inc is None:
+            inc = IncidentState(f"{self.cfg.site}-{now_ns() // 1_000_000_000}-{next(self._ids):04d}")
+            self.open.append(inc)
+            inc.state = "new"
+        else:
+            inc.state = "updated"
+        inc.shots.append(shot)
+        return self._render(inc)
+
+    def _find(self, shot: ShotState) -> IncidentState | None:
+        c = self.cfg.incidents
+        best, best_d = None, np.inf
+        for inc in self.open:
+            if shot.t0_s - inc.last_t0_s > c.gap_s:
+                continue
+            d = float(np.linalg.norm(inc.centre_enu()[:2] - shot.enu_m[:2]))
+            if d <= c.radius_m + shot.solution.cep95_m and d < best_d:
+                best, best_d = inc, d
+        return best
+
+    def close_due(self, watermark_ns: int) -> list[m.Incident]:
+        """Close incidents whose last shot is more than ``gap_s`` before ``watermark_ns``."""
+        out = []
+        for inc in list(self.open):
+            last_ns = self.assoc.abs_ns(inc.last_t0_s)
+            if watermark_ns - last_ns > self.cfg.incidents.gap_s * 1e9:
+                out.append(self._close(inc))
+        return out
+
+    def close_all(self) -> list[m.Incident]:
+        """Close every open incident (end of a replay, hub shutdown)."""
+        return [self._close(inc) for inc in list(self.open)]
+
+    def _close(self, inc: IncidentState) -> m.Incident:
+        inc.state = "closed"
+        inc.closed = True
+        self.open.remove(inc)
+        self.n_closed += 1
+        return self._render(inc)
+
+    # -- rendering -----------------------------------------------------------
+    def _position(self, enu: np.ndarray) -> m.Position:
+        lat, lon, alt = self.frame.to_wgs84(float(enu[0]), float(enu[1]), float(enu[2]))
+        return m.Position(lat_deg=round(lat, 7), lon_deg=round(lon, 7), alt_m=round(alt, 2))
+
+    def _shot_message(self, shot: ShotState) -> m.Shot:
+        sol: Solution = shot.solution
+        residuals = [
+            m.NodeResidual(
+                node_id=p.node_id,
+                detection_id=p.det.detection_id,
+                residual_s=float(r),
+                used=bool(u),
+            )
+            for p, r, u in zip(shot.picks.values(), sol.residuals_s, sol.used, strict=True)
+        ]
+        residuals += [
+            m.NodeResidual(node_id=p.node_id, detection_id=p.det.detection_id, residual_s=0.0, used=False)
+            for p in shot.corroborating.values()
+        ]
+        a, b, az = sol.ellipse_m
+        return m.Shot(
+            shot_id=shot.shot_id,
+            time_ns=self.assoc.abs_ns(shot.t0_s),
+            position=self._position(shot.enu_m),
+            cep50_m=round(float(sol.cep50_m), 3),
+            cep95_m=round(float(sol.cep95_m), 3),
+            ellipse=m.Ellipse(semi_major_m=round(float(a), 3), semi_minor_m=round(float(b), 3), azimuth_deg=round(float(az), 1)),
+            speed_of_sound_mps=round(float(sol.c_mps), 2),
+            n_nodes=int(sol.n_used),
+            rms_residual_s=float(sol.rms_residual_s),
+            residuals=residuals,
+            scores=_mean_scores([p.det for p in shot.picks.values()]),
+        )
+
+    def _render(self, inc: IncidentState) -> m.Incident:
+        inc.revision += 1
+        shots = sorted(inc.shots, key=lambda s: s.t0_s)
+        shot_msgs = [self._shot_message(s) for s in shots]
+        t0s = np.array([s.t0_s for s in shots])
+        cadence = np.diff(t0s)
+        automatic = bool(len(cadence) >= 2 and np.median(cadence) < 1.0 / self.cfg.incidents.automatic_rate_hz)
+        scores = _mean_scores([p.det for s in shots for p in s.picks.values()])
+        event_class = "unknown"
+        if scores:
+            top = max(scores, key=scores.get)
+            event_class = CLASS_OF_SCORE.get(top, "other")
+        centre = inc.centre_enu()
+        cep95 = min(s.solution.cep95_m for s in shots)
+        return m.Incident(
+            site=self.cfg.site,
+            incident_id=inc.incident_id,
+            state=inc.state,  # type: ignore[arg-type]
+            revision=inc.revision,
+            published_ns=now_ns(),
+            first_shot_ns=shot_msgs[0].time_ns,
+            last_shot_ns=shot_msgs[-1].time_ns,
+            rounds=len(shots),
+            position=self._position(centre),
+            cep95_m=round(float(cep95), 3),
+            event_class=event_class,  # type: ignore[arg-type]
+            class_scores=scores,
+            automatic_fire=automatic,
+            shots=shot_msgs,
+            provenance=self.provenance,
+        )
+
+
+def _mean_scores(dets: list[m.Detection]) -> dict[str, float] | None:
+    """Average the class scores of the detections that carry them (None when none do)."""
+    scored = [d.scores for d in dets if d.scores]
+    if not scored:
+        return None
+    keys = sorted({k for s in scored for k in s})
+    return {k: round(float(np.mean([s.get(k, 0.0) for s in scored])), 4) for k in keys}
