@@ -1,0 +1,266 @@
+"""``shotline demo``: simulated gunshots in Hartford, CT, end to end over MQTT.
+
+Renders the Hartford scene (:mod:`shotline.calibration.hartford`) into a
+recording bundle, starts the embedded broker, one sensor node per recording
+(each replays its file in real time through the node's own code and
+publishes detections over MQTT) and the hub, prints every located shot with
+its error against the ground truth, then a summary (``--json`` for JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from shotline.core import messages as m
+from shotline.core.broker import BrokerError, EmbeddedBroker
+from shotline.core.config import BrokerSettings
+from shotline.core.timebase import now_ns, ns_to_iso
+from shotline.core.transport import MqttTransport, TransportError
+from shotline.hub.config import HubConfig, LocationSettings
+from shotline.hub.geometry import LocalFrame
+from shotline.hub.pipeline import Output
+from shotline.hub.service import HubService
+from shotline.sensor.audio import FileSource
+from shotline.sensor.config import AudioSettings, NodeSettings, SensorConfig
+from shotline.sensor.node import SensorNode
+
+from .bundle import Bundle
+from .hartford import SITE, hartford_scene
+from .simulator import render_scene
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 18830
+
+
+@dataclass
+class TruthMatch:
+    """A located shot matched to the true event it belongs to."""
+
+    shot_id: str
+    event_id: str | None
+    kind: str | None
+    error_m: float | None
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured."""
+
+    incidents: dict[str, m.Incident] = field(default_factory=dict)
+    matches: dict[str, TruthMatch] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    fired: int = 0
+    events: int = 0
+    wall_s: float = 0.0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        gun = [x for x in self.matches.values() if x.kind == "gunshot"]
+        found = {x.event_id for x in gun}
+        errs = [x.error_m for x in self.matches.values() if x.error_m is not None and x.kind == "gunshot"]
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        return {
+            "incidents": len(self.incidents),
+            "shots_located": len(self.matches),
+            "shots_fired": self.fired,
+            "shots_found": len(found),
+            "false_shots": sum(1 for x in self.matches.values() if x.event_id is None),
+            "non_gunshot_events_located": sorted({x.event_id for x in self.matches.values() if x.kind not in (None, "gunshot")}),
+            "median_error_m": round(float(np.median(errs)), 3) if errs else None,
+            "max_error_m": round(float(np.max(errs)), 3) if errs else None,
+            "latency_p50_ms": round(float(np.nanpercentile(lat, 50)), 2),
+            "latency_p99_ms": round(float(np.nanpercentile(lat, 99)), 2),
+            "latency_max_ms": round(float(np.nanmax(lat)), 2),
+            "wall_s": round(self.wall_s, 1),
+            "dropped_messages": self.dropped,
+        }
+
+
+class TruthMatcher:
+    """Matches located shots to the bundle's ground-truth events (nearest in place among those near in time)."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.frame: LocalFrame = bundle.frame  # type: ignore[assignment]
+        self.events = bundle.events
+        self.enu = bundle.event_enu_m()
+
+    def match(self, shot: m.Shot) -> TruthMatch:
+        e, n, _ = self.frame.to_enu(shot.position.lat_deg, shot.position.lon_deg, shot.position.alt_m)
+        best, best_d = None, np.inf
+        for ev in self.events:
+            if abs(ev.time_ns - shot.time_ns) > 0.2e9:
+                continue
+            d = float(np.hypot(self.enu[ev.event_id][0] - e, self.enu[ev.event_id][1] - n))
+            if d < best_d:
+                best, best_d = ev, d
+        if best is None or best_d > 100.0:
+            return TruthMatch(shot.shot_id, None, None, None)
+        return TruthMatch(shot.shot_id, best.event_id, best.kind, best_d)
+
+
+def _node_config(bundle: Bundle, node_id: str, port: int, speed: float) -> SensorConfig:
+    node = bundle.node(node_id)
+    lat, lon, alt = bundle.node_wgs84()[node_id]
+    return SensorConfig(
+        node=NodeSettings(site=SITE, node_id=node_id, lat_deg=lat, lon_deg=lon, alt_m=alt,
+                          full_scale_spl_db=node.full_scale_spl_db, time_quality="replay"),
+        broker=BrokerSettings(port=port, username=node_id),
+        audio=AudioSettings(path=str(bundle.audio_path(node_id)), start_time_ns=node.start_time_ns, speed=speed),
+    )
+
+
+def run_demo(
+    *,
+    port: int = DEFAULT_PORT,
+    speed: float = 1.0,
+    out_dir: str | Path | None = None,
+    seed: int = 7,
+    keep_running: bool = False,
+    quiet: bool = False,
+    printer=print,
+) -> DemoResult:
+    """Run the whole demo; return what it measured. Raises BrokerError if ``port`` is taken."""
+    result = DemoResult()
+    t_wall0 = time.monotonic()
+    broker = EmbeddedBroker(port=port).start()
+    tmp = None
+    try:
+        if out_dir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="shotline-demo-")
+            out_dir = tmp.name
+        lead_s = 3.0  # time to render and connect before the scene's first sample
+        start_ns = now_ns() + int(lead_s * 1e9)
+        scene = hartford_scene(start_ns, seed=seed)
+        bundle = render_scene(scene, Path(out_dir) / "hartford", seed=seed)
+        result.fired = sum(1 for e in bundle.events if e.kind == "gunshot")
+        result.events = len(bundle.events)
+        matcher = TruthMatcher(bundle)
+        if not quiet:
+            printer(f"Shotline demo: {len(bundle.node_ids)} nodes over Hartford, CT "
+                    f"(Upper Albany, Clay Arsenal, Northeast, South Green); broker on 127.0.0.1:{broker.port}")
+            printer(f"scene: {result.events} events ({result.fired} gunshots), {scene.duration_s:.0f} s, "
+                    f"replayed at {speed:g}x real time")
+
+        hub_cfg = HubConfig(
+            site=SITE,
+            broker=BrokerSettings(port=broker.port, username="hub"),
+            location=LocationSettings(temperature_c=scene.environment.temperature_c),
+        )
+        hub = HubService(hub_cfg)
+        lock = threading.Lock()
+
+        def on_incident(out: Output, published_ns: int) -> None:
+            inc = out.incident
+            with lock:
+                result.incidents[inc.incident_id] = inc
+                for shot in inc.shots:
+                    first = shot.shot_id not in result.matches
+                    tm = matcher.match(shot)
+                    result.matches[shot.shot_id] = tm
+                    if first and not quiet:
+                        truth = (f"error {tm.error_m:5.1f} m vs {tm.event_id} ({tm.kind})"
+                                 if tm.event_id else "no true event nearby")
+                        lat_ms = ((published_ns - out.caused_by_received_ns) / 1e6
+                                  if out.caused_by_received_ns else float("nan"))
+                        printer(f"{ns_to_iso(shot.time_ns)[11:23]}  {inc.incident_id}  round {inc.rounds}  "
+                                f"{shot.position.lat_deg:.6f},{shot.position.lon_deg:.6f}  "
+                                f"CEP95 {shot.cep95_m:5.1f} m  {shot.n_nodes:2d} nodes  {truth}  "
+                                f"[{lat_ms:.0f} ms]")
+                if inc.state == "closed" and not quiet:
+                    printer(f"  closed {inc.incident_id}: {inc.rounds} round(s)"
+                            f"{', automatic' if inc.automatic_fire else ''}, class {inc.event_class}")
+
+        hub.listeners.append(on_incident)
+        hub.start()
+
+        wall_start = t_wall0 + (start_ns - (now_ns() - int((time.monotonic() - t_wall0) * 1e9))) / 1e9
+        wall_start = time.monotonic() + (start_ns - now_ns()) / 1e9
+        nodes, transports, threads = [], [], []
+        stop = threading.Event()
+        for node_id in bundle.node_ids:
+            cfg = _node_config(bundle, node_id, broker.port, speed)
+            src = FileSource(cfg.audio.path, cfg.audio.start_time_ns, speed=speed, wall_start=wall_start,
+                             stop_event=stop)
+            node = SensorNode(cfg, src, None)
+            tr = MqttTransport(cfg.broker, f"shotline-node-{SITE}-{node_id}",
+                               will=node.status_message("offline"), birth=[node.status_message("online")])
+            node.transport = tr
+            tr.start()
+            nodes.append(node)
+            transports.append(tr)
+            threads.append(threading.Thread(target=node.run, name=f"node-{node_id}", daemon=True))
+        for th in threads:
+            th.start()
+        try:
+            for th in threads:
+                th.join()
+        except KeyboardInterrupt:
+            stop.set()
+            raise
+        for node in nodes:
+            node.wait_acked(5.0)
+        time.sleep(0.5)  # last detections through the broker to the hub
+        if keep_running:
+            printer("scene finished; broker and hub keep running (Ctrl-C to stop)")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        for node, tr in zip(nodes, transports, strict=True):
+            tr.publish(node.status_message("offline"))
+            tr.stop()
+        hub.stop(close_incidents=True)
+        result.latencies_ms = list(hub.latencies_ms)
+        result.dropped = dict(hub.pipeline.ingest.dropped)
+    finally:
+        broker.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    result.wall_s = time.monotonic() - t_wall0
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--keep-running", action="store_true", help="keep the broker and hub up after the scene")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"embedded broker port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--speed", type=float, default=1.0, help="replay pace, 1.0 = real time")
+    p.add_argument("--seed", type=int, default=7, help="scene and noise seed")
+    p.add_argument("--out", help="keep the rendered recording bundle in this folder")
+
+
+def main_demo(args: argparse.Namespace) -> int:
+    printer = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    try:
+        res = run_demo(port=args.port, speed=args.speed, seed=args.seed, out_dir=args.out,
+                       keep_running=args.keep_running, printer=printer)
+    except BrokerError as exc:
+        print(f"shotline demo: {exc}", file=sys.stderr)
+        return 2
+    except TransportError as exc:
+        print(f"shotline demo: {exc}", file=sys.stderr)
+        return 1
+    s = res.summary()
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(f"\nsummary: {s['incidents']} incidents; {s['shots_found']}/{s['shots_fired']} gunshots found; "
+              f"{s['false_shots']} false shot(s); located non-gunshot events: "
+              f"{', '.join(s['non_gunshot_events_located']) or 'none'}")
+        print(f"location error (gunshots): median {s['median_error_m']} m, max {s['max_error_m']} m; "
+              f"latency last detection -> incident: p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms; "
+              f"{s['wall_s']} s wall")
+    return 0
