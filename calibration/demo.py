@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 from shotline.core import messages as m
 from shotline.core.broker import BrokerError, EmbeddedBroker
@@ -109,15 +110,114 @@ class TruthMatcher:
         return TruthMatch(shot.shot_id, best.event_id, best.kind, best_d)
 
 
-def _node_config(bundle: Bundle, node_id: str, port: int, speed: float) -> SensorConfig:
+def _node_config(bundle: Bundle, node_id: str, broker: BrokerSettings, site: str,
+                 speed: float | None) -> SensorConfig:
     node = bundle.node(node_id)
     lat, lon, alt = bundle.node_wgs84()[node_id]
     return SensorConfig(
-        node=NodeSettings(site=SITE, node_id=node_id, lat_deg=lat, lon_deg=lon, alt_m=alt,
+        node=NodeSettings(site=site, node_id=node_id, lat_deg=lat, lon_deg=lon, alt_m=alt,
                           full_scale_spl_db=node.full_scale_spl_db, time_quality="replay"),
-        broker=BrokerSettings(port=port, username=node_id),
-        audio=AudioSettings(path=str(bundle.audio_path(node_id)), start_time_ns=node.start_time_ns, speed=speed),
+        broker=msgspec.structs.replace(broker, username=node_id),
+        audio=AudioSettings(path=str(bundle.audio_path(node_id)), start_time_ns=node.start_time_ns,
+                            speed=speed or 0.0),
     )
+
+
+@dataclass
+class PlayResult:
+    """What one run of a bundle through nodes and hub over MQTT produced."""
+
+    outputs: list[tuple[Output, int]] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    detections: int = 0
+
+
+def play_bundle(
+    bundle: Bundle,
+    broker: BrokerSettings,
+    *,
+    site: str = SITE,
+    speed: float | None = 1.0,
+    start_ns: int | None = None,
+    hub_cfg: HubConfig | None = None,
+    on_output=None,
+    keep_running: bool = False,
+    printer=print,
+) -> PlayResult:
+    """Replay every node of ``bundle`` through its own SensorNode into a HubService over MQTT.
+
+    ``speed`` 1.0 paces each file in real time (``start_ns``, the scene's
+    first-sample UTC, is then mapped onto the wall clock), ``None`` replays as
+    fast as possible. ``on_output(output, published_ns)`` sees every incident
+    message the hub publishes.
+    """
+    result = PlayResult()
+    hub_cfg = hub_cfg or HubConfig(
+        site=site,
+        broker=msgspec.structs.replace(broker, username="hub"),
+        location=LocationSettings(temperature_c=bundle.environment.temperature_c),
+    )
+    hub = HubService(hub_cfg)
+    hub.listeners.append(lambda out, t: result.outputs.append((out, t)))
+    if on_output is not None:
+        hub.listeners.append(on_output)
+    hub.start()
+    wall_start = None
+    if speed is not None and start_ns is not None:
+        wall_start = time.monotonic() + (start_ns - now_ns()) / 1e9
+    nodes, transports, threads = [], [], []
+    stop = threading.Event()
+    try:
+        for node_id in bundle.node_ids:
+            cfg = _node_config(bundle, node_id, broker, site, speed)
+            src = FileSource(cfg.audio.path, cfg.audio.start_time_ns, speed=speed,
+                             wall_start=wall_start, stop_event=stop)
+            node = SensorNode(cfg, src, None)
+            tr = MqttTransport(cfg.broker, f"shotline-node-{site}-{node_id}",
+                               will=node.status_message("offline"), birth=[node.status_message("online")])
+            node.transport = tr
+            tr.start()
+            nodes.append(node)
+            transports.append(tr)
+            threads.append(threading.Thread(target=node.run, name=f"node-{node_id}", daemon=True))
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for node in nodes:
+            node.wait_acked(5.0)
+        _wait_quiet(hub, len(result.outputs), result)
+        if keep_running:
+            printer("scene finished; broker and hub keep running (Ctrl-C to stop)")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        stop.set()
+        for node, tr in zip(nodes, transports, strict=False):
+            if tr.connected:
+                tr.publish(node.status_message("offline"))
+            tr.stop()
+        hub.stop(close_incidents=True)
+    result.latencies_ms = list(hub.latencies_ms)
+    result.dropped = dict(hub.pipeline.ingest.dropped)
+    result.detections = sum(n.stats.n_onsets for n in nodes)
+    return result
+
+
+def _wait_quiet(hub: HubService, n_outputs: int, result: PlayResult, quiet_s: float = 0.5) -> None:
+    """Wait until the hub has ingested every published detection and gone quiet."""
+    deadline = time.monotonic() + 10.0
+    last = -1
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        seen = hub.pipeline.ingest.accepted["detection"]
+        if seen == last:
+            return
+        last = seen
 
 
 def run_demo(
@@ -151,13 +251,6 @@ def run_demo(
                     f"(Upper Albany, Clay Arsenal, Northeast, South Green); broker on 127.0.0.1:{broker.port}")
             printer(f"scene: {result.events} events ({result.fired} gunshots), {scene.duration_s:.0f} s, "
                     f"replayed at {speed:g}x real time")
-
-        hub_cfg = HubConfig(
-            site=SITE,
-            broker=BrokerSettings(port=broker.port, username="hub"),
-            location=LocationSettings(temperature_c=scene.environment.temperature_c),
-        )
-        hub = HubService(hub_cfg)
         lock = threading.Lock()
 
         def on_incident(out: Output, published_ns: int) -> None:
@@ -178,52 +271,20 @@ def run_demo(
                                 f"CEP95 {shot.cep95_m:5.1f} m  {shot.n_nodes:2d} nodes  {truth}  "
                                 f"[{lat_ms:.0f} ms]")
                 if inc.state == "closed" and not quiet:
+                    final = ", ".join(
+                        f"{result.matches[s.shot_id].event_id or '?'}: {s.n_nodes} nodes, "
+                        f"error {result.matches[s.shot_id].error_m or float('nan'):.2f} m"
+                        for s in inc.shots
+                    )
                     printer(f"  closed {inc.incident_id}: {inc.rounds} round(s)"
-                            f"{', automatic' if inc.automatic_fire else ''}, class {inc.event_class}")
+                            f"{', automatic' if inc.automatic_fire else ''}, class {inc.event_class} [{final}]")
 
-        hub.listeners.append(on_incident)
-        hub.start()
-
-        wall_start = t_wall0 + (start_ns - (now_ns() - int((time.monotonic() - t_wall0) * 1e9))) / 1e9
-        wall_start = time.monotonic() + (start_ns - now_ns()) / 1e9
-        nodes, transports, threads = [], [], []
-        stop = threading.Event()
-        for node_id in bundle.node_ids:
-            cfg = _node_config(bundle, node_id, broker.port, speed)
-            src = FileSource(cfg.audio.path, cfg.audio.start_time_ns, speed=speed, wall_start=wall_start,
-                             stop_event=stop)
-            node = SensorNode(cfg, src, None)
-            tr = MqttTransport(cfg.broker, f"shotline-node-{SITE}-{node_id}",
-                               will=node.status_message("offline"), birth=[node.status_message("online")])
-            node.transport = tr
-            tr.start()
-            nodes.append(node)
-            transports.append(tr)
-            threads.append(threading.Thread(target=node.run, name=f"node-{node_id}", daemon=True))
-        for th in threads:
-            th.start()
-        try:
-            for th in threads:
-                th.join()
-        except KeyboardInterrupt:
-            stop.set()
-            raise
-        for node in nodes:
-            node.wait_acked(5.0)
-        time.sleep(0.5)  # last detections through the broker to the hub
-        if keep_running:
-            printer("scene finished; broker and hub keep running (Ctrl-C to stop)")
-            try:
-                while True:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        for node, tr in zip(nodes, transports, strict=True):
-            tr.publish(node.status_message("offline"))
-            tr.stop()
-        hub.stop(close_incidents=True)
-        result.latencies_ms = list(hub.latencies_ms)
-        result.dropped = dict(hub.pipeline.ingest.dropped)
+        played = play_bundle(
+            bundle, BrokerSettings(port=broker.port), speed=speed, start_ns=start_ns,
+            on_output=on_incident, keep_running=keep_running, printer=printer,
+        )
+        result.latencies_ms = played.latencies_ms
+        result.dropped = played.dropped
     finally:
         broker.stop()
         if tmp is not None:

@@ -27,7 +27,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from shotline.core import messages as m
 
 from .config import HubConfig

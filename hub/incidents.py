@@ -11,7 +11,6 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from shotline.core import messages as m
 from shotline.core.timebase import now_ns
 

@@ -1,0 +1,684 @@
+"""Robust time-of-arrival multilateration of an impulsive source.
+
+Model (seconds, metres, local ENU frame):
+
+    t_i = t0 + T(s, r_i) + n_i,     n_i ~ N(0, sigma_i^2)
+
+with ``T = |s - r_i| / c`` in still air. With a uniform wind ``w`` the
+wavefront is a sphere of radius ``c (t - t0)`` whose centre drifts with the
+air, ``s + w (t - t0)``; the travel time is the positive root of
+``|r_i - s - w T| = c T``, which to first order in |w|/c is the "effective
+speed c + w . u_i" model (u_i the unit vector from source to node). Unknowns:
+``(x, y, t0)`` in 2-D (source height assumed), ``(x, y, z, t0)`` in 3-D,
+optionally the speed of sound ``c`` as well.
+
+Pipeline (docs/location.md has the details and the references):
+
+1. closed-form candidates (Bancroft) from all nodes and from every subset of
+   ``dims + 2`` nodes (seeded sample when there are many); with ``solve_c``
+   also linear unknown-c fixes from subsets of ``dims + 3``, polished on
+   their own subset;
+2. consensus: every candidate predicts all arrivals (one vectorised numpy
+   evaluation), scored by the truncated quadratic (MSAC) cost; when the best
+   one leaves suspects, the best few are refined by batched Gauss-Newton on
+   their own inliers (LO-RANSAC) and re-scored;
+3. when the seed leaves suspects: a robust nonlinear least-squares fit on all
+   nodes (Cauchy loss, ``f_scale`` = 2 sigma, analytic Jacobian), after which
+   nodes whose residual exceeds ``sqrt((k sigma)^2 + floor^2)`` are rejected;
+4. a final plain least-squares fit on the inliers (Levenberg-Marquardt), so
+   that the clean case is the maximum-likelihood estimate and reaches the
+   Cramér-Rao bound; rejected nodes are re-checked against the refit;
+5. covariance ``(J^T J)^-1`` of the whitened problem at the solution, ellipse
+   and CEP from its position block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.stats import chi2
+
+from .closed_form import bancroft_batch, linear_unknown_c_batch
+from .uncertainty import (
+    cep_radius_m,
+    crlb_covariance,
+    crlb_position_rms_m,
+    ellipse_scale_factor,
+    error_ellipse,
+    scale_ellipse,
+)
+
+__all__ = [
+    "LocateError",
+    "Solution",
+    "locate",
+    "travel_times_s",
+    "crlb_position_rms_m",
+    "crlb_covariance",
+    "cep_radius_m",
+    "error_ellipse",
+    "scale_ellipse",
+    "ellipse_scale_factor",
+]
+
+#: Number of closed-form subsets above which subsets are sampled (seeded) instead of enumerated.
+MAX_SUBSETS = 256
+#: Fixed seed for subset sampling: the locator must be deterministic.
+_SUBSET_SEED = 0x5EED_1A7E
+#: Best candidates refined by batched Gauss-Newton (LO-RANSAC) when the consensus is not clean.
+_LO_CANDIDATES = 16
+#: Cauchy loss scale, in units of each node's sigma: quadratic up to ~2 sigma.
+_ROBUST_F_SCALE = 2.0
+
+
+class LocateError(ValueError):
+    """The problem cannot be solved: too few nodes, NaNs, coincident or degenerate nodes."""
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A located source (an 'origin' in seismology terms).
+
+    Attributes
+    ----------
+    position_m
+        ENU metres in the caller's frame; the same length as the input
+        position rows (2 or 3). In 2-D with 3-column inputs the third
+        component is the assumed source height, not an estimate.
+    t0_s
+        Emission time, seconds, in the same reference as the input times.
+    c_mps
+        Speed of sound used (or solved, with ``solve_c``), m/s.
+    covariance
+        Covariance of ``(x, y[, z], t0[, c])`` in m^2, m*s, s^2 (and m*(m/s),
+        s*(m/s), (m/s)^2 for the c row/column when ``solve_c``). In 2-D the
+        height is not estimated, so the matrix is 3x3 (x, y, t0).
+        The a-priori sigma is used, scaled by the reduced chi-square only when
+        that is improbably large (see ``cov_scaling`` in :func:`locate`).
+    cep50_m, cep95_m
+        Radii (m) of the circles centred on the estimate holding 50 % / 95 %
+        of the 2-D Gaussian position error (exact for the elliptical Gaussian).
+    ellipse_m
+        ``(semi_major_m, semi_minor_m, azimuth_deg)`` of the **1-sigma**
+        horizontal error ellipse, azimuth clockwise from north in [0, 180).
+        ``scale_ellipse(sol.ellipse_m, 0.95)`` gives the 95 % ellipse.
+    residuals_s
+        Observed minus predicted arrival time (s) for every input node,
+        including rejected ones; finite.
+    used
+        Boolean mask of the nodes used in the final fit.
+    rms_residual_s
+        RMS of the residuals of the used nodes, seconds.
+    n_used
+        Number of nodes in the final fit.
+    converged
+        True when the final fit converged on at least ``dims + 2`` mutually
+        consistent nodes.
+    method
+        Short description of the stages that ran.
+    """
+
+    position_m: np.ndarray
+    t0_s: float
+    c_mps: float
+    covariance: np.ndarray
+    cep50_m: float
+    cep95_m: float
+    ellipse_m: tuple[float, float, float]
+    residuals_s: np.ndarray
+    used: np.ndarray
+    rms_residual_s: float
+    n_used: int
+    converged: bool
+    method: str
+    dims: int = 2
+    chi2_reduced: float = field(default=float("nan"))
+
+    @property
+    def position_cov_m2(self) -> np.ndarray:
+        """Covariance (m^2) of the estimated position components (2x2 in 2-D, 3x3 in 3-D)."""
+        return self.covariance[: self.dims, : self.dims]
+
+    @property
+    def t0_sigma_s(self) -> float:
+        """1-sigma uncertainty of the emission time, seconds."""
+        return float(math.sqrt(self.covariance[self.dims, self.dims]))
+
+    def ellipse_at(self, probability: float = 0.95) -> tuple[float, float, float]:
+        """Horizontal error ellipse holding ``probability`` (default 95 %)."""
+        return scale_ellipse(self.ellipse_m, probability)
+
+
+# ----------------------------------------------------------------------------------------
+# forward model
+
+
+def _travel(src: np.ndarray, nodes: np.ndarray, c, wind: np.ndarray | None):
+    """Travel times and their derivatives.
+
+    src (..., 3) source(s), nodes (N, 3), metres; c m/s, a scalar or an array
+    broadcasting against (..., N); wind (3,) m/s or None.
+    Returns T (..., N) seconds, dT/ds (..., N, 3) s/m, dT/dc (..., N) s^2/m.
+    """
+    d = nodes - src[..., None, :]  # source -> node
+    dist2 = np.einsum("...i,...i->...", d, d)
+    if wind is None:
+        dist = np.sqrt(dist2)
+        t = dist / c
+        # A node exactly at the source has no gradient direction; the floor
+        # (1 nm) keeps the arithmetic finite and any subgradient will do.
+        dt_ds = d / (-np.asarray(c)[..., None] * np.maximum(dist, 1e-9)[..., None])
+        return t, dt_ds, -t / c
+    # |d - w T| = c T  =>  a T^2 + 2 (d.w) T - |d|^2 = 0, a = c^2 - |w|^2
+    a = c * c - float(wind @ wind)
+    dw = d @ wind
+    root = np.maximum(np.sqrt(dw * dw + a * dist2), 1e-9 * c)  # = a T + d.w > 0
+    t = dist2 / (dw + root)  # = (root - dw) / a without cancellation when dw > 0
+    dt_ds = -(d - t[..., None] * wind) / root[..., None]
+    dt_dc = -c * t * t / root
+    return t, dt_ds, dt_dc
+
+
+def travel_times_s(
+    positions_m: np.ndarray,
+    source_m: np.ndarray,
+    *,
+    c_mps: float,
+    wind_enu_mps: np.ndarray | None = None,
+) -> np.ndarray:
+    """Forward model: travel time (s) from ``source_m`` (2|3,) to each node (N, 2|3) ENU metres.
+
+    Missing vertical components are 0. With ``wind_enu_mps`` (2|3,) the
+    uniform-wind advection model is used (see the module docstring).
+    Add the emission time to get arrival times.
+    """
+    nodes = _as_xyz(np.asarray(positions_m, float))
+    src = np.zeros(3)
+    s = np.asarray(source_m, float).ravel()
+    src[: s.size] = s
+    w = None if wind_enu_mps is None else _wind3(wind_enu_mps)
+    return _travel(src, nodes, float(c_mps), w)[0]
+
+
+def _as_xyz(p: np.ndarray) -> np.ndarray:
+    if p.ndim != 2 or p.shape[1] not in (2, 3):
+        raise LocateError(f"positions_m must have shape (N, 2) or (N, 3), got {p.shape}")
+    if p.shape[1] == 2:
+        p = np.column_stack([p, np.zeros(len(p))])
+    return p
+
+
+def _wind3(w) -> np.ndarray:
+    w = np.asarray(w, float).ravel()
+    if w.size not in (2, 3) or not np.all(np.isfinite(w)):
+        raise LocateError(f"wind_enu_mps must be 2 or 3 finite components, got {w}")
+    out = np.zeros(3)
+    out[: w.size] = w
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# the solver
+
+
+@dataclass
+class _Problem:
+    """Internal, conditioned form: positions centred on the node centroid, times
+    relative to the earliest arrival, parameters (s_free..., d0 = c_ref * t0[, c])."""
+
+    nodes: np.ndarray  # (N, 3) centred metres
+    t: np.ndarray  # (N,) seconds after t_ref
+    sig: np.ndarray  # (N,) seconds
+    c_ref: float
+    dims: int
+    height: float  # assumed source z (centred frame), used when dims == 2
+    wind: np.ndarray | None
+    solve_c: bool = False
+
+    def src(self, p: np.ndarray) -> np.ndarray:
+        """Parameter vector(s) (..., P) -> source position(s) (..., 3)."""
+        if self.dims == 3:
+            return p[..., :3]
+        h = np.full(p.shape[:-1] + (1,), self.height)
+        return np.concatenate([p[..., :2], h], axis=-1)
+
+    def c_of(self, p: np.ndarray) -> float:
+        return float(p[self.dims + 1]) if self.solve_c else self.c_ref
+
+    def whitened(self, p: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Residuals (observed - predicted) / sigma for nodes ``idx``."""
+        c = self.c_of(p)
+        t, _, _ = _travel(self.src(p), self.nodes[idx], c, self.wind)
+        return (self.t[idx] - p[self.dims] / self.c_ref - t) / self.sig[idx]
+
+    def jac(self, p: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        c = self.c_of(p)
+        _, dt_ds, dt_dc = _travel(self.src(p), self.nodes[idx], c, self.wind)
+        sig = self.sig[idx]
+        cols = [-dt_ds[:, : self.dims], np.full((len(sig), 1), -1.0 / self.c_ref)]
+        if self.solve_c:
+            cols.append(-dt_dc[:, None])
+        return np.column_stack(cols) / sig[:, None]
+
+
+def _validate(positions_m, times_s, sigma_s, dims, c_mps):
+    if dims not in (2, 3):
+        raise LocateError(f"dims must be 2 or 3, got {dims}")
+    p = np.asarray(positions_m, dtype=float)
+    t = np.asarray(times_s, dtype=float).ravel()
+    if p.ndim != 2 or p.shape[1] not in (2, 3):
+        raise LocateError(f"positions_m must have shape (N, 2) or (N, 3), got {p.shape}")
+    if dims == 3 and p.shape[1] != 3:
+        raise LocateError("a 3-D fix needs (N, 3) positions")
+    n = len(p)
+    if len(t) != n:
+        raise LocateError(f"{n} positions but {len(t)} times")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(t))):
+        raise LocateError("positions_m and times_s must be finite (no NaN/inf)")
+    if not (math.isfinite(c_mps) and c_mps > 0):
+        raise LocateError(f"c_mps must be a positive number, got {c_mps}")
+    # With t0 unknown a fix has dims + 1 unknowns; one more node is needed for a
+    # unique fix (with dims + 1 nodes the algebra has two exact roots and no
+    # residual is left to check the association), so we refuse fewer.
+    need = dims + 2
+    if n < need:
+        raise LocateError(
+            f"need at least {need} nodes for a {dims}-D fix with unknown emission time, got {n}"
+        )
+    sig = np.broadcast_to(np.asarray(sigma_s, dtype=float), (n,)).astype(float)
+    if not (np.all(np.isfinite(sig)) and np.all(sig > 0)):
+        raise LocateError("sigma_s must be positive and finite")
+    xyz = _as_xyz(p)
+    horiz = xyz[:, :2] if dims == 2 else xyz
+    diff = horiz[:, None, :] - horiz[None, :, :]
+    dd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    iu = np.triu_indices(n, 1)
+    close = dd[iu] < 1e-3  # 1 mm: same place (in the solved coordinates)
+    if np.any(close):
+        k = int(np.argmax(close))
+        raise LocateError(f"nodes {iu[0][k]} and {iu[1][k]} are coincident (< 1 mm apart)")
+    centred = horiz - horiz.mean(axis=0)
+    sv = np.linalg.svd(centred, compute_uv=False)
+    if sv[-1] < 1e-6 * sv[0]:
+        kind = "collinear" if dims == 2 else "coplanar"
+        raise LocateError(f"node geometry is degenerate: the nodes are {kind}")
+    return p, xyz, t, sig
+
+
+def _subsets(n: int, k: int, max_subsets: int) -> np.ndarray:
+    total = math.comb(n, k)
+    if total <= max_subsets:
+        return np.array(list(itertools.combinations(range(n), k)), dtype=np.intp)
+    rng = np.random.default_rng(_SUBSET_SEED)
+    # argsort of uniform noise: max_subsets random k-subsets in one call.
+    rows = np.argsort(rng.random((max_subsets, n)), axis=1)[:, :k]
+    return np.sort(rows, axis=1)
+
+
+def _candidates(
+    prob: _Problem, subsets: np.ndarray, unknown_c: bool = False, keep_all: bool = False
+) -> np.ndarray:
+    """Closed-form candidates in the centred frame.
+
+    (M, dims + 1) rows ``(s_free..., d0)`` with c = c_ref, or with ``unknown_c``
+    (M, dims + 2) rows ``(s_free..., d0, c)``; ``d0 = c_ref * t0`` either way.
+    """
+    c = prob.c_ref
+    w = np.zeros(3) if prob.wind is None else prob.wind
+    tau = c * prob.t
+    # Uniform wind: in the air's frame the node r_i sits at r_i - w t_i and the
+    # source at s - w t0, and propagation is isotropic, so the still-air algebra
+    # applies to shifted nodes. (The vertical wind is ignored here in 2-D; the
+    # nonlinear fit uses the full model.)
+    shifted = prob.nodes - np.outer(prob.t, w)
+    if prob.dims == 2:
+        pts = shifted[:, :2]
+        extra = (prob.height - prob.nodes[:, 2]) ** 2
+    else:
+        pts = shifted
+        extra = np.zeros(len(tau))
+    if unknown_c:
+        u = linear_unknown_c_batch(pts, tau, extra, subsets)
+        u[:, -1] *= c  # k -> c in m/s
+    else:
+        u = bancroft_batch(pts, tau, extra, subsets).reshape(-1, prob.dims + 1)
+    if not keep_all:
+        u = u[np.all(np.isfinite(u), axis=1)]
+    # back from the air frame: s = s' + w t0
+    u[:, : prob.dims] += np.outer(u[:, prob.dims] / c, w[: prob.dims])
+    return u
+
+
+def _score(prob: _Problem, cand: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    """MSAC cost of each candidate (M,): sum over nodes of min(r^2, thr^2), whitened.
+
+    Candidates with a trailing speed-of-sound column are scored with their own c.
+    """
+    d = prob.dims
+    c = cand[:, d + 1, None] if cand.shape[1] > d + 1 else prob.c_ref
+    t, _, _ = _travel(prob.src(cand[:, : d + 1]), prob.nodes, c, prob.wind)
+    r = (prob.t - cand[:, d, None] / prob.c_ref - t) / prob.sig
+    return np.minimum(r * r, thr * thr).sum(axis=1)
+
+
+def _batch_res_jac(prob: _Problem, cand: np.ndarray, with_c: bool):
+    """Whitened residuals (M, N) and Jacobians (M, N, P) of many parameter vectors at once."""
+    d = prob.dims
+    c = cand[:, d + 1, None] if with_c else prob.c_ref
+    t, dt_ds, dt_dc = _travel(prob.src(cand[:, : d + 1]), prob.nodes, c, prob.wind)
+    r = (prob.t - cand[:, d, None] / prob.c_ref - t) / prob.sig
+    cols = [-dt_ds[..., :d], np.broadcast_to(-1.0 / prob.c_ref, t.shape)[..., None]]
+    if with_c:
+        cols.append(-np.broadcast_to(dt_dc, t.shape)[..., None])
+    return r, np.concatenate(cols, axis=-1) / prob.sig[:, None]
+
+
+def _local_refine(
+    prob: _Problem,
+    cand: np.ndarray,
+    thr: np.ndarray,
+    with_c: bool,
+    iters: int = 4,
+    masks: np.ndarray | None = None,
+):
+    """A few Gauss-Newton steps per candidate on its own inliers, all candidates at once.
+
+    The "local optimisation" of LO-RANSAC: a minimal-subset fix is only as good
+    as its few noisy nodes, and with an unknown c it can be far off along the
+    badly observed direction; refitting on the nodes it already explains (and
+    re-selecting them each step) turns a near miss into the consensus fix.
+
+    With ``masks`` (M, N) the steps fit each candidate to its own node subset
+    instead (a nonlinear polish of an algebraic fix that ignored constraints).
+    """
+    p = cand.copy()
+    n_par = p.shape[1]
+    for _ in range(iters):
+        r, j = _batch_res_jac(prob, p, with_c)
+        w = (np.abs(r) <= thr) if masks is None else masks
+        w = w.astype(float)
+        ok = w.sum(axis=1) > n_par  # need at least one redundant node to trust the step
+        jw = j * w[..., None]
+        jtj = np.einsum("mni,mnj->mij", jw, j)
+        jtr = np.einsum("mni,mn->mi", jw, r)
+        # Tiny Levenberg damping keeps near-singular candidates finite.
+        jtj += 1e-9 * np.trace(jtj, axis1=1, axis2=2)[:, None, None] * np.eye(n_par) + 1e-30 * np.eye(n_par)
+        step = np.linalg.solve(jtj, jtr[..., None])[..., 0]
+        # residual = obs - pred, J = d r / d p, so the GN step is -(J^T J)^-1 J^T r
+        p[ok] -= step[ok]
+    return p
+
+
+def locate(
+    positions_m: np.ndarray,
+    times_s: np.ndarray,
+    *,
+    c_mps: float,
+    sigma_s: float | np.ndarray = 50e-6,
+    dims: int = 2,
+    source_height_m: float = 0.0,
+    robust: bool = True,
+    wind_enu_mps: np.ndarray | None = None,
+    max_outliers: int | None = None,
+    solve_c: bool = False,
+    reject_sigma: float = 4.0,
+    model_floor_s: float = 100e-6,
+    cov_scaling: str = "auto",
+    max_subsets: int = MAX_SUBSETS,
+) -> Solution:
+    """Locate an impulsive source from arrival times at N nodes.
+
+    Parameters
+    ----------
+    positions_m
+        (N, 2) or (N, 3) node positions, local ENU metres.
+    times_s
+        (N,) arrival (onset) times, seconds relative to any reference of the
+        caller's choosing (keep it near the event: float64 seconds since the
+        Unix epoch would only resolve ~0.2 us).
+    c_mps
+        Speed of sound, m/s (the starting value when ``solve_c``).
+    sigma_s
+        1-sigma timing noise, seconds, scalar or per node (N,).
+    dims
+        2: solve (x, y, t0) with the source at ``source_height_m``; 3: solve (x, y, z, t0).
+    source_height_m
+        Assumed source height (ENU up, metres) for the 2-D fix. Nodes may sit at any height.
+    robust
+        Reject outlier nodes (echoes, early picks, wrong associations) by consensus.
+        Needs at least ``dims + 3`` nodes to do anything.
+    wind_enu_mps
+        Uniform wind (east, north[, up]) m/s, or None for still air.
+    max_outliers
+        Most nodes that may be rejected; default: all but ``dims + 2``.
+    solve_c
+        Also solve the speed of sound (needs at least ``dims + 3`` used nodes;
+        otherwise ``c_mps`` is kept). Poorly determined unless sources are outside
+        or spread well; mostly for calibration.
+    reject_sigma, model_floor_s
+        A node is an outlier when |residual| > sqrt((reject_sigma * sigma_i)^2 + model_floor_s^2).
+        The floor (s) absorbs model error (node position, wind, temperature) that
+        the timing sigma does not describe.
+    cov_scaling
+        "apriori": covariance = (J^T J)^-1 with the given sigma; "aposteriori":
+        always scaled by the reduced chi-square; "auto" (default): scaled by it
+        only when it exceeds the 99th percentile of chi2(dof)/dof, i.e. when the
+        residuals prove the given sigma too optimistic.
+    max_subsets
+        Closed-form subsets are enumerated up to this many, sampled (seeded) beyond.
+
+    Returns
+    -------
+    Solution
+
+    Raises
+    ------
+    LocateError
+        Fewer than ``dims + 2`` nodes, non-finite input, coincident nodes
+        (< 1 mm), or collinear (2-D) / coplanar (3-D) node geometry.
+    """
+    if cov_scaling not in ("apriori", "aposteriori", "auto"):
+        raise ValueError(f"cov_scaling must be 'apriori', 'aposteriori' or 'auto', got {cov_scaling!r}")
+    raw, xyz, t_in, sig = _validate(positions_m, times_s, sigma_s, dims, c_mps)
+    n = len(t_in)
+    origin = xyz.mean(axis=0)
+    t_ref = float(t_in.min())
+    wind = None if wind_enu_mps is None else _wind3(wind_enu_mps)
+    if wind is not None and not np.any(wind):
+        wind = None
+    prob = _Problem(
+        nodes=xyz - origin,
+        t=t_in - t_ref,
+        sig=sig,
+        c_ref=float(c_mps),
+        dims=dims,
+        height=float(source_height_m) - origin[2],
+        wind=wind,
+    )
+    thr = np.sqrt(reject_sigma**2 + (model_floor_s / sig) ** 2)  # whitened threshold per node
+    min_used = dims + 2
+    can_reject = robust and n >= dims + 3
+    if max_outliers is None:
+        max_out = n - min_used
+    else:
+        max_out = max(0, min(int(max_outliers), n - min_used))
+    can_reject = can_reject and max_out > 0
+    stages = ["bancroft"]
+
+    # 1-2. closed-form candidates and consensus
+    fit_c = solve_c and n >= dims + 3
+    subsets = [np.arange(n)[None, :]]
+    if can_reject:
+        subsets.append(_subsets(n, dims + 2, max_subsets))
+        stages.append("consensus(msac)")
+    cand = np.concatenate([_candidates(prob, s) for s in subsets])
+    if fit_c:
+        # Known-c candidates carry c_ref; unknown-c ones (subsets of dims + 3)
+        # their own estimate. Scoring each with its own c lets the consensus
+        # pick up a c far from c_ref (a cold night is 5 % slower) while outliers
+        # are still being sorted out.
+        cand = np.column_stack([cand, np.full(len(cand), prob.c_ref)])
+        subsets_c = [np.arange(n)[None, :]]
+        if can_reject and n > dims + 3:
+            subsets_c.append(_subsets(n, dims + 3, max_subsets))
+        rows_c = np.concatenate([np.pad(sub, ((0, 0), (0, n - sub.shape[1])), mode="edge")
+                                 for sub in subsets_c])
+        masks = np.zeros((len(rows_c), n), bool)
+        np.put_along_axis(masks, rows_c, True, axis=1)
+        cand_c = np.concatenate([_candidates(prob, s, unknown_c=True, keep_all=True)
+                                 for s in subsets_c])
+        # The linear unknown-c algebra drops the ties between its unknowns:
+        # polish each fix on its own subset before scoring, and discard
+        # unphysical speeds.
+        cand_c = _local_refine(prob, cand_c, thr, True, iters=3, masks=masks)
+        keep = np.all(np.isfinite(cand_c), axis=1)
+        keep &= (cand_c[:, -1] > 0.5 * prob.c_ref) & (cand_c[:, -1] < 2.0 * prob.c_ref)
+        cand_c = cand_c[keep]
+        cand = np.concatenate([cand, cand_c])
+    if len(cand) == 0:
+        # Every algebraic fix degenerate (cannot happen for validated geometry,
+        # kept as a safety net): start at the earliest node, emitted when it heard it.
+        i0 = int(np.argmin(prob.t))
+        x0 = np.r_[prob.nodes[i0, :dims], prob.c_ref * prob.t[i0]]
+        if fit_c:
+            x0 = np.r_[x0, prob.c_ref]
+        stages.append("fallback(earliest)")
+    else:
+        cost = _score(prob, cand, thr)
+        cost[~np.isfinite(cost)] = np.inf
+        best = int(np.argmin(cost))
+        suspects = cost[best] > 0 and np.any(
+            np.abs(_batch_res_jac(prob, cand[best : best + 1], fit_c)[0][0]) > thr
+        )
+        if fit_c or (can_reject and suspects):
+            top = np.argsort(cost, kind="stable")[:_LO_CANDIDATES]
+            top = top[np.isfinite(cost[top])]
+            refined = _local_refine(prob, cand[top], thr, fit_c)
+            cost_r = _score(prob, refined, thr)
+            cost_r[~np.all(np.isfinite(refined), axis=1)] = np.inf
+            if np.min(cost_r) < cost[best]:
+                cand, cost, best = refined, cost_r, int(np.argmin(cost_r))
+            stages[-1] += "+lo"
+        x0 = cand[best].copy()
+
+    # 3. robust fit on all nodes from the consensus seed, then reject
+    used = np.ones(n, bool)
+    prob.solve_c = fit_c
+    # Skipped when the consensus seed already fits every node: the final fit
+    # re-checks all residuals anyway, and this saves a solver call per clean shot.
+    if can_reject and np.any(np.abs(prob.whitened(x0)) > thr):
+        # Cauchy rather than soft_l1/huber: its influence redescends, so a 30 ms
+        # echo at a node near the source cannot drag a weakly constrained fix by
+        # metres (soft_l1 does, measured); the consensus seed keeps it out of the
+        # spurious minima that redescending losses have far from the truth.
+        res = least_squares(
+            prob.whitened, x0, jac=prob.jac, loss="cauchy", f_scale=_ROBUST_F_SCALE,
+            method="trf", x_scale="jac",
+        )
+        x0 = res.x
+        stages.append("lsq(cauchy)")
+        used = _inliers(np.abs(prob.whitened(x0)), thr, max_out, min_used)
+    if fit_c and used.sum() < dims + 3:
+        # Not enough consistent nodes to also solve c: keep the given one.
+        prob.solve_c = fit_c = False
+        x0 = x0[: dims + 1]
+
+    # 4. final plain least squares on the inliers (ML under Gaussian noise),
+    # re-admitting / re-rejecting if the refit moves a node across the threshold.
+    p0 = x0
+    fit = None
+    for _ in range(3):
+        idx = np.flatnonzero(used)
+        fit = least_squares(
+            lambda p, idx=idx: prob.whitened(p, idx),
+            p0,
+            jac=lambda p, idx=idx: prob.jac(p, idx),
+            method="lm",
+            x_scale="jac",
+        )
+        p0 = fit.x
+        if not can_reject:
+            break
+        new_used = _inliers(np.abs(prob.whitened(p0)), thr, max_out, min_used)
+        if np.array_equal(new_used, used):
+            break
+        used = new_used
+    stages.append("lsq(linear)")
+    if fit_c:
+        stages.append("solve_c")
+    p = p0
+    c_fin = prob.c_of(p)
+
+    # 5. uncertainty
+    idx = np.flatnonzero(used)
+    r_used = prob.whitened(p, idx)
+    j = prob.jac(p, idx)
+    n_par = j.shape[1]
+    dof = len(idx) - n_par
+    chi2_red = float(r_used @ r_used / dof) if dof > 0 else float("nan")
+    try:
+        cov_p = np.linalg.inv(j.T @ j)
+        ok_cov = True
+    except np.linalg.LinAlgError:
+        cov_p = np.linalg.pinv(j.T @ j)
+        ok_cov = False
+    scale = 1.0
+    if dof > 0 and cov_scaling == "aposteriori":
+        scale = chi2_red
+    elif dof > 0 and cov_scaling == "auto" and chi2_red > chi2.ppf(0.99, dof) / dof:
+        scale = chi2_red
+    cov_p = cov_p * scale
+    # parameter d0 = c_ref * t0 (metres) -> t0 seconds
+    conv = np.ones(n_par)
+    conv[dims] = 1.0 / prob.c_ref
+    cov = cov_p * np.outer(conv, conv)
+    cov = 0.5 * (cov + cov.T)
+
+    src = prob.src(p) + origin
+    position = src[: raw.shape[1]].copy()
+    t_pred, _, _ = _travel(prob.src(p), prob.nodes, c_fin, prob.wind)
+    t0_rel = p[dims] / prob.c_ref
+    residuals = prob.t - t0_rel - t_pred
+    rms = float(np.sqrt(np.mean(residuals[used] ** 2)))
+    cov_h = cov[:2, :2]
+    converged = bool(
+        fit is not None
+        and fit.success
+        and ok_cov
+        and np.all(np.isfinite(p))
+        and used.sum() >= min_used
+        and np.all(np.abs(residuals[used]) <= thr[used] * sig[used] * 1.5)
+    )
+    return Solution(
+        position_m=position,
+        t0_s=t_ref + float(t0_rel),
+        c_mps=c_fin,
+        covariance=cov,
+        cep50_m=cep_radius_m(cov_h, 0.5),
+        cep95_m=cep_radius_m(cov_h, 0.95),
+        ellipse_m=error_ellipse(cov_h),
+        residuals_s=residuals,
+        used=used,
+        rms_residual_s=rms,
+        n_used=int(used.sum()),
+        converged=converged,
+        method="+".join(stages),
+        dims=dims,
+        chi2_reduced=chi2_red,
+    )
+
+
+def _inliers(abs_r: np.ndarray, thr: np.ndarray, max_out: int, min_used: int) -> np.ndarray:
+    """Inlier mask: within threshold, at most ``max_out`` rejected, at least ``min_used`` kept
+    (the worst offenders, by residual over threshold, go first)."""
+    ratio = abs_r / thr
+    order = np.argsort(-ratio, kind="stable")
+    n_bad = int(np.sum(ratio > 1.0))
+    n_bad = min(n_bad, max_out, len(abs_r) - min_used)
+    used = np.ones(len(abs_r), bool)
+    used[order[:n_bad]] = False
+    return used

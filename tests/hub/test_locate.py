@@ -1,0 +1,393 @@
+"""Tests of shotline.hub.locate: forward model -> synthetic arrivals -> locate -> error.
+
+Statistical tests use fixed seeds and tolerances wide enough for Monte-Carlo
+scatter but narrow enough to catch a biased or mis-weighted estimator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shotline.hub.locate import (
+    LocateError,
+    Solution,
+    crlb_position_rms_m,
+    ellipse_scale_factor,
+    locate,
+    travel_times_s,
+)
+
+C = 343.0
+SIGMA = 50e-6
+H_SRC = 1.5
+# An urban-ish layout: 8 nodes on poles and roofs (3-15 m) over ~0.9 x 0.9 km.
+NODES = np.array(
+    [
+        [0.0, 0.0, 5.0],
+        [420.0, 30.0, 12.0],
+        [810.0, -40.0, 8.0],
+        [60.0, 390.0, 6.0],
+        [450.0, 460.0, 15.0],
+        [860.0, 420.0, 4.0],
+        [120.0, 820.0, 9.0],
+        [700.0, 850.0, 11.0],
+    ]
+)
+
+
+def arrivals(nodes, src, t0=12.345, sigma=0.0, rng=None, wind=None, c=C):
+    t = t0 + travel_times_s(nodes, src, c_mps=c, wind_enu_mps=wind)
+    if sigma:
+        t = t + rng.normal(0.0, sigma, len(t))
+    return t
+
+
+def inside_source(rng):
+    return np.r_[rng.uniform(150, 700, 2), H_SRC]
+
+
+def err2d(sol: Solution, src) -> float:
+    return float(np.hypot(*(sol.position_m[:2] - src[:2])))
+
+
+# ------------------------------------------------------------------ exactness
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.floats(-1500, 2500),
+    y=st.floats(-1500, 2500),
+    t0=st.floats(-10, 10),
+)
+def test_noise_free_exact_recovery_inside_and_outside(x, y, t0):
+    src = np.array([x, y, H_SRC])
+    sol = locate(NODES, arrivals(NODES, src, t0=t0), c_mps=C, source_height_m=H_SRC)
+    assert err2d(sol, src) < 1e-3
+    assert abs(sol.t0_s - t0) < 1e-8
+    assert sol.converged and sol.n_used == len(NODES)
+    assert sol.position_m.shape == (3,) and sol.position_m[2] == H_SRC
+    assert np.all(np.isfinite(sol.residuals_s)) and np.max(np.abs(sol.residuals_s)) < 1e-8
+
+
+def test_two_column_positions_give_two_component_position():
+    src = np.array([300.0, 200.0])
+    sol = locate(NODES[:, :2], arrivals(NODES[:, :2], src), c_mps=C)
+    assert sol.position_m.shape == (2,)
+    assert err2d(sol, src) < 1e-6
+    assert sol.covariance.shape == (3, 3)
+
+
+def test_noise_free_3d_with_vertical_spread():
+    nodes = NODES.copy()
+    nodes[:, 2] = [2, 45, 10, 30, 60, 5, 25, 40]  # roofs of different heights
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        src = np.r_[rng.uniform(-300, 1100, 2), rng.uniform(0, 50)]
+        sol = locate(nodes, arrivals(nodes, src), c_mps=C, dims=3)
+        assert np.linalg.norm(sol.position_m - src) < 1e-3
+        assert sol.covariance.shape == (4, 4)
+
+
+def test_exactly_four_nodes_2d():
+    src = np.array([300.0, 350.0, H_SRC])
+    nodes = NODES[[0, 2, 6, 7]]
+    sol = locate(nodes, arrivals(nodes, src), c_mps=C, source_height_m=H_SRC)
+    assert err2d(sol, src) < 1e-6
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def test_rms_error_within_15_percent_of_crlb():
+    rng = np.random.default_rng(42)
+    se, crlb2 = [], []
+    for _ in range(400):
+        src = inside_source(rng)
+        sol = locate(NODES, arrivals(NODES, src, sigma=SIGMA, rng=rng), c_mps=C,
+                     sigma_s=SIGMA, source_height_m=H_SRC)
+        se.append(err2d(sol, src) ** 2)
+        crlb2.append(crlb_position_rms_m(NODES, src, c_mps=C, sigma_s=SIGMA) ** 2)
+    ratio = np.sqrt(np.mean(se) / np.mean(crlb2))
+    assert 0.85 < ratio < 1.15, ratio
+
+
+def test_noisy_fix_error_under_10_cm():
+    rng = np.random.default_rng(5)
+    errs = []
+    for _ in range(100):
+        src = inside_source(rng)
+        sol = locate(NODES, arrivals(NODES, src, sigma=SIGMA, rng=rng), c_mps=C,
+                     source_height_m=H_SRC)
+        errs.append(err2d(sol, src))
+    assert max(errs) < 0.1
+
+
+def test_covariance_is_calibrated():
+    """~95 % of errors inside the 95 % ellipse, ~50 % inside CEP50, ~95 % inside CEP95."""
+    rng = np.random.default_rng(7)
+    k95 = ellipse_scale_factor(0.95) ** 2
+    in_ell, in_cep50, in_cep95, in_t0 = [], [], [], []
+    n = 800
+    for _ in range(n):
+        src = inside_source(rng) if rng.random() < 0.7 else np.r_[rng.uniform(-600, 1500, 2), H_SRC]
+        t0 = 1.0
+        sol = locate(NODES, arrivals(NODES, src, t0=t0, sigma=SIGMA, rng=rng), c_mps=C,
+                     sigma_s=SIGMA, source_height_m=H_SRC)
+        e = sol.position_m[:2] - src[:2]
+        m2 = e @ np.linalg.solve(sol.position_cov_m2, e)
+        in_ell.append(m2 <= k95)
+        d = np.hypot(*e)
+        in_cep50.append(d <= sol.cep50_m)
+        in_cep95.append(d <= sol.cep95_m)
+        in_t0.append(abs(sol.t0_s - t0) <= 1.96 * sol.t0_sigma_s)
+    # binomial sd at p=0.95, n=800 is 0.008; at p=0.5 it is 0.018
+    assert abs(np.mean(in_ell) - 0.95) < 0.025
+    assert abs(np.mean(in_cep95) - 0.95) < 0.025
+    assert abs(np.mean(in_cep50) - 0.50) < 0.055
+    assert abs(np.mean(in_t0) - 0.95) < 0.025
+
+
+def test_outside_source_has_bigger_cep():
+    rng = np.random.default_rng(11)
+    inside = np.array([430.0, 420.0, H_SRC])
+    outside = np.array([2500.0, 1900.0, H_SRC])
+    s_in = locate(NODES, arrivals(NODES, inside, sigma=SIGMA, rng=rng), c_mps=C, source_height_m=H_SRC)
+    s_out = locate(NODES, arrivals(NODES, outside, sigma=SIGMA, rng=rng), c_mps=C, source_height_m=H_SRC)
+    assert s_out.cep50_m > 5 * s_in.cep50_m
+    assert s_out.cep95_m > 5 * s_in.cep95_m
+    # and the covariance agrees with the Cramér-Rao bound (it is the same Fisher matrix)
+    for sol, src in ((s_in, inside), (s_out, outside)):
+        crlb = crlb_position_rms_m(NODES, src, c_mps=C, sigma_s=SIGMA)
+        assert np.sqrt(np.trace(sol.position_cov_m2)) == pytest.approx(crlb, rel=0.05)
+    # outside the array the ellipse is elongated along the bearing from the array
+    a, b, _ = s_out.ellipse_m
+    assert a > 3 * b
+
+
+def test_3d_noisy_with_vertical_spread():
+    nodes = NODES.copy()
+    nodes[:, 2] = [2, 45, 10, 30, 60, 5, 25, 40]
+    rng = np.random.default_rng(13)
+    se, crlb2 = [], []
+    for _ in range(200):
+        src = np.r_[rng.uniform(150, 700, 2), rng.uniform(0, 30)]
+        sol = locate(nodes, arrivals(nodes, src, sigma=SIGMA, rng=rng), c_mps=C, dims=3,
+                     sigma_s=SIGMA)
+        se.append(np.sum((sol.position_m - src) ** 2))
+        crlb2.append(crlb_position_rms_m(nodes, src, c_mps=C, sigma_s=SIGMA, dims=3) ** 2)
+    ratio = np.sqrt(np.mean(se) / np.mean(crlb2))
+    assert 0.8 < ratio < 1.2, ratio
+
+
+# ------------------------------------------------------------------ outliers
+
+
+def test_late_echo_rejected():
+    rng = np.random.default_rng(17)
+    errs = []
+    for _ in range(300):
+        src = inside_source(rng)
+        t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
+        bad = rng.integers(len(NODES))
+        t[bad] += rng.uniform(5e-3, 30e-3)
+        sol = locate(NODES, t, c_mps=C, source_height_m=H_SRC)
+        assert not sol.used[bad]
+        assert sol.n_used == len(NODES) - 1
+        assert sol.residuals_s[bad] > 4e-3  # the echo shows up in its residual
+        assert sol.converged
+        errs.append(err2d(sol, src))
+    assert np.percentile(errs, 90) < 0.1
+    assert max(errs) < 0.2
+
+
+def test_early_outlier_rejected():
+    rng = np.random.default_rng(19)
+    for _ in range(100):
+        src = inside_source(rng)
+        t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
+        bad = rng.integers(len(NODES))
+        t[bad] -= rng.uniform(1e-3, 20e-3)
+        sol = locate(NODES, t, c_mps=C, source_height_m=H_SRC)
+        assert not sol.used[bad] and sol.n_used == len(NODES) - 1
+        assert sol.residuals_s[bad] < -0.8e-3
+        assert err2d(sol, src) < 0.2
+
+
+@pytest.mark.parametrize("n_nodes", [8, 10, 12])
+def test_two_outliers(n_nodes):
+    rng = np.random.default_rng(23 + n_nodes)
+    extra = np.column_stack([rng.uniform(0, 850, (4, 2)), rng.uniform(3, 15, 4)])
+    nodes = np.vstack([NODES, extra])[:n_nodes]
+    for _ in range(60):
+        src = inside_source(rng)
+        t = arrivals(nodes, src, sigma=SIGMA, rng=rng)
+        bad = rng.choice(n_nodes, 2, replace=False)
+        t[bad[0]] += rng.uniform(5e-3, 30e-3)
+        t[bad[1]] += rng.choice([-1, 1]) * rng.uniform(2e-3, 30e-3)
+        sol = locate(nodes, t, c_mps=C, source_height_m=H_SRC)
+        assert not np.any(sol.used[bad])
+        assert sol.n_used == n_nodes - 2
+        assert err2d(sol, src) < 0.2
+
+
+def test_many_nodes_sampled_consensus_is_deterministic():
+    rng = np.random.default_rng(29)
+    nodes = np.column_stack([rng.uniform(0, 1500, (20, 2)), rng.uniform(3, 20, 20)])
+    src = np.array([700.0, 800.0, H_SRC])
+    t = arrivals(nodes, src, sigma=SIGMA, rng=rng)
+    bad = [2, 7, 11]
+    t[bad] += [8e-3, -4e-3, 25e-3]
+    a = locate(nodes, t, c_mps=C, source_height_m=H_SRC)
+    b = locate(nodes, t, c_mps=C, source_height_m=H_SRC)
+    assert np.array_equal(a.position_m, b.position_m) and np.array_equal(a.used, b.used)
+    assert not np.any(a.used[bad]) and a.n_used == 17
+    assert err2d(a, src) < 0.1
+
+
+def test_max_outliers_limits_rejection():
+    rng = np.random.default_rng(31)
+    src = inside_source(rng)
+    t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
+    t[[1, 4]] += [10e-3, 20e-3]
+    sol = locate(NODES, t, c_mps=C, source_height_m=H_SRC, max_outliers=1)
+    assert sol.n_used == len(NODES) - 1
+    assert not sol.used[4]  # the worse one goes first
+    assert not sol.converged  # node 1 still disagrees
+
+
+def test_not_robust_uses_everything():
+    rng = np.random.default_rng(37)
+    src = inside_source(rng)
+    t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
+    t[3] += 10e-3
+    sol = locate(NODES, t, c_mps=C, source_height_m=H_SRC, robust=False)
+    assert sol.used.all() and "consensus" not in sol.method
+    assert not sol.converged  # the residuals reveal the inconsistency
+
+
+def test_inflated_covariance_when_sigma_too_optimistic():
+    rng = np.random.default_rng(41)
+    src = inside_source(rng)
+    t = arrivals(NODES, src, sigma=500e-6, rng=rng)  # true noise 10x the claimed sigma
+    kw = dict(c_mps=C, sigma_s=SIGMA, source_height_m=H_SRC, robust=False)
+    auto = locate(NODES, t, **kw)
+    apriori = locate(NODES, t, cov_scaling="apriori", **kw)
+    assert auto.chi2_reduced > 10
+    assert auto.cep50_m > 3 * apriori.cep50_m
+
+
+# ------------------------------------------------------------------ wind, c, sigma
+
+
+def test_wind_correction_reduces_bias():
+    wind = np.array([8.0, -5.0])  # m/s, a stiff breeze
+    rng = np.random.default_rng(43)
+    e_no, e_yes = [], []
+    for _ in range(40):
+        src = inside_source(rng)
+        t = arrivals(NODES, src, sigma=SIGMA, rng=rng, wind=wind)
+        no = locate(NODES, t, c_mps=C, source_height_m=H_SRC, robust=False)
+        yes = locate(NODES, t, c_mps=C, source_height_m=H_SRC, wind_enu_mps=wind)
+        e_no.append(err2d(no, src))
+        e_yes.append(err2d(yes, src))
+        assert yes.used.all()
+    assert np.mean(e_no) > 1.0  # metres of bias without the correction
+    assert np.mean(e_yes) < 0.05
+
+
+def test_wind_travel_time_matches_effective_speed_to_first_order():
+    wind = np.array([6.0, 3.0, 0.0])
+    src = np.array([100.0, 50.0, 1.5])
+    t_exact = travel_times_s(NODES, src, c_mps=C, wind_enu_mps=wind)
+    d = NODES - src
+    r = np.linalg.norm(d, axis=1)
+    t_eff = r / (C + (d / r[:, None]) @ wind)
+    np.testing.assert_allclose(t_exact, t_eff, rtol=1e-3)
+    np.testing.assert_allclose(travel_times_s(NODES, src, c_mps=C), r / C)
+
+
+def test_wind_noise_free_exact():
+    wind = np.array([10.0, 4.0, 0.0])
+    for src in (np.array([300.0, 500.0, H_SRC]), np.array([-900.0, 1600.0, H_SRC])):
+        t = arrivals(NODES, src, wind=wind)
+        sol = locate(NODES, t, c_mps=C, source_height_m=H_SRC, wind_enu_mps=wind)
+        assert err2d(sol, src) < 1e-3
+
+
+def test_solve_c_recovers_speed_of_sound():
+    c_true = 337.0
+    src = np.array([1400.0, -600.0, H_SRC])  # outside the array: c is well observed
+    t = arrivals(NODES, src, c=c_true)
+    sol = locate(NODES, t, c_mps=343.0, source_height_m=H_SRC, solve_c=True)
+    assert sol.c_mps == pytest.approx(c_true, abs=1e-6)
+    assert err2d(sol, src) < 1e-3
+    assert sol.covariance.shape == (4, 4)
+    assert "solve_c" in sol.method
+
+
+def test_per_node_sigma_downweights_noisy_node():
+    rng = np.random.default_rng(47)
+    sig = np.full(len(NODES), SIGMA)
+    sig[2] = 2e-3
+    src = inside_source(rng)
+    t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
+    t[2] += 1.5e-3  # within its own (large) sigma: kept, but barely pulls
+    sol = locate(NODES, t, c_mps=C, sigma_s=sig, source_height_m=H_SRC)
+    assert sol.used[2]
+    assert err2d(sol, src) < 0.1
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_too_few_nodes():
+    src = np.array([100.0, 100.0, 0.0])
+    with pytest.raises(LocateError, match="at least 4"):
+        locate(NODES[:3], arrivals(NODES[:3], src), c_mps=C)
+    with pytest.raises(LocateError, match="at least 5"):
+        locate(NODES[:4], arrivals(NODES[:4], src), c_mps=C, dims=3)
+
+
+def test_nan_input_rejected():
+    t = arrivals(NODES, np.array([100.0, 100.0, 0.0]))
+    t[2] = np.nan
+    with pytest.raises(LocateError, match="finite"):
+        locate(NODES, t, c_mps=C)
+
+
+def test_coincident_nodes_rejected():
+    nodes = NODES.copy()
+    nodes[5] = nodes[1]
+    with pytest.raises(LocateError, match="coincident"):
+        locate(nodes, np.zeros(len(nodes)), c_mps=C)
+
+
+def test_collinear_nodes_rejected():
+    nodes = np.column_stack([np.arange(6) * 100.0, np.arange(6) * 50.0])
+    with pytest.raises(LocateError, match="collinear"):
+        locate(nodes, np.zeros(6), c_mps=C)
+
+
+def test_shape_mismatch_rejected():
+    with pytest.raises(LocateError):
+        locate(NODES, np.zeros(5), c_mps=C)
+    with pytest.raises(LocateError):
+        locate(NODES[:, :2], np.zeros(8), c_mps=C, dims=3)
+    assert issubclass(LocateError, ValueError)
+
+
+def test_solve_c_with_an_echo():
+    rng = np.random.default_rng(53)
+    for _ in range(40):
+        src = np.r_[rng.uniform(-1500, 2500, 2), H_SRC]
+        c_true = rng.uniform(330.0, 355.0)
+        t = arrivals(NODES, src, c=c_true, sigma=SIGMA, rng=rng)
+        bad = rng.integers(len(NODES))
+        t[bad] += rng.uniform(5e-3, 30e-3)
+        sol = locate(NODES, t, c_mps=343.0, source_height_m=H_SRC, solve_c=True)
+        assert not sol.used[bad] and sol.n_used == len(NODES) - 1
+        err = err2d(sol, src)
+        assert err < 5 * np.sqrt(np.trace(sol.position_cov_m2)) + 0.05
+        assert abs(sol.c_mps - c_true) < 5 * np.sqrt(sol.covariance[3, 3]) + 0.01
