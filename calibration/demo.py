@@ -158,7 +158,8 @@ def play_bundle(
         broker=msgspec.structs.replace(broker, username="hub"),
         location=LocationSettings(temperature_c=bundle.environment.temperature_c),
     )
-    hub = HubService(hub_cfg)
+    # Paced replays follow the wall clock like a live hub; fast ones follow the data.
+    hub = HubService(hub_cfg, watermark="wall" if speed is not None else "data")
     hub.listeners.append(lambda out, t: result.outputs.append((out, t)))
     if on_output is not None:
         hub.listeners.append(on_output)

@@ -63,6 +63,7 @@ class HubPipeline:
         self.stats = PipelineStats()
         self._held: dict[str, list[tuple[m.Detection, int]]] = defaultdict(list)
         self._known_shots: set[str] = set()
+        self._progress_ns: dict[str, int] = {}
 
     def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> list[Output]:
         """Process one raw message; return the incident messages it caused."""
@@ -77,6 +78,7 @@ class HubPipeline:
             return []
         if got.kind == "health":
             self.registry.update_health(got.msg, received_ns)  # type: ignore[arg-type]
+            self._advance(got.msg.node_id, got.msg.time_ns)
             return []
         return self.on_detection(got.msg, received_ns)  # type: ignore[arg-type]
 
@@ -84,6 +86,7 @@ class HubPipeline:
         """Associate one validated detection."""
         self.stats.detections += 1
         self.registry.saw_detection(det.node_id, received_ns)
+        self._advance(det.node_id, det.onset_time_ns)
         if self.registry.enu(det.node_id) is None:
             # Held until the node's status (with its position) arrives.
             self._held[det.node_id].append((det, received_ns))
@@ -97,6 +100,24 @@ class HubPipeline:
             out.append(Output(self.incidents.on_shot(shot), received_ns))
         self.stats.incidents_published += len(out)
         return out
+
+    def _advance(self, node_id: str, t_ns: int) -> None:
+        if t_ns > self._progress_ns.get(node_id, 0):
+            self._progress_ns[node_id] = t_ns
+
+    def data_watermark_ns(self) -> int:
+        """Event-time "now" for replays: the least advanced online node's latest time (ns).
+
+        A node's progress is the latest onset or health time it reported; a
+        replay can be faster than real time and out of order across nodes, so
+        nothing older than the slowest node's progress can still arrive.
+        Offline nodes no longer hold the watermark back; 0 until every online
+        node has reported something.
+        """
+        online = [k for k, v in self.registry.nodes.items() if v.state == "online"]
+        if not online:
+            return max(self._progress_ns.values(), default=0)
+        return min(self._progress_ns.get(k, 0) for k in online)
 
     def _release_held(self, node_id: str) -> list[Output]:
         out = []

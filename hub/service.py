@@ -38,6 +38,7 @@ class HubService:
         *,
         tick_s: float = 0.2,
         clock: Callable[[], int] = now_ns,
+        watermark: str = "wall",
     ) -> None:
         self.cfg = cfg
         self.pipeline = HubPipeline(cfg)
@@ -49,6 +50,10 @@ class HubService:
         )
         self.tick_s = tick_s
         self.clock = clock
+        if watermark not in ("wall", "data"):
+            raise ValueError("watermark must be 'wall' (live) or 'data' (replay)")
+        self.watermark = watermark
+        """``wall``: the clock is "now" (live). ``data``: the nodes' reported progress is (replays)."""
         self.listeners: list[Callable[[Output, int], None]] = []
         """Called with (output, published_ns) after each incident is published."""
         self.latencies_ms: list[float] = []
@@ -82,7 +87,8 @@ class HubService:
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_s):
             with self._lock:
-                self._publish(self.pipeline.tick(self.clock()))
+                now = self.clock() if self.watermark == "wall" else self.pipeline.data_watermark_ns()
+                self._publish(self.pipeline.tick(now))
 
     def _publish(self, outputs: list[Output]) -> None:
         topic = topics.incident_topic(self.cfg.site)
