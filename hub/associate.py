@@ -22,6 +22,7 @@ associator are float seconds relative to a reference epoch (``t_ref_ns``).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class Associator:
         self.t_ref_ns: int | None = None
         self.pool: list[Pick] = []
         self.shots: list[ShotState] = []
+        self.recent: dict[str, list[float]] = {}
+        """Sorted onset times (s) of every recent pick per node, associated or not."""
         self.n_expired_unassociated = 0
 
     # -- helpers -------------------------------------------------------------
@@ -109,6 +112,8 @@ class Associator:
         if self.registry.enu(det.node_id) is None:
             raise KeyError(det.node_id)
         pick = Pick(det, self._rel(det.onset_time_ns), received_ns)
+        if pick.trusted:
+            bisect.insort(self.recent.setdefault(det.node_id, []), pick.t_s)
         shot = self._attach(pick)
         if shot is not None:
             return [shot]
@@ -128,12 +133,14 @@ class Associator:
         self.n_expired_unassociated += len(self.pool) - len(keep)
         self.pool = keep
         self.shots = [s for s in self.shots if s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c]
+        for nid, times in self.recent.items():
+            del times[: bisect.bisect_left(times, w - 2 * horizon)]
 
     # -- attaching to a known shot -----------------------------------------
-    def _attach(self, pick: Pick) -> ShotState | None:
+    def _attach(self, pick: Pick, only: ShotState | None = None) -> ShotState | None:
         r = self.registry.enu(pick.node_id)
         best, best_err = None, np.inf
-        for shot in self.shots:
+        for shot in self.shots if only is None else [only]:
             if pick.node_id in shot.picks or pick.node_id in shot.corroborating:
                 continue
             pred = shot.t0_s + float(np.linalg.norm(shot.enu_m[:2] - r[:2])) / self.c
@@ -165,7 +172,8 @@ class Associator:
     def _hypothesise(self, seed: Pick) -> ShotState | None:
         a = self.cfg.association
         r_seed = self.registry.enu(seed.node_id)
-        by_node: dict[str, list[Pick]] = {}
+        by_node: dict[str, np.ndarray] = {}
+        picks_of: dict[str, list[Pick]] = {}
         for p in self.pool:
             if p is seed or p.node_id == seed.node_id:
                 continue
@@ -173,52 +181,102 @@ class Associator:
             d = float(np.linalg.norm(r[:2] - r_seed[:2]))
             if d > 2 * a.max_range_m:
                 continue
+            # Physically possible partner: the time difference cannot exceed
+            # the travel time between the two nodes.
             if abs(p.t_s - seed.t_s) <= d / self.c + a.match_tolerance_s:
-                by_node.setdefault(p.node_id, []).append(p)
-        if len(by_node) + 1 < a.min_nodes:
+                picks_of.setdefault(p.node_id, []).append(p)
+        if len(picks_of) + 1 < a.min_nodes:
             return None
+        for nid, ps in picks_of.items():
+            ps.sort(key=lambda p: p.t_s)
+            by_node[nid] = np.array([p.t_s for p in ps])
+        node_ids = list(by_node)
+        node_xy = np.array([self.registry.enu(n)[:2] for n in node_ids])
 
-        # Grid of hypothetical sources within max_range of the seed node.
+        # Coarse grid of hypothetical sources within max_range of the seed node,
+        # refined twice around the best points. A grid point is up to half a
+        # cell diagonal from the source, so the predicted travel-time
+        # difference to the seed and to another node can be off by that much:
+        # the match tolerance shrinks with the cell.
         step = a.grid_step_m
         n_half = int(np.ceil(a.max_range_m / step))
         g = np.arange(-n_half, n_half + 1) * step
         gx, gy = np.meshgrid(g, g, indexing="xy")
         inside = gx**2 + gy**2 <= a.max_range_m**2
-        grid = np.stack([gx[inside] + r_seed[0], gy[inside] + r_seed[1]], axis=1)
-        t0 = seed.t_s - np.hypot(grid[:, 0] - r_seed[0], grid[:, 1] - r_seed[1]) / self.c
-        # A grid point can be off by half a diagonal: allow that travel-time slack twice.
-        tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
+        points = np.stack([gx[inside], gy[inside]], axis=1) + r_seed[:2]
+        for keep, sub in ((256, 5), (32, 5), (None, None)):
+            tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
+            score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol)
+            if keep is None:
+                break
+            top = np.argsort(-score)[:keep]
+            top = top[score[top] + 1 >= a.min_nodes]
+            if len(top) == 0:
+                return None
+            # Split each kept cell into sub x sub smaller cells.
+            fine = step / sub
+            f = (np.arange(sub) - (sub - 1) / 2) * fine
+            fx, fy = np.meshgrid(f, f, indexing="xy")
+            offsets = np.stack([fx.ravel(), fy.ravel()], axis=1)
+            points = (points[top][:, None, :] + offsets[None, :, :]).reshape(-1, 2)
+            step = fine
+        fine_pts, tol_fine = points, tol
+        # Candidate detection sets from the best fine points, each set once.
+        sets: list[list[Pick]] = []
+        seen: set[frozenset[int]] = set()
+        for i in np.argsort(-score)[: 8 * self.N_FINE]:
+            if score[i] + 1 < a.min_nodes or len(sets) >= self.N_FINE:
+                break
+            members = [seed]
+            t0 = seed.t_s - np.hypot(*(fine_pts[i] - r_seed[:2])) / self.c
+            for k, nid in enumerate(node_ids):
+                pred = t0 + np.hypot(*(fine_pts[i] - node_xy[k])) / self.c
+                j = chosen[k, i]
+                if abs(by_node[nid][j] - pred) < tol_fine:
+                    members.append(picks_of[nid][j])
+            key = frozenset(id(p) for p in members)
+            if len(members) >= a.min_nodes and key not in seen:
+                seen.add(key)
+                sets.append(members)
+        # Locate every candidate; the set that explains the most nodes with
+        # the best fit wins (periodic fire makes shifted sets nearly fit too).
+        best = None
+        for members in sets:
+            fit = self._fit(members)
+            if fit is None:
+                continue
+            sol, used = fit
+            rank = (sol.n_used, -sol.chi2_reduced)
+            if best is None or rank > best[0]:
+                best = (rank, used, sol)
+        if best is None:
+            return None
+        return self._create(best[1], best[2])
 
-        node_ids = list(by_node)
+    N_FINE = 6
+    """Distinct fine-grid hypotheses located and tested per search."""
+
+    def _support(self, grid, seed, r_seed, node_xy, by_node, tol):
+        """For each grid point: how many nodes have a pick near the predicted arrival (score), and which."""
+        t0 = seed.t_s - np.hypot(grid[:, 0] - r_seed[0], grid[:, 1] - r_seed[1]) / self.c
         count = np.zeros(len(grid), dtype=int)
         sq = np.zeros(len(grid))
-        chosen = np.empty((len(node_ids), len(grid)), dtype=int)
-        for k, nid in enumerate(node_ids):
-            picks = sorted(by_node[nid], key=lambda p: p.t_s)
-            times = np.array([p.t_s for p in picks])
-            r = self.registry.enu(nid)
-            pred = t0 + np.hypot(grid[:, 0] - r[0], grid[:, 1] - r[1]) / self.c
+        chosen = np.empty((len(by_node), len(grid)), dtype=int)
+        for k, times in enumerate(by_node.values()):
+            pred = t0 + np.hypot(grid[:, 0] - node_xy[k, 0], grid[:, 1] - node_xy[k, 1]) / self.c
             j = np.clip(np.searchsorted(times, pred), 1, len(times)) - 1
             j2 = np.minimum(j + 1, len(times) - 1)
-            better = np.abs(times[j2] - pred) < np.abs(times[j] - pred)
-            j = np.where(better, j2, j)
+            j = np.where(np.abs(times[j2] - pred) < np.abs(times[j] - pred), j2, j)
             err = np.abs(times[j] - pred)
             ok = err < tol
             count += ok
             sq += np.where(ok, err**2, tol**2)
             chosen[k] = j
-            by_node[nid] = picks
         # Most nodes explained first; among those, the smallest squared misfit.
-        score = count - sq / (tol**2 * (len(node_ids) + 1))
-        best = int(np.argmax(score))
-        if count[best] + 1 < a.min_nodes:
-            return None
-        members = [seed]
-        for k, nid in enumerate(node_ids):
-            pred = t0[best] + np.hypot(*(grid[best] - self.registry.enu(nid)[:2])) / self.c
-            p = by_node[nid][chosen[k, best]]
-            if abs(p.t_s - pred) < tol:
-                members.append(p)
+        return count - sq / (tol**2 * (len(by_node) + 1)), chosen
+
+    def _fit(self, members: list[Pick]) -> tuple[Solution, list[Pick]] | None:
+        """Locate a candidate set; return (solution, the picks it used) if it fits and silent nodes agree."""
         sol = self._solve(members)
         if sol is None:
             return None
@@ -229,6 +287,12 @@ class Associator:
             sol = self._solve(members)
             if sol is None:
                 return None
+        if not self._silent_nodes_agree(sol, {p.node_id for p in members}):
+            return None
+        return sol, members
+
+    def _create(self, members: list[Pick], sol: Solution) -> ShotState:
+        """Make a shot of a fitted set, take its picks out of the pool, attach pooled picks that fit."""
         picks = {p.node_id: p for p in members}
         shot = ShotState(
             shot_id=f"s{next(self._ids):06d}",
@@ -236,14 +300,49 @@ class Associator:
             solution=sol,
             enu_m=np.zeros(3),
             t0_s=sol.t0_s,
-            created_ns=seed.received_ns,
-            last_pick_received_ns=seed.received_ns,
+            created_ns=members[0].received_ns,
+            last_pick_received_ns=0,
         )
         self._set_solution(shot, picks, sol, max(p.received_ns for p in picks.values()))
         used_ids = {id(p) for p in picks.values()}
         self.pool = [p for p in self.pool if id(p) not in used_ids]
         self.shots.append(shot)
+        # Pooled picks that arrived before the shot existed may belong to it.
+        for p in sorted(self.pool, key=lambda p: p.t_s):
+            if self._attach(p, only=shot) is shot:
+                self.pool.remove(p)
         return shot
+
+    def _silent_nodes_agree(self, sol: Solution, members: set[str]) -> bool:
+        """Negative evidence: nodes in range that are already past the predicted arrival but heard nothing.
+
+        Picks from one node arrive in time order, so a node whose latest pick
+        is later than a hypothesis' predicted arrival there, yet has no pick
+        near it, speaks against the hypothesis. A few such nodes are normal
+        (missed detections, shadowed nodes); many mean a chance alignment of
+        picks from different sources.
+        """
+        a = self.cfg.association
+        pos = np.asarray(sol.position_m, dtype=float)[:2]
+        tol = 2.0 * sol.cep95_m / self.c + 5 * self.cfg.location.timing_sigma_s + a.match_tolerance_s
+        silent = agree = 0
+        for nid, times in self.recent.items():
+            if nid in members:
+                continue
+            r = self.registry.enu(nid)
+            if r is None:
+                continue
+            d = float(np.hypot(*(r[:2] - pos)))
+            if d > a.max_range_m:
+                continue
+            pred = sol.t0_s + d / self.c
+            if times and times[-1] > pred + tol:
+                j = bisect.bisect_left(times, pred - tol)
+                if j < len(times) and times[j] <= pred + tol:
+                    agree += 1
+                else:
+                    silent += 1
+        return silent <= max(1, int(a.max_silent_fraction * (len(members) + agree + silent)))
 
     # -- location -----------------------------------------------------------
     def _solve(self, picks: list[Pick]) -> Solution | None:

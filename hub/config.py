@@ -52,10 +52,12 @@ class AssociationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     """Fewest nodes that locate a shot (4 for 2-D with unknown emission time)."""
     max_range_m: float = 1500.0
     """Farthest a shot is assumed audible from a node, metres (bounds the hypothesis search)."""
-    grid_step_m: float = 20.0
-    """Spacing of the hypothesis grid, metres."""
-    match_tolerance_s: float = 0.01
-    """Extra tolerance when matching a detection to a predicted arrival, seconds."""
+    grid_step_m: float = 25.0
+    """Spacing of the coarse hypothesis grid, metres (refined tenfold around the best points)."""
+    match_tolerance_s: float = 0.005
+    """Extra tolerance when matching a detection to a predicted arrival, seconds (pick and model error)."""
+    max_silent_fraction: float = 0.25
+    """Largest share of in-range nodes that are past a shot's predicted arrival yet heard nothing."""
     max_rms_residual_s: float = 0.002
     """Largest RMS residual of an accepted shot, seconds."""
     pending_s: float | None = None

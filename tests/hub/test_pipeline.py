@@ -1,0 +1,219 @@
+"""The hub pipeline: forward models through association, location and incidents, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shotline.core import messages as m
+from shotline.core import topics
+from shotline.hub.config import HubConfig, IncidentSettings, LocationSettings
+from shotline.hub.geometry import LocalFrame
+from shotline.hub.pipeline import HubPipeline
+
+SITE = "test"
+FRAME = LocalFrame(41.7755, -72.6805, 15.0)
+T0_NS = 1_795_000_000_000_000_000
+C = 340.0
+
+
+def grid(n_e=4, n_n=3, spacing=300.0, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = [(i * spacing + rng.uniform(-30, 30), j * spacing + rng.uniform(-30, 30), 5.0)
+           for j in range(n_n) for i in range(n_e)]
+    return {f"N{k:02d}": np.array(p) - np.array([(n_e - 1) * spacing / 2, (n_n - 1) * spacing / 2, 0])
+            for k, p in enumerate(pts)}
+
+
+def status(node_id, enu):
+    lat, lon, alt = FRAME.to_wgs84(*enu)
+    msg = m.NodeStatus(site=SITE, node_id=node_id, state="online",
+                       position=m.Position(lat_deg=lat, lon_deg=lon, alt_m=alt))
+    return topics.node_topic(SITE, node_id, "status"), m.encode(msg)
+
+
+def detection(node_id, t_ns, quality="replay"):
+    det = m.Detection(detection_id=f"{node_id}-{t_ns // 1000}", site=SITE, node_id=node_id, onset_time_ns=t_ns,
+                      onset_sigma_s=20e-6, time_quality=quality, peak_dbfs=-20.0, snr_db=30.0,
+                      noise_floor_dbfs=-60.0)
+    return topics.node_topic(SITE, node_id, "detection"), m.encode(det)
+
+
+def arrivals(nodes, src, t_emit_ns, rng, sigma_s=20e-6):
+    out = []
+    for nid, r in nodes.items():
+        d = float(np.linalg.norm(np.asarray(src) - r))
+        out.append((nid, t_emit_ns + int(round((d / C + rng.normal(0, sigma_s)) * 1e9))))
+    return out
+
+
+def make_pipeline(nodes, **kw):
+    cfg = HubConfig(site=SITE, location=LocationSettings(speed_of_sound_mps=C, source_height_m=1.5), **kw)
+    p = HubPipeline(cfg)
+    for nid, r in nodes.items():
+        p.handle(*status(nid, r), received_ns=0)
+    return p
+
+
+def run(p, dets):
+    outs = []
+    for nid, t in sorted(dets, key=lambda x: x[1]):
+        outs += p.handle(*detection(nid, t), received_ns=t)
+    outs += p.finish()
+    final = {}
+    for o in outs:
+        final[o.incident.incident_id] = o.incident
+    return list(final.values())
+
+
+def shot_enu(shot: m.Shot):
+    e, n, _ = FRAME.to_enu(shot.position.lat_deg, shot.position.lon_deg, shot.position.alt_m)
+    return np.array([e, n])
+
+
+def test_single_shot_forward_model():
+    rng = np.random.default_rng(1)
+    nodes = grid()
+    src = (120.0, -80.0, 1.5)
+    incs = run(make_pipeline(nodes), arrivals(nodes, src, T0_NS, rng))
+    assert len(incs) == 1 and incs[0].rounds == 1 and incs[0].state == "closed"
+    shot = incs[0].shots[0]
+    assert np.linalg.norm(shot_enu(shot) - src[:2]) < 0.5
+    assert abs(shot.time_ns - T0_NS) < 100_000
+    assert shot.n_nodes == len(nodes)
+    assert all(r.used for r in shot.residuals)
+
+
+def test_two_shooters_interleaved_automatic_fire():
+    """Two shooters 500 m apart, each 8 rounds at 10 rounds/s, interleaved: two incidents of 8 rounds."""
+    rng = np.random.default_rng(2)
+    nodes = grid(5, 4, 300.0, seed=2)
+    a, b = (-250.0, 100.0, 1.5), (250.0, -120.0, 1.5)
+    dets = []
+    for k in range(8):
+        dets += arrivals(nodes, a, T0_NS + int(k * 0.1e9), rng)
+        dets += arrivals(nodes, b, T0_NS + int((0.05 + k * 0.1) * 1e9), rng)
+    incs = run(make_pipeline(nodes), dets)
+    assert sorted(i.rounds for i in incs) == [8, 8]
+    for inc in incs:
+        pos = np.array([shot_enu(s) for s in inc.shots])
+        truth = a if np.linalg.norm(pos.mean(0) - a[:2]) < 50 else b
+        assert np.all(np.linalg.norm(pos - truth[:2], axis=1) < 1.0)
+        assert inc.automatic_fire
+
+
+def test_echo_outliers_are_rejected():
+    """A late echo replaces the direct arrival at two nodes: the shot is still located within 0.5 m."""
+    rng = np.random.default_rng(3)
+    nodes = grid(4, 3, 300.0, seed=3)
+    src = (-60.0, 40.0, 1.5)
+    dets = arrivals(nodes, src, T0_NS, rng)
+    dets[0] = (dets[0][0], dets[0][1] + 15_000_000)
+    dets[5] = (dets[5][0], dets[5][1] + 8_000_000)
+    incs = run(make_pipeline(nodes), dets)
+    located = [s for i in incs for s in i.shots]
+    best = min(located, key=lambda s: np.linalg.norm(shot_enu(s) - src[:2]))
+    assert np.linalg.norm(shot_enu(best) - src[:2]) < 0.5
+    assert sum(1 for r in best.residuals if not r.used) <= 2
+
+
+def test_untrusted_time_corroborates_but_never_enters_the_solution():
+    rng = np.random.default_rng(4)
+    nodes = grid()
+    src = (0.0, 0.0, 1.5)
+    dets = arrivals(nodes, src, T0_NS, rng)
+    p = make_pipeline(nodes)
+    outs = []
+    for i, (nid, t) in enumerate(sorted(dets, key=lambda x: x[1])):
+        q = "ntp" if i == len(dets) - 1 else "replay"
+        outs += p.handle(*detection(nid, t + (3_000_000 if q == "ntp" else 0), q), received_ns=t)
+    shot = outs[-1].incident.shots[0]
+    ntp_node = sorted(dets, key=lambda x: x[1])[-1][0]
+    res = {r.node_id: r for r in shot.residuals}
+    assert ntp_node in res and not res[ntp_node].used
+    assert shot.n_nodes == len(nodes) - 1
+
+
+def test_separate_places_make_separate_incidents_and_gap_closes():
+    rng = np.random.default_rng(5)
+    nodes = grid()
+    cfg_inc = IncidentSettings(gap_s=5.0, radius_m=60.0)
+    p = make_pipeline(nodes, incidents=cfg_inc)
+    dets = arrivals(nodes, (100.0, 100.0, 1.5), T0_NS, rng) + arrivals(nodes, (-300.0, -100.0, 1.5), T0_NS + int(2e9), rng)
+    states = []
+    for nid, t in sorted(dets, key=lambda x: x[1]):
+        states += [(o.incident.incident_id, o.incident.state) for o in p.handle(*detection(nid, t), received_ns=t)]
+    assert len({i for i, _ in states}) == 2
+    assert all(s in ("new", "updated") for _, s in states)
+    closed = p.tick(T0_NS + int(20e9))
+    assert sorted(o.incident.state for o in closed) == ["closed", "closed"]
+    assert p.tick(T0_NS + int(40e9)) == []
+
+
+def test_malformed_messages_are_counted_and_dropped(caplog):
+    nodes = grid()
+    p = make_pipeline(nodes)
+    bad = [
+        (topics.node_topic(SITE, "N01", "detection"), b"{not json"),
+        (topics.node_topic(SITE, "N01", "detection"), b'{"schema":"shotline.detection/1"}'),
+        (topics.node_topic(SITE, "N01", "health"), b"\xff\xfe"),
+        ("shotline/v1/test/node/N01/bogus", b"{}"),
+        (topics.node_topic(SITE, "N02", "detection"), detection("N01", T0_NS)[1]),  # topic/payload mismatch
+    ]
+    for t, payload in bad:
+        assert p.handle(t, payload, received_ns=0) == []
+    assert p.ingest.dropped["malformed"] == 3
+    assert p.ingest.dropped["bad_topic"] == 1
+    assert p.ingest.dropped["topic_mismatch"] == 1
+    assert sum(1 for r in caplog.records if r.levelname == "WARNING") == 5
+
+
+def test_duplicates_are_dropped():
+    nodes = grid()
+    p = make_pipeline(nodes)
+    t, payload = detection("N01", T0_NS)
+    p.handle(t, payload, received_ns=0)
+    p.handle(t, payload, received_ns=1)
+    assert p.ingest.dropped["duplicate"] == 1
+    assert p.stats.detections == 1
+
+
+def test_unknown_node_is_held_until_its_status_then_dropped_with_a_reason(caplog):
+    rng = np.random.default_rng(6)
+    nodes = grid()
+    src = (50.0, -20.0, 1.5)
+    dets = sorted(arrivals(nodes, src, T0_NS, rng), key=lambda x: x[1])
+    late_node = dets[0][0]
+    p = make_pipeline({k: v for k, v in nodes.items() if k != late_node})
+    outs = []
+    for nid, t in dets:
+        outs += p.handle(*detection(nid, t), received_ns=t)
+    assert p.stats.held_unknown_node == 1
+    outs += p.handle(*status(late_node, nodes[late_node]), received_ns=T0_NS)
+    assert p.stats.held_unknown_node == 0
+    final = outs[-1].incident.shots[0]
+    assert late_node in {r.node_id for r in final.residuals if r.used}
+
+    # A node that never says where it is: dropped after the hold time, with a log line.
+    p2 = make_pipeline(nodes)
+    p2.handle(*detection("GHOST", T0_NS), received_ns=T0_NS)
+    assert p2.stats.held_unknown_node == 1
+    p2.tick(T0_NS + int(p2.cfg.unknown_node_hold_s * 1e9) + 1)
+    assert p2.stats.dropped_unknown_node == 1
+    assert any("GHOST" in r.getMessage() and "position" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("order_seed", [0, 1, 2])
+def test_arrival_order_does_not_matter(order_seed):
+    """Fast replays deliver detections out of time order across nodes: same shots."""
+    rng = np.random.default_rng(7)
+    nodes = grid()
+    dets = arrivals(nodes, (10.0, 50.0, 1.5), T0_NS, rng) + arrivals(nodes, (10.0, 50.0, 1.5), T0_NS + int(0.3e9), rng)
+    np.random.default_rng(order_seed).shuffle(dets)
+    p = make_pipeline(nodes)
+    outs = []
+    for nid, t in dets:
+        outs += p.handle(*detection(nid, t), received_ns=0)
+    outs += p.finish()
+    final = {o.incident.incident_id: o.incident for o in outs}
+    assert [i.rounds for i in final.values()] == [2]
