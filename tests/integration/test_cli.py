@@ -1,0 +1,77 @@
+"""Console scripts, called through their main(argv) as the tests of every role do."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from shotline.calibration import shotline_cli
+from shotline.hub import cli as hub_cli
+from shotline.sensor import cli as sensor_cli
+
+SENSOR_OK = """
+[node]
+site = "hartford"
+node_id = "UA03"
+lat_deg = 41.7835
+lon_deg = -72.699
+
+[audio]
+path = "/tmp/x.flac"
+start_time_ns = 1795000000000000000
+"""
+
+HUB_OK = """
+site = "hartford"
+[location]
+temperature_c = 12.0
+"""
+
+
+def test_sensor_check_config(tmp_path, capsys):
+    good = tmp_path / "ok.toml"
+    good.write_text(SENSOR_OK)
+    assert sensor_cli.main(["check-config", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SENSOR_OK + '\n[trigger]\nthreshold_db = "loud"\n')
+    assert sensor_cli.main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "$.trigger.threshold_db" in err and "float" in err
+
+
+def test_hub_check_config(tmp_path, capsys):
+    good = tmp_path / "hub.toml"
+    good.write_text(HUB_OK)
+    assert hub_cli.main(["check-config", str(good)]) == 0
+    bad = tmp_path / "hub-bad.toml"
+    bad.write_text(HUB_OK + "\n[association]\nmin_nodez = 5\n")
+    assert hub_cli.main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "min_nodez" in err and "$.association" in err
+    assert hub_cli.main(["check-config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+
+
+def test_demo_fails_clearly_when_its_port_is_taken(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert shotline_cli.main(["demo", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port}" in err and "already in use" in err
+
+
+@pytest.mark.slow
+def test_demo_json_summary(capsys):
+    """The demo ends by itself and prints its summary as JSON (fast-forwarded 4x here)."""
+    assert shotline_cli.main(["demo", "--port", "0", "--speed", "4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("incidents", "shots_found", "shots_fired", "median_error_m", "max_error_m", "latency_p99_ms"):
+        assert key in summary
+    assert summary["shots_found"] == summary["shots_fired"] == 6
+    assert summary["false_shots"] == 0
+    assert summary["max_error_m"] < 2.0
