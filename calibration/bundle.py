@@ -27,6 +27,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 import soundfile as sf
+
 from shotline.hub.geometry import LocalFrame
 
 __all__ = [

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+
 from shotline.core import messages as m
 from shotline.core.broker import BrokerError, EmbeddedBroker
 from shotline.core.config import BrokerSettings

@@ -56,7 +56,11 @@ def load_config(path: str | Path, kind: type[T]) -> T:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_config(raw.decode("utf-8", errors="strict"), kind, source=str(path))
+    try:
+        text = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return parse_config(text, kind, source=str(path))
 
 
 def parse_config(text: str, kind: type[T], source: str = "<config>") -> T:

@@ -1,8 +1,10 @@
 """Wire messages: typed, versioned, validated at the boundary with msgspec.
 
-Every message carries a ``schema`` field naming its type and version
-(``"shotline.detection/1"``); a receiver decodes with :func:`decode`, which
-rejects unknown fields, wrong types and other schemas with a
+Every message carries a ``schema`` key naming its type and version
+(``"shotline.detection/1"``; a msgspec tag, so it is required on decode and
+written first on encode); a receiver decodes with :func:`decode`, which
+rejects unknown fields, wrong types, missing or other schemas and non-finite
+numbers with a
 :class:`MessageError` that says what is wrong and where.
 
 Units: absolute times are integer nanoseconds since the Unix epoch, UTC
@@ -13,6 +15,7 @@ WGS84 degrees and metres; levels are dB (``_dbfs`` re digital full scale,
 
 from __future__ import annotations
 
+import math
 from typing import Literal, TypeVar
 
 import msgspec
@@ -34,7 +37,25 @@ EventClass = Literal["gunshot", "firework", "other", "unknown"]
 
 
 class _Msg(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False, kw_only=True):
-    """Base: every message forbids unknown fields."""
+    """Base: every message forbids unknown fields and non-finite numbers."""
+
+    @property
+    def schema(self) -> str | None:
+        """The message's schema string (``"shotline.detection/1"``), the ``schema`` key on the wire."""
+        return type(self).__struct_config__.tag  # type: ignore[return-value]
+
+    def _check_finite(self) -> None:
+        # JSON has no inf/NaN (msgspec would write null, which the receiver
+        # then rejects): refuse them where the message is made.
+        for name in self.__struct_fields__:
+            v = getattr(self, name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v}")
+            if isinstance(v, int) and not isinstance(v, bool) and name.endswith("_ns") and not 0 <= v < 2**63:
+                raise ValueError(f"{name} must fit a signed 64-bit integer of nanoseconds")
+
+    def __post_init__(self) -> None:
+        self._check_finite()
 
 
 class Position(_Msg, kw_only=True):
@@ -45,6 +66,7 @@ class Position(_Msg, kw_only=True):
     alt_m: float = 0.0
 
     def __post_init__(self) -> None:
+        self._check_finite()
         if not -90.0 <= self.lat_deg <= 90.0:
             raise ValueError(f"lat_deg {self.lat_deg} outside [-90, 90]")
         if not -180.0 <= self.lon_deg <= 180.0:
@@ -67,14 +89,13 @@ class ClockState(_Msg, kw_only=True):
     pps_locked: bool = False
 
 
-class Detection(_Msg, kw_only=True):
+class Detection(_Msg, kw_only=True, tag_field="schema", tag="shotline.detection/1"):
     """One node's observation of one impulsive sound (a *pick*).
 
     ``detection_id`` is stable (derived from node and sample index), so a
     re-published detection is recognised as a duplicate.
     """
 
-    schema: Literal["shotline.detection/1"] = "shotline.detection/1"
     detection_id: str
     site: str
     node_id: str
@@ -90,6 +111,7 @@ class Detection(_Msg, kw_only=True):
     provenance: Provenance | None = None
 
     def __post_init__(self) -> None:
+        self._check_finite()
         if self.onset_time_ns <= 0:
             raise ValueError("onset_time_ns must be positive nanoseconds since the epoch")
         if not self.onset_sigma_s >= 0.0:
@@ -98,10 +120,9 @@ class Detection(_Msg, kw_only=True):
             raise ValueError("detection_id must not be empty")
 
 
-class NodeStatus(_Msg, kw_only=True):
+class NodeStatus(_Msg, kw_only=True, tag_field="schema", tag="shotline.node_status/1"):
     """Retained birth message / last will of a node."""
 
-    schema: Literal["shotline.node_status/1"] = "shotline.node_status/1"
     site: str
     node_id: str
     state: Literal["online", "offline"]
@@ -112,10 +133,9 @@ class NodeStatus(_Msg, kw_only=True):
     provenance: Provenance | None = None
 
 
-class NodeHealth(_Msg, kw_only=True):
+class NodeHealth(_Msg, kw_only=True, tag_field="schema", tag="shotline.node_health/1"):
     """Periodic node health (not retained, QoS 0)."""
 
-    schema: Literal["shotline.node_health/1"] = "shotline.node_health/1"
     site: str
     node_id: str
     time_ns: int
@@ -163,10 +183,9 @@ class Shot(_Msg, kw_only=True):
     scores: dict[str, float] | None = None
 
 
-class Incident(_Msg, kw_only=True):
+class Incident(_Msg, kw_only=True, tag_field="schema", tag="shotline.incident/1"):
     """Shots from one place within a time gap; published when new, updated and closed."""
 
-    schema: Literal["shotline.incident/1"] = "shotline.incident/1"
     site: str
     incident_id: str
     state: Literal["new", "updated", "closed"]
@@ -184,10 +203,9 @@ class Incident(_Msg, kw_only=True):
     provenance: Provenance | None = None
 
 
-class HubStatus(_Msg, kw_only=True):
+class HubStatus(_Msg, kw_only=True, tag_field="schema", tag="shotline.hub_status/1"):
     """Retained hub availability."""
 
-    schema: Literal["shotline.hub_status/1"] = "shotline.hub_status/1"
     site: str
     state: Literal["online", "offline"]
     time_ns: int = 0
@@ -206,6 +224,11 @@ _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder] = {}
 
 
+class _NoMessage(msgspec.Struct, tag_field="schema", tag="shotline.none/0"):
+    """Never sent. msgspec requires the tag only when it must choose within a
+    union, so decoding into ``kind | _NoMessage`` makes ``schema`` mandatory."""
+
+
 def encode(msg: Message) -> bytes:
     """Serialise a message to compact JSON bytes."""
     return _encoder.encode(msg)
@@ -219,10 +242,15 @@ def decode(payload: bytes | str, kind: type[M]) -> M:
     """
     dec = _decoders.get(kind)
     if dec is None:
-        dec = _decoders[kind] = msgspec.json.Decoder(kind)
+        dec = _decoders[kind] = msgspec.json.Decoder(kind | _NoMessage)  # type: ignore[operator]
     try:
-        return dec.decode(payload)
+        msg = dec.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise MessageError(f"invalid {kind.__name__}: {exc}") from None
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:
         raise MessageError(f"invalid {kind.__name__}: not UTF-8 ({exc.reason})") from None
+    except RecursionError:
+        raise MessageError(f"invalid {kind.__name__}: JSON nested too deeply") from None
+    if isinstance(msg, _NoMessage):
+        raise MessageError(f"invalid {kind.__name__}: schema 'shotline.none/0' is not a message")
+    return msg

@@ -6,9 +6,9 @@ moment of processing. Times are integer nanoseconds since the Unix epoch, UTC.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
 NS_PER_S = 1_000_000_000
 
@@ -47,12 +47,10 @@ class LinearTimebase:
 
     def to_ns(self, i_sample: float) -> int:
         """UTC nanoseconds of a (possibly fractional) sample index."""
-        # Split whole and fractional samples so that months-long streams keep
-        # sub-nanosecond arithmetic precision in the fractional part.
-        di = i_sample - self.i_ref
-        whole = math.floor(di)
-        frac = di - whole
-        return self.t_ref_ns + round(whole * NS_PER_S / self.rate_hz + frac * NS_PER_S / self.rate_hz)
+        # Exact rational arithmetic: float products lose nanoseconds after
+        # ~1e11 samples (months of audio), and this runs once per onset.
+        di = Fraction(i_sample) - self.i_ref
+        return self.t_ref_ns + round(di * NS_PER_S / Fraction(self.rate_hz))
 
     def to_index(self, t_ns: int) -> float:
         """Fractional sample index of a UTC time in nanoseconds."""

@@ -29,7 +29,7 @@ class TopicError(ValueError):
 
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a valid site or node id, else raise :class:`TopicError`."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise TopicError(
             f"{what} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
             "and start with a letter or digit"
@@ -46,6 +46,8 @@ def node_topic(site: str, node_id: str, kind: NodeKind) -> str:
 
 def node_filter(site: str, kind: NodeKind | Literal["+"] = "+") -> str:
     """Subscription filter for one kind (or all kinds) of node topic from every node of a site."""
+    if kind != "+" and kind not in NODE_KINDS:
+        raise TopicError(f"unknown node topic kind {kind!r}; expected one of {NODE_KINDS} or '+'")
     return f"{PREFIX}/{check_id(site, 'site')}/node/+/{kind}"
 
 

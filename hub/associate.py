@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from shotline.core import messages as m
 
 from .config import HubConfig
@@ -133,7 +134,7 @@ class Associator:
         self.n_expired_unassociated += len(self.pool) - len(keep)
         self.pool = keep
         self.shots = [s for s in self.shots if s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c]
-        for nid, times in self.recent.items():
+        for times in self.recent.values():
             del times[: bisect.bisect_left(times, w - 2 * horizon)]
 
     # -- attaching to a known shot -----------------------------------------

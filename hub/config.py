@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import msgspec
+
 from shotline.core.config import BrokerSettings
 from shotline.core.topics import check_id
 

@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from shotline.core import messages as m
 from shotline.core.timebase import now_ns
 

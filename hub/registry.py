@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+
 from shotline.core import messages as m
 
 from .geometry import LocalFrame

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
 from shotline.core.timebase import LinearTimebase
 
 

@@ -11,6 +11,7 @@ import typing
 from typing import Literal
 
 import msgspec
+
 from shotline.core.config import BrokerSettings
 from shotline.core.messages import TimeQuality
 from shotline.core.topics import check_id

@@ -9,6 +9,7 @@ paced by audio time, not wall time, so that a replay is deterministic.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,14 @@ class NodeStats:
     n_clipped: int = 0
     processing_s: float = 0.0
     detections: list[m.Detection] = field(default_factory=list)
+
+
+def _db(value: float) -> float:
+    """A level in dB for the wire: rounded to 0.01 dB, digital silence (-inf) clamped to -200 dB."""
+    v = float(value)
+    if math.isnan(v):
+        return -200.0
+    return round(min(max(v, -200.0), 200.0), 2)
 
 
 class SensorNode:
@@ -95,7 +104,7 @@ class SensorNode:
         t_ns = self.source.timebase.to_ns(onset.i_onset)
         peak_spl = None
         if self.cfg.node.full_scale_spl_db is not None:
-            peak_spl = round(onset.peak_dbfs + self.cfg.node.full_scale_spl_db, 2)
+            peak_spl = _db(onset.peak_dbfs + self.cfg.node.full_scale_spl_db)
         return m.Detection(
             # Stable id: node plus onset time to the microsecond, so that a
             # re-published detection is recognised by the hub as a duplicate.
@@ -105,9 +114,9 @@ class SensorNode:
             onset_time_ns=t_ns,
             onset_sigma_s=float(onset.sigma_s),
             time_quality=self.cfg.node.time_quality,
-            peak_dbfs=round(float(onset.peak_dbfs), 2),
-            snr_db=round(float(onset.snr_db), 2),
-            noise_floor_dbfs=round(float(onset.noise_floor_dbfs), 2),
+            peak_dbfs=_db(onset.peak_dbfs),
+            snr_db=_db(onset.snr_db),
+            noise_floor_dbfs=_db(onset.noise_floor_dbfs),
             clipped=bool(onset.clipped),
             peak_db_spl=peak_spl,
             provenance=self.provenance,
@@ -118,7 +127,9 @@ class SensorNode:
             site=self.site,
             node_id=self.node_id,
             time_ns=t_ns,
-            noise_floor_dbfs=round(float(self.detector.noise_floor_dbfs), 2),
+            # NaN while the noise floor warms up: say "unknown", not a number.
+            noise_floor_dbfs=(_db(self.detector.noise_floor_dbfs)
+                              if math.isfinite(self.detector.noise_floor_dbfs) else None),
             clipping_per_min=n_clip * 60.0 / interval_s,
             detections_per_min=n_det * 60.0 / interval_s,
             clock=m.ClockState(quality=self.cfg.node.time_quality),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from shotline.calibration.bundle import quantise
 
 from .sources import P_REF_PA

@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import scipy.fft as sfft
+
 from shotline.calibration.bundle import (
     MANIFEST_NAME,
     ArrivalEntry,

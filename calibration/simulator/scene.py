@@ -12,6 +12,7 @@ import math
 
 import msgspec
 import numpy as np
+
 from shotline.calibration.bundle import EventKind, Wgs84Position, speed_of_sound_mps
 
 from .sources import CALIBRES

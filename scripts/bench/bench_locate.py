@@ -23,6 +23,7 @@ import sys
 import time
 
 import numpy as np
+
 from shotline.hub.locate import crlb_position_rms_m, locate, travel_times_s
 
 C_MPS = 343.0

@@ -46,6 +46,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+
 from shotline.sensor.impulse_synth import add_friedlander, pink_noise, white_noise  # noqa: E402
 from shotline.sensor.trigger import ImpulseDetector, detect  # noqa: E402
 

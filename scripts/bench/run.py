@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = f"{b[0].strip('|')} {b[1]:g} {b[2]}".strip() if b else ""
         rows.append((name, f"{value:.4g}", budget, _verdict(name, value)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    line = "| " + " | ".join("{:<%d}" % w for w in widths) + " |"
+    line = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
     print(line.format(*rows[0]))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows[1:]:

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from shotline.calibration.bundle import (
     EVENT_KINDS,
     MANIFEST_NAME,

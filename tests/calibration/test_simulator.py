@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from shotline.calibration.bundle import Bundle
 from shotline.calibration.simulator import (
     Blocked,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from shotline.hub.closed_form import bancroft, bancroft_batch, linear_unknown_c_batch
 from shotline.hub.uncertainty import (
     cep_radius_m,

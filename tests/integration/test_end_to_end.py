@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from shotline.calibration.demo import TruthMatcher, play_bundle
-from shotline.calibration.simulator import Scene, SceneEnvironment, Wgs84Position, grid_nodes, gunshot
-from shotline.calibration.simulator import render_scene
+from shotline.calibration.simulator import (
+    Scene,
+    SceneEnvironment,
+    Wgs84Position,
+    grid_nodes,
+    gunshot,
+    render_scene,
+)
 from shotline.core import messages as m
 from shotline.core.config import BrokerSettings
 from shotline.core.timebase import now_ns

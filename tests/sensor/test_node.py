@@ -78,3 +78,26 @@ def test_peak_spl_from_calibration_constant(bundle):
     for d in dets:
         assert d.peak_db_spl == pytest.approx(d.peak_dbfs + fs_spl, abs=0.02)
     assert np.all([d.snr_db > 10 for d in dets])
+
+
+def test_digital_silence_gives_valid_messages(tmp_path):
+    """Zero samples give -inf dBFS inside the DSP; on the wire every level stays a finite number."""
+    import soundfile as sf
+
+    from shotline.sensor.config import AudioSettings, NodeSettings, SensorConfig
+    from shotline.sensor.trigger import Onset
+
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(48000, dtype="float32"), 48000)
+    cfg = SensorConfig(node=NodeSettings(site="t", node_id="n1", full_scale_spl_db=120.0),
+                       audio=AudioSettings(path=str(path), start_time_ns=START_NS))
+    node = SensorNode(cfg, FileSource(path, START_NS), None)
+    node.run()
+    assert node.stats.detections == []
+    onset = Onset(i_onset=100.0, sigma_s=1e-5, i_peak=101, peak_dbfs=float("-inf"), snr_db=float("inf"),
+                  noise_floor_dbfs=float("-inf"), clipped=False, i_trigger=100, rise_time_s=1e-4, polarity=1)
+    det = node.detection_from_onset(onset)
+    assert m.decode(m.encode(det), m.Detection) == det
+    assert det.peak_dbfs == -200.0 and det.snr_db == 200.0
+    health = m.decode(node.health_message(START_NS, 10.0, 0, 0).payload, m.NodeHealth)
+    assert health.noise_floor_dbfs is None or np.isfinite(health.noise_floor_dbfs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from shotline.sensor.impulse_synth import add_friedlander, friedlander, white_noise
 from shotline.sensor.onset import aic_pick, pick_first_arrival
 from shotline.sensor.trigger import detect

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from shotline.sensor.impulse_synth import add_friedlander, pink_noise, white_noise
 from shotline.sensor.trigger import ImpulseDetector, Onset, TriggerConfig, detect
 
