@@ -30,7 +30,8 @@ class BrokerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 1883
     """Broker TCP port."""
     username: str | None = None
-    """MQTT username. Persistent sessions on the embedded amqtt broker need one."""
+    """MQTT username; when unset the client id is sent (the embedded amqtt broker keeps
+    persistent sessions only for clients that give a username)."""
     password: str | None = None
     """MQTT password (prefer a file readable only by the service user)."""
     keepalive_s: int = 30
@@ -80,7 +81,19 @@ def convert_config(data: dict[str, Any], kind: type[T], source: str = "<config>"
         raise ConfigError(f"{source}: {exc}") from None
 
 
+SECRET_KEYS = frozenset({"password"})
+"""Keys left out of :func:`config_hash`: the hash is published, a password must not be guessable from it."""
+
+
 def config_hash(cfg: Any) -> str:
-    """Short sha256 of the canonical JSON of a config, for provenance."""
-    blob = msgspec.json.encode(msgspec.to_builtins(cfg, order="sorted"))
+    """Short sha256 of the canonical JSON of a config (secrets left out), for provenance."""
+    blob = msgspec.json.encode(_without_secrets(msgspec.to_builtins(cfg, order="sorted")))
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _without_secrets(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_secrets(v) for k, v in obj.items() if k not in SECRET_KEYS}
+    if isinstance(obj, list):
+        return [_without_secrets(v) for v in obj]
+    return obj

@@ -93,7 +93,8 @@ class MqttTransport(Transport):
         self._early: set[int] = set()
         self._connected = threading.Event()
         self._last_error: str | None = None
-        protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+        self._protocol = protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+        self._clean_session = clean_session
         kwargs = {} if protocol == mqtt.MQTTv5 else {"clean_session": clean_session}
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -106,8 +107,8 @@ class MqttTransport(Transport):
         self._client.max_inflight_messages_set(100)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        if settings.username is not None:
-            self._client.username_pw_set(settings.username, settings.password)
+        # Always send a username: amqtt keeps sessions only for authenticated clients.
+        self._client.username_pw_set(settings.username or client_id, settings.password)
         if settings.tls:
             self._client.tls_set(ca_certs=settings.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if will is not None:
@@ -120,8 +121,18 @@ class MqttTransport(Transport):
     # -- Transport -------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
         s = self.settings
+        kwargs: dict = {}
+        if self._protocol == mqtt.MQTTv5:
+            # MQTT 5 spells a persistent session as clean_start=False plus a
+            # session expiry interval (seconds; here one day).
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0 if self._clean_session else 86400
+            kwargs = {"clean_start": self._clean_session, "properties": props}
         try:
-            self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
+            self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, **kwargs)
         except (OSError, ValueError) as exc:
             raise TransportError(f"cannot connect to MQTT broker {s.host}:{s.port}: {exc}") from None
         self._client.loop_start()
@@ -174,6 +185,7 @@ class MqttTransport(Transport):
             self._last_error = f"broker refused: {reason_code}"
             log.warning("MQTT %s: connect refused: %s", self.client_id, reason_code)
             return
+        self._last_error = None
         log.debug("MQTT %s connected (session present: %s)", self.client_id, flags.session_present)
         with self._lock:
             subs = list(self._subs.items())
@@ -185,9 +197,13 @@ class MqttTransport(Transport):
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
         if reason_code != 0:
-            self._last_error = str(reason_code)
+            if was_connected or self._last_error is None:
+                # keep a refusal's reason ("Not authorized") rather than the
+                # generic code of the disconnect that follows it
+                self._last_error = str(reason_code)
             log.warning("MQTT %s disconnected: %s; reconnecting", self.client_id, reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:

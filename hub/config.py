@@ -25,6 +25,12 @@ class NodeOverride(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     alt_m: float = 0.0
     """Altitude, metres above the WGS84 ellipsoid."""
 
+    def __post_init__(self) -> None:
+        if not -90.0 <= self.lat_deg <= 90.0:
+            raise ValueError(f"lat_deg {self.lat_deg} outside [-90, 90]")
+        if not -180.0 <= self.lon_deg <= 180.0:
+            raise ValueError(f"lon_deg {self.lon_deg} outside [-180, 180]")
+
 
 class LocationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Multilateration settings."""
@@ -37,6 +43,13 @@ class LocationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """Assumed 1-sigma error of one onset time, seconds (floor for the node's own estimate)."""
     source_height_m: float = 1.5
     """Assumed source height above the local frame's origin plane for 2-D solutions, metres."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "timing_sigma_s")
+        if not -60.0 <= self.temperature_c <= 60.0:
+            raise ValueError(f"temperature_c {self.temperature_c} outside [-60, 60] °C")
+        if self.speed_of_sound_mps is not None and not 250.0 <= self.speed_of_sound_mps <= 450.0:
+            raise ValueError(f"speed_of_sound_mps {self.speed_of_sound_mps} outside [250, 450] m/s")
 
     @property
     def c_mps(self) -> float:
@@ -65,8 +78,15 @@ class AssociationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     """How long an unassociated detection waits for partners, seconds (default: array size / c + 1 s)."""
 
     def __post_init__(self) -> None:
-        if self.min_nodes < 3:
-            raise ValueError("min_nodes must be at least 3")
+        if self.min_nodes < 4:
+            raise ValueError("min_nodes must be at least 4 (a 2-D fix with unknown emission time)")
+        _positive(self, "max_range_m", "grid_step_m", "max_rms_residual_s")
+        if self.match_tolerance_s < 0:
+            raise ValueError("match_tolerance_s must be >= 0 seconds")
+        if not 0.0 <= self.max_silent_fraction <= 1.0:
+            raise ValueError("max_silent_fraction must be in [0, 1]")
+        if self.pending_s is not None:
+            _positive(self, "pending_s")
 
 
 class IncidentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -78,6 +98,9 @@ class IncidentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """... and must lie within this distance of the incident's position, metres."""
     automatic_rate_hz: float = 6.0
     """A burst with a median cadence above this rate (rounds per second) is flagged automatic."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "gap_s", "radius_m", "automatic_rate_hz")
 
 
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -98,3 +121,12 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def __post_init__(self) -> None:
         check_id(self.site, "site")
+        for node_id in self.nodes:
+            check_id(node_id, "node id in [nodes]")
+        _positive(self, "unknown_node_hold_s")
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(obj, name)}")

@@ -42,6 +42,10 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         check_id(self.node_id, "node_id")
         if (self.lat_deg is None) != (self.lon_deg is None):
             raise ValueError("give both lat_deg and lon_deg, or neither")
+        if self.lat_deg is not None and not -90.0 <= self.lat_deg <= 90.0:
+            raise ValueError(f"lat_deg {self.lat_deg} outside [-90, 90]")
+        if self.lon_deg is not None and not -180.0 <= self.lon_deg <= 180.0:
+            raise ValueError(f"lon_deg {self.lon_deg} outside [-180, 180]")
 
 
 class AudioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -76,17 +80,23 @@ class HealthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seconds of audio between health messages."""
 
 
-def _trigger_settings_struct() -> type:
+def _trigger_settings_base() -> type:
     # Mirror TriggerConfig field by field so that TOML is validated with the
     # same names, types and defaults as the DSP code uses (one source of truth).
     hints = typing.get_type_hints(TriggerConfig)
     fields = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(TriggerConfig)]
     return msgspec.defstruct(
-        "TriggerSettings", fields, forbid_unknown_fields=True, kw_only=True, module=__name__
+        "_TriggerSettingsBase", fields, forbid_unknown_fields=True, kw_only=True, module=__name__
     )
 
 
-TriggerSettings = _trigger_settings_struct()
+class TriggerSettings(_trigger_settings_base()):  # type: ignore[misc]
+    """The ``[trigger]`` table: the fields of :class:`~shotline.sensor.trigger.TriggerConfig`."""
+
+    def __post_init__(self) -> None:
+        # TriggerConfig checks ranges and consistency; run it at load time so
+        # that check-config reports the key instead of the node failing later.
+        TriggerConfig(**msgspec.structs.asdict(self))
 
 
 class SensorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -540,3 +540,13 @@ def test_non_utf8_file_is_a_config_error(tmp_path):
     path.write_bytes('name = "Zürich"\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match=re.escape(str(path))):
         load_config(path, AppConfig)
+
+
+def test_config_hash_leaves_out_passwords():
+    """The hash is published with every output: it must not let anyone test password guesses."""
+    from shotline.core.config import BrokerSettings
+
+    a = BrokerSettings(username="n1", password="secret-1")
+    b = BrokerSettings(username="n1", password="secret-2")
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(BrokerSettings(username="n2", password="secret-1"))
