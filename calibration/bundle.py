@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 import soundfile as sf
 
+from shotline.hub.config import speed_of_sound_mps
 from shotline.hub.geometry import LocalFrame
 
 __all__ = [
@@ -64,11 +65,6 @@ _POSITION_AGREEMENT_M = 1.0
 
 class BundleError(ValueError):
     """A bundle cannot be read or written; the message names the offending key or file."""
-
-
-def speed_of_sound_mps(temperature_c: float) -> float:
-    """Speed of sound in dry air (m/s) at ``temperature_c`` (°C): 331.3 * sqrt(1 + T/273.15)."""
-    return 331.3 * float(np.sqrt(1.0 + temperature_c / 273.15))
 
 
 class Wgs84Position(msgspec.Struct, forbid_unknown_fields=True):

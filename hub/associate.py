@@ -144,7 +144,7 @@ class Associator:
         for shot in self.shots if only is None else [only]:
             if pick.node_id in shot.picks or pick.node_id in shot.corroborating:
                 continue
-            pred = shot.t0_s + float(np.linalg.norm(shot.enu_m[:2] - r[:2])) / self.c
+            pred = shot.t0_s + float(np.linalg.norm(shot.enu_m - r)) / self.c
             tol = self._attach_tolerance(shot, pick)
             err = abs(pick.t_s - pred)
             if err < tol and err < best_err:
@@ -324,7 +324,9 @@ class Associator:
         picks from different sources.
         """
         a = self.cfg.association
-        pos = np.asarray(sol.position_m, dtype=float)[:2]
+        pos = np.asarray(sol.position_m, dtype=float)
+        if len(pos) == 2:
+            pos = np.array([pos[0], pos[1], self.cfg.location.source_height_m])
         tol = 2.0 * sol.cep95_m / self.c + 5 * self.cfg.location.timing_sigma_s + a.match_tolerance_s
         silent = agree = 0
         for nid, times in self.recent.items():
@@ -333,10 +335,9 @@ class Associator:
             r = self.registry.enu(nid)
             if r is None:
                 continue
-            d = float(np.hypot(*(r[:2] - pos)))
-            if d > a.max_range_m:
+            if float(np.hypot(*(r[:2] - pos[:2]))) > a.max_range_m:
                 continue
-            pred = sol.t0_s + d / self.c
+            pred = sol.t0_s + float(np.linalg.norm(r - pos)) / self.c
             if times and times[-1] > pred + tol:
                 j = bisect.bisect_left(times, pred - tol)
                 if j < len(times) and times[j] <= pred + tol:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shotline.core import messages as m
-from shotline.core.timebase import now_ns
+from shotline.core.timebase import now_ns, ns_to_iso
 
 from .associate import Associator, ShotState
 from .config import HubConfig
@@ -69,7 +69,9 @@ class IncidentBuilder:
                 return self._render(inc)
         inc = self._find(shot)
         if inc is None:
-            inc = IncidentState(f"{self.cfg.site}-{now_ns() // 1_000_000_000}-{next(self._ids):04d}")
+            # Named by its first shot's UTC time: readable, and the same in a replay.
+            stamp = ns_to_iso(self.assoc.abs_ns(shot.t0_s))[:19].replace("-", "").replace(":", "")
+            inc = IncidentState(f"{self.cfg.site}-{stamp}-{next(self._ids):04d}")
             self.open.append(inc)
             inc.state = "new"
         else:
