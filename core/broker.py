@@ -71,9 +71,11 @@ class EmbeddedBroker:
                 f"port {self.port} on {self.host} is already in use; stop what listens there "
                 "or choose another port (--port)"
             )
-        # amqtt logs every connection at INFO; keep the demo's output readable.
+        # amqtt logs every connection at INFO and, at shutdown, warns about
+        # acknowledgements of sessions it is tearing down; keep the demo's
+        # output readable (errors still show).
         for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
         self._thread = threading.Thread(target=self._run, name="amqtt-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s):
