@@ -22,23 +22,126 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="hub TOML config file")
     chk = sub.add_parser("check-config", help="validate a config file and print what is wrong")
     chk.add_argument("config", help="hub TOML config file")
+    inc = sub.add_parser(
+        "incidents",
+        help="list or export stored incidents",
+        description="List incidents active in [--since, --until) from the hub's store. Times: ISO 8601 "
+        "(2026-07-04T21:00Z; naive = UTC), a duration ago (30m, 2h, 7d), 'now', or integer ns.",
+    )
+    src = inc.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="hub TOML config file (its [store] path)")
+    src.add_argument("--db", help="store file (SQLite)")
+    inc.add_argument("--since", help="start of the window (default: everything)")
+    inc.add_argument("--until", help="end of the window, exclusive (default: now and later)")
+    inc.add_argument("--format", choices=["table", "json", "geojson", "csv"], default="table")
+    inc.add_argument("--shots", action="store_true", help="geojson: add one Point feature per shot")
+    inc.add_argument("--state", action="append", choices=["new", "updated", "closed"], help="repeatable")
+    inc.add_argument(
+        "--review", action="append", choices=["unreviewed", "confirmed", "dismissed", "relabelled"], help="repeatable"
+    )
+    inc.add_argument("--limit", type=int, help="at most this many (newest first)")
+    inc.add_argument("-o", "--output", help="write to this file instead of standard output")
     return p
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    import json
+
+    from . import export
+    from .store import IncidentStore, StoreError
+
+    if args.config is not None:
+        try:
+            cfg = load_config(args.config, HubConfig)
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
+        db = cfg.store.path
+        if db == ":memory:":
+            print(f"{args.config}: [store] path is \":memory:\", nothing is kept to list", file=sys.stderr)
+            return 2
+    else:
+        db = args.db
+    try:
+        since = export.parse_time(args.since) if args.since else None
+        until = export.parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with IncidentStore(db, readonly=True) as store:
+            rows = store.list_incidents(
+                since_ns=since, until_ns=until, states=args.state, review_states=args.review,
+                limit=args.limit, newest_first=args.limit is not None,
+            )
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "table":
+        text = export.format_table(rows)
+    elif args.format == "json":
+        text = json.dumps(export.to_json(rows), indent=1) + "\n"
+    elif args.format == "geojson":
+        text = json.dumps(export.to_geojson(rows, with_shots=args.shots)) + "\n"
+    else:
+        import io
+
+        buf = io.StringIO()
+        export.write_csv(rows, buf)
+        text = buf.getvalue()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        print(f"{len(rows)} incident(s) written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _check_sinks(cfg: HubConfig, config_path: str) -> list[str]:
+    """Errors in what the sinks load at start (geofence files)."""
+    from pathlib import Path
+
+    from .sinks.geofence import Geofence, GeofenceError
+
+    errors = []
+    for name, g in cfg.sinks.geofences.items():
+        try:
+            Geofence.from_settings(name, g.polygons, g.file, Path(config_path).parent)
+        except GeofenceError as exc:
+            errors.append(f"sinks.geofences.{name}: {exc}")
+    return errors
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.cmd == "incidents":
+        return _incidents(args)
     try:
         cfg = load_config(args.config, HubConfig)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if args.cmd == "check-config":
+        errors = _check_sinks(cfg, args.config)
+        if errors:
+            for e in errors:
+                print(f"config error: {args.config}: {e}", file=sys.stderr)
+            return 2
         print(f"{args.config}: OK (site {cfg.site}, broker {cfg.broker.host}:{cfg.broker.port})")
         return 0
-    from .service import HubService
+    from pathlib import Path
 
-    svc = HubService(cfg)
+    from .service import HubService
+    from .sinks.geofence import GeofenceError
+    from .store import StoreError
+
+    try:
+        svc = HubService(cfg, config_dir=Path(args.config).parent)
+    except (StoreError, GeofenceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     svc.listeners.append(
         lambda out, _t: logging.getLogger("shotline.hub").info(
             "incident %s %s: %d round(s) at %.6f, %.6f (CEP95 %.1f m)",

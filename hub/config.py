@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import msgspec
 
@@ -43,9 +44,26 @@ class LocationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """Assumed 1-sigma error of one onset time, seconds (floor for the node's own estimate)."""
     source_height_m: float = 1.5
     """Assumed source height above the local frame's origin plane for 2-D solutions, metres."""
+    mode: Literal["2d", "2.5d", "3d", "auto"] = "2.5d"
+    """Unknowns of a fix: "2.5d" (default) (x, y, t0) with the source at source_height_m and every
+    node's height used exactly; "2d" planar, all heights ignored; "3d" (x, y, z, t0); "auto" 3-D when
+    the participating nodes' vertical spread reaches min_vertical_spread_m, else 2.5-D."""
+    min_vertical_spread_m: float = 20.0
+    """Standard deviation of node heights (m) from which "auto" solves the source height."""
+    wind_enu_mps: list[float] | None = None
+    """Uniform wind (east, north) in m/s, the direction the air moves to; None for still air."""
+    solve_speed_of_sound: bool = False
+    """Also solve the speed of sound; kept only where the geometry determines it (its 1-sigma
+    below max_speed_of_sound_sigma_mps), otherwise the configured value is used."""
+    max_speed_of_sound_sigma_mps: float = 2.0
+    """Largest 1-sigma (m/s) of a solved speed of sound that is kept."""
 
     def __post_init__(self) -> None:
-        _positive(self, "timing_sigma_s")
+        _positive(self, "timing_sigma_s", "min_vertical_spread_m", "max_speed_of_sound_sigma_mps")
+        if self.wind_enu_mps is not None and (
+            len(self.wind_enu_mps) != 2 or not all(math.isfinite(v) and abs(v) < 60.0 for v in self.wind_enu_mps)
+        ):
+            raise ValueError("wind_enu_mps must be [east, north], each finite and below 60 m/s")
         if not -60.0 <= self.temperature_c <= 60.0:
             raise ValueError(f"temperature_c {self.temperature_c} outside [-60, 60] °C")
         if self.speed_of_sound_mps is not None and not 250.0 <= self.speed_of_sound_mps <= 450.0:
@@ -103,6 +121,157 @@ class IncidentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         _positive(self, "gap_s", "radius_m", "automatic_rate_hz")
 
 
+class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The incident store (SQLite). Reference: docs/hub-store-and-sinks.md."""
+
+    path: str = ":memory:"
+    """SQLite database file, e.g. ``/var/lib/shotline/hub.sqlite``; ``":memory:"`` keeps nothing across restarts (demo, tests)."""
+    wal: bool = True
+    """Open a file database in WAL mode (readers such as the review UI never block the hub)."""
+    detections: Literal["associated", "all", "none"] = "associated"
+    """Which detections are stored: those referenced by a stored shot, every accepted one, or none."""
+    detection_cache_s: float = 300.0
+    """How long an accepted detection is kept in memory waiting for a shot to reference it, seconds."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("path must not be empty (use \":memory:\" for a store that keeps nothing)")
+        _positive(self, "detection_cache_s")
+
+
+class GeofenceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A named area (WGS84) that limits a sink: inline polygons and/or a GeoJSON file."""
+
+    polygons: list[list[list[float]]] = msgspec.field(default_factory=list)
+    """Polygons, each a list of ``[lon_deg, lat_deg]`` vertices (GeoJSON order; closing vertex optional)."""
+    file: str | None = None
+    """GeoJSON file (geometry, Feature or FeatureCollection) whose Polygon/MultiPolygon geometries join the area."""
+
+    def __post_init__(self) -> None:
+        if not self.polygons and self.file is None:
+            raise ValueError("a geofence needs polygons or a file")
+        for i, poly in enumerate(self.polygons):
+            if len(poly) < 3:
+                raise ValueError(f"polygons[{i}] needs at least 3 vertices, got {len(poly)}")
+            for v in poly:
+                if len(v) != 2:
+                    raise ValueError(f"polygons[{i}]: each vertex is [lon_deg, lat_deg], got {v}")
+                if not (-180.0 <= v[0] <= 180.0 and -90.0 <= v[1] <= 90.0):
+                    raise ValueError(f"polygons[{i}]: vertex {v} is not [lon_deg, lat_deg] within WGS84 ranges")
+
+
+class WebhookSink(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One HTTP(S) receiver of incidents: JSON POST, HMAC-SHA256 signed, retried from a durable queue."""
+
+    name: str
+    """Sink id (letters, digits, ``_.-``): names the sink in logs, the queue and the ``X-Shotline-Sink`` header."""
+    url: str
+    """``http://`` or ``https://`` URL that receives a POST per incident message."""
+    format: Literal["json", "cap", "geojson"] = "json"
+    """Body: the incident message (JSON), a CAP 1.2 alert (XML) or a GeoJSON FeatureCollection."""
+    secret_env: str | None = None
+    """Environment variable holding the shared HMAC secret (kept out of the config hash)."""
+    secret_file: str | None = None
+    """File holding the shared HMAC secret (surrounding whitespace stripped)."""
+    states: list[Literal["new", "updated", "closed"]] = msgspec.field(
+        default_factory=lambda: ["new", "updated", "closed"]
+    )
+    """Incident lifecycle states sent to this sink."""
+    geofences: list[str] = msgspec.field(default_factory=list)
+    """Names of ``[sinks.geofences.<name>]`` areas; an incident is sent when it or one of its shots lies
+    in one of them (later revisions of an incident already sent follow it). Empty: everywhere."""
+    delay_s: float = 0.0
+    """Hold each message this long before the first delivery attempt, seconds (an incident dismissed
+    by an operator in the meantime is not sent)."""
+    precision_m: float = 0.0
+    """Publish positions snapped to a grid of this size, metres (0: exact; ~150: block level);
+    uncertainties are widened to match and per-node residuals are left out."""
+    timeout_s: float = 10.0
+    """HTTP request timeout, seconds."""
+
+    def __post_init__(self) -> None:
+        check_id(self.name, "sink name")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if self.secret_env is not None and self.secret_file is not None:
+            raise ValueError("give secret_env or secret_file, not both")
+        if not self.states:
+            raise ValueError("states must name at least one of new, updated, closed")
+        if self.delay_s < 0 or self.precision_m < 0:
+            raise ValueError("delay_s and precision_m must be >= 0")
+        _positive(self, "timeout_s")
+
+
+class CapSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Fields of the CAP 1.2 alerts made for ``format = "cap"`` sinks."""
+
+    sender: str = "shotline@localhost"
+    """CAP ``sender``: a globally unique id of this hub, e.g. ``shotline@hub.example.org`` (no spaces, commas, < or &)."""
+    sender_name: str = "Shotline acoustic gunshot detection"
+    """CAP ``senderName``: human-readable name of the issuing organisation."""
+    status: Literal["Actual", "Exercise", "System", "Test", "Draft"] = "Actual"
+    """CAP ``status``; ``Test`` or ``Exercise`` for drills and demos."""
+    expires_s: float = 3600.0
+    """CAP ``expires`` = last shot time + this many seconds."""
+    web: str | None = None
+    """CAP ``web``: base URL of the review page; the incident id is appended."""
+
+    def __post_init__(self) -> None:
+        if not self.sender or any(ch in self.sender for ch in " ,<&"):
+            raise ValueError("sender must be non-empty, without spaces, commas, '<' or '&'")
+        _positive(self, "expires_s")
+
+
+class SinkSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where incidents go besides the MQTT incident topic. Off unless webhooks are listed."""
+
+    webhooks: list[WebhookSink] = msgspec.field(default_factory=list)
+    """HTTP receivers (``[[sinks.webhooks]]``)."""
+    geofences: dict[str, GeofenceSettings] = msgspec.field(default_factory=dict)
+    """Named areas that webhooks may be limited to (``[sinks.geofences.<name>]``)."""
+    cap: CapSettings = msgspec.field(default_factory=CapSettings)
+    retry_base_s: float = 1.0
+    """First retry delay, seconds; doubled on each failure, with random jitter (x0.5-1)."""
+    retry_max_s: float = 300.0
+    """Longest retry delay, seconds."""
+    give_up_after_s: float = 86400.0
+    """A message still undelivered this long after it was queued is marked failed, seconds."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "retry_base_s", "retry_max_s", "give_up_after_s")
+        names = [w.name for w in self.webhooks]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"webhook names must be unique, repeated: {sorted(dup)}")
+        for name in self.geofences:
+            check_id(name, "geofence name")
+        for w in self.webhooks:
+            missing = [g for g in w.geofences if g not in self.geofences]
+            if missing:
+                raise ValueError(f"webhook {w.name!r} names unknown geofence(s) {missing}; define [sinks.geofences.<name>]")
+
+
+class NodeQualitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Per-node timing residual statistics (node registry)."""
+
+    window: int = 200
+    """Residuals kept per node (the most recent shots it took part in)."""
+    min_shots: int = 8
+    """Fewest residuals before a node can be flagged."""
+    clock_bias_s: float = 0.0005
+    """A node whose robust mean residual exceeds this (s, and 3 standard errors) is flagged "clock"."""
+    position_offset_m: float = 3.0
+    """A node whose residuals fit a position offset larger than this (m, and 3 standard errors),
+    seen from sources in different directions, is flagged "position"."""
+    max_rejected_fraction: float = 0.5
+    """A node whose picks are rejected by the solutions more often than this is flagged "outliers"."""
+
+    def __post_init__(self) -> None:
+        if self.window < 4 or self.min_shots < 3 or self.min_shots > self.window:
+            raise ValueError("node_quality needs window >= 4 and 3 <= min_shots <= window")
+        _positive(self, "clock_bias_s", "position_offset_m", "max_rejected_fraction")
+
+
 class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The hub's whole configuration."""
 
@@ -114,10 +283,16 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     location: LocationSettings = msgspec.field(default_factory=LocationSettings)
     association: AssociationSettings = msgspec.field(default_factory=AssociationSettings)
     incidents: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
+    node_quality: NodeQualitySettings = msgspec.field(default_factory=lambda: NodeQualitySettings())
+    """Per-node timing residual statistics that flag a bad clock or position (``[node_quality]``)."""
     nodes: dict[str, NodeOverride] = msgspec.field(default_factory=dict)
     """Surveyed positions by node id, overriding status messages."""
     unknown_node_hold_s: float = 30.0
     """How long a detection from a node without a known position is held, seconds."""
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    """The incident store (``[store]``)."""
+    sinks: SinkSettings = msgspec.field(default_factory=SinkSettings)
+    """Webhook, CAP and GeoJSON sinks (``[sinks]``); off by default."""
 
     def __post_init__(self) -> None:
         check_id(self.site, "site")

@@ -1,8 +1,11 @@
-"""The hub service: the pipeline wired to MQTT, with a clock tick.
+"""The hub service: the pipeline wired to MQTT, the store and the sinks, with a clock tick.
 
 Subscribes to every node topic of its site with a persistent QoS 1 session,
-feeds the :class:`~shotline.hub.pipeline.HubPipeline` and publishes incident
-messages (QoS 1) and its own retained status (birth and last will).
+feeds the :class:`~shotline.hub.pipeline.HubPipeline` and, for each incident
+message it yields: stores it (with the detections its shots reference),
+publishes it on the incident topic (QoS 1), then hands it to the sinks
+(webhooks from a durable queue). Also publishes its own retained status
+(birth and last will).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from shotline.core import messages as m
 from shotline.core import topics
@@ -18,6 +22,8 @@ from shotline.core.transport import MqttTransport, OutMessage, Transport
 
 from .config import HubConfig
 from .pipeline import HubPipeline, Output
+from .sinks.dispatch import SinkDispatcher
+from .store import DetectionRecorder, IncidentStore
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +32,17 @@ def hub_status(cfg: HubConfig, state: str, provenance: m.Provenance | None = Non
     """The hub's retained status message."""
     msg = m.HubStatus(site=cfg.site, state=state, time_ns=now_ns(), provenance=provenance)  # type: ignore[arg-type]
     return OutMessage(topics.hub_status_topic(cfg.site), m.encode(msg), 1, True)
+
+
+class _RecordingPipeline(HubPipeline):
+    """The pipeline with a hook on every accepted (validated, de-duplicated) detection."""
+
+    on_accepted: Callable[[m.Detection, int], None] | None = None
+
+    def on_detection(self, det: m.Detection, received_ns: int) -> list[Output]:
+        if self.on_accepted is not None:
+            self.on_accepted(det, received_ns)
+        return super().on_detection(det, received_ns)
 
 
 class HubService:
@@ -39,9 +56,23 @@ class HubService:
         tick_s: float = 0.2,
         clock: Callable[[], int] = now_ns,
         watermark: str = "wall",
+        store: IncidentStore | None = None,
+        config_dir: Path | None = None,
     ) -> None:
+        """``store``: an open store to use (default: opened from ``cfg.store``);
+        ``config_dir``: where relative geofence files are looked up (default: working directory)."""
         self.cfg = cfg
-        self.pipeline = HubPipeline(cfg)
+        self.pipeline = _RecordingPipeline(cfg)
+        self.store = store if store is not None else IncidentStore(cfg.store.path, wal=cfg.store.wal)
+        self._own_store = store is None
+        self.recorder = DetectionRecorder(self.store, cfg.store.detections, cfg.store.detection_cache_s)
+        self.pipeline.on_accepted = self.recorder.add
+        try:
+            self.sinks = SinkDispatcher(cfg.sinks, self.store, base_dir=config_dir)
+        except Exception:
+            if self._own_store:
+                self.store.close()
+            raise
         self.transport = transport or MqttTransport(
             cfg.broker,
             cfg.client_id,
@@ -65,19 +96,26 @@ class HubService:
         """Subscribe and connect, then start the clock tick."""
         self.transport.subscribe(topics.node_filter(self.cfg.site), self._on_message, qos=1)
         self.transport.start(timeout_s)
+        self.sinks.start()
         self._ticker = threading.Thread(target=self._tick_loop, name="hub-tick", daemon=True)
         self._ticker.start()
 
-    def stop(self, close_incidents: bool = True) -> None:
-        """Stop ticking; optionally close open incidents; publish offline and disconnect."""
+    def stop(self, close_incidents: bool = True, drain_s: float = 2.0) -> None:
+        """Stop ticking; optionally close open incidents; publish offline and disconnect;
+        give the sinks up to ``drain_s`` seconds to deliver what is due (the rest stays queued);
+        close the store if the service opened it."""
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
-        if close_incidents:
-            with self._lock:
+        with self._lock:
+            if close_incidents:
                 self._publish(self.pipeline.finish())
+            self._flush_detections()
         self.transport.publish(hub_status(self.cfg, "offline"))
         self.transport.stop()
+        self.sinks.stop(drain_s)
+        if self._own_store:
+            self.store.close()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         received = self.clock()
@@ -89,10 +127,25 @@ class HubService:
             with self._lock:
                 now = self.clock() if self.watermark == "wall" else self.pipeline.data_watermark_ns()
                 self._publish(self.pipeline.tick(now))
+                self._flush_detections()
+
+    def _flush_detections(self) -> None:
+        if self.cfg.store.detections == "all":
+            try:
+                self.recorder.flush()
+            except Exception:
+                log.exception("storing detections failed")
 
     def _publish(self, outputs: list[Output]) -> None:
         topic = topics.incident_topic(self.cfg.site)
         for out in outputs:
+            # Stored first (with the detections it references) so that what was published is on disk;
+            # a store failure is logged and never stops publication.
+            try:
+                self.recorder.flush(out.incident)
+                self.store.put_incident(out.incident)
+            except Exception:
+                log.exception("storing incident %s failed", out.incident.incident_id)
             self.transport.publish(OutMessage(topic, m.encode(out.incident), 1, False))
             published = self.clock()
             if out.caused_by_received_ns is not None:
@@ -102,3 +155,8 @@ class HubService:
                     fn(out, published)
                 except Exception:
                     log.exception("incident listener failed")
+            if self.sinks.enabled:
+                try:
+                    self.sinks.submit(out.incident)
+                except Exception:
+                    log.exception("queueing incident %s for the sinks failed", out.incident.incident_id)

@@ -85,7 +85,11 @@ def test_incident_messages_validate(embedded_broker, small_bundle):
     finally:
         import time
 
-        time.sleep(0.3)
+        # The closing messages go out as the hub stops: wait for them to arrive.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(b'"closed"' in p for p in got):
+            time.sleep(0.05)
+        time.sleep(0.2)
         listener.stop()
     incidents = [m.decode(p, m.Incident) for p in got]
     assert incidents and incidents[-1].state == "closed"

@@ -1,0 +1,100 @@
+"""Benchmark of the hub's incident store and sink queue (shotline.hub.store, shotline.hub.sinks).
+
+Scenario: a WAL SQLite file in a temporary folder; each incident message has
+3 shots of 8 node residuals each, with its 24 referenced detections written
+first, as ``HubService`` does (``[store] detections = "associated"``). Then
+the same messages are queued for one GeoJSON webhook with a geofence and
+block-level precision (format + geofence + queue insert, no network).
+
+Figures:
+
+* ``store_ms_per_incident``: wall time per stored incident message
+  (detections + revision + current state + shots + residuals), ms. It sits in
+  the publishing path, so it adds to the hub's latency (budget 100 ms p99).
+* ``store_p99_ms_per_incident``: its 99th percentile, ms.
+* ``sink_queue_ms_per_incident``: wall time to filter, coarsen, format and
+  queue one message for the webhook, ms.
+
+Run: ``.venv/bin/python scripts/bench/bench_store.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shotline.core import messages as m
+from shotline.hub.config import GeofenceSettings, SinkSettings, WebhookSink
+from shotline.hub.sinks.dispatch import SinkDispatcher
+from shotline.hub.store import IncidentStore
+
+T0 = 1_795_000_000_000_000_000
+LAT, LON = 41.7755, -72.6805
+
+
+def _incident(k: int, rng: np.random.Generator) -> tuple[m.Incident, list[tuple[m.Detection, int]]]:
+    iid = f"bench-{k:06d}"
+    t0 = T0 + k * 60 * 10**9
+    shots, dets = [], []
+    for j in range(3):
+        t = t0 + j * 300_000_000
+        res = []
+        for n in range(8):
+            did = f"N{n:02d}-{t + n}"
+            res.append(m.NodeResidual(node_id=f"N{n:02d}", detection_id=did, residual_s=float(rng.normal(0, 5e-5)),
+                                      used=True))
+            dets.append((m.Detection(detection_id=did, site="bench", node_id=f"N{n:02d}", onset_time_ns=t + n * 10**6,
+                                     onset_sigma_s=2e-5, time_quality="pps", peak_dbfs=-10.0, snr_db=30.0,
+                                     noise_floor_dbfs=-60.0), t + 10**9))
+        shots.append(m.Shot(shot_id=f"{iid}-{j}", time_ns=t,
+                            position=m.Position(lat_deg=LAT + rng.normal(0, 1e-3), lon_deg=LON + rng.normal(0, 1e-3)),
+                            cep50_m=2.0, cep95_m=4.0, ellipse=m.Ellipse(semi_major_m=2.0, semi_minor_m=1.0,
+                                                                         azimuth_deg=10.0),
+                            speed_of_sound_mps=343.0, n_nodes=8, rms_residual_s=5e-5, residuals=res))
+    inc = m.Incident(site="bench", incident_id=iid, state="new", revision=1, published_ns=t0 + 10**9,
+                     first_shot_ns=shots[0].time_ns, last_shot_ns=shots[-1].time_ns, rounds=3,
+                     position=shots[0].position, cep95_m=4.0, shots=shots,
+                     provenance=m.Provenance(version="bench", config_hash="0" * 16))
+    return inc, dets
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    n = 300 if quick else 2000
+    rng = np.random.default_rng(0)
+    items = [_incident(k, rng) for k in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = IncidentStore(Path(tmp) / "bench.sqlite")
+        times = []
+        for inc, dets in items:
+            t = time.perf_counter()
+            store.put_detections(dets)
+            store.put_incident(inc)
+            times.append(time.perf_counter() - t)
+        d = 0.01
+        fence = [[LON - d, LAT - d], [LON + d, LAT - d], [LON + d, LAT + d], [LON - d, LAT + d]]
+        sinks = SinkDispatcher(
+            SinkSettings(geofences={"zone": GeofenceSettings(polygons=[fence])},
+                         webhooks=[WebhookSink(name="partner", url="http://127.0.0.1:9/", format="geojson",
+                                               geofences=["zone"], precision_m=150.0)]),
+            store,
+        )
+        t = time.perf_counter()
+        for inc, _ in items:
+            sinks.submit(inc)
+        sink_s = time.perf_counter() - t
+        store.close()
+    ms = np.array(times) * 1e3
+    return {
+        "store_ms_per_incident": float(ms.mean()),
+        "store_p99_ms_per_incident": float(np.percentile(ms, 99)),
+        "sink_queue_ms_per_incident": sink_s * 1e3 / n,
+    }
+
+
+if __name__ == "__main__":
+    for k, v in run(quick="--quick" in sys.argv).items():
+        print(f"{k}: {v:.3f}")
