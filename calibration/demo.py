@@ -19,24 +19,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import numpy as np
 
 from shotline.core import messages as m
 from shotline.core.broker import BrokerError, EmbeddedBroker
 from shotline.core.config import BrokerSettings
 from shotline.core.timebase import now_ns, ns_to_iso
-from shotline.core.transport import MqttTransport, TransportError
-from shotline.hub.config import HubConfig, LocationSettings
+from shotline.core.transport import TransportError
 from shotline.hub.geometry import LocalFrame
 from shotline.hub.pipeline import Output
-from shotline.hub.service import HubService
-from shotline.sensor.audio import FileSource
-from shotline.sensor.config import AudioSettings, NodeSettings, SensorConfig
-from shotline.sensor.node import SensorNode
+from shotline.sensor.config import SensorConfig
 
 from .bundle import Bundle
 from .hartford import SITE, hartford_scene
+from .replay import PlayResult, ReplayFrame, play_bundle, sensor_config_for
+
+__all__ = ["DemoResult", "PlayResult", "TruthMatcher", "play_bundle", "run_demo"]
 from .simulator import render_scene
 
 log = logging.getLogger(__name__)
@@ -113,113 +111,8 @@ class TruthMatcher:
 
 def _node_config(bundle: Bundle, node_id: str, broker: BrokerSettings, site: str,
                  speed: float | None) -> SensorConfig:
-    node = bundle.node(node_id)
-    lat, lon, alt = bundle.node_wgs84()[node_id]
-    return SensorConfig(
-        node=NodeSettings(site=site, node_id=node_id, lat_deg=lat, lon_deg=lon, alt_m=alt,
-                          full_scale_spl_db=node.full_scale_spl_db, time_quality="replay"),
-        broker=msgspec.structs.replace(broker, username=node_id),
-        audio=AudioSettings(path=str(bundle.audio_path(node_id)), start_time_ns=node.start_time_ns,
-                            speed=speed or 0.0),
-    )
-
-
-@dataclass
-class PlayResult:
-    """What one run of a bundle through nodes and hub over MQTT produced."""
-
-    outputs: list[tuple[Output, int]] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
-    dropped: dict[str, int] = field(default_factory=dict)
-    detections: int = 0
-
-
-def play_bundle(
-    bundle: Bundle,
-    broker: BrokerSettings,
-    *,
-    site: str = SITE,
-    speed: float | None = 1.0,
-    start_ns: int | None = None,
-    hub_cfg: HubConfig | None = None,
-    on_output=None,
-    keep_running: bool = False,
-    printer=print,
-) -> PlayResult:
-    """Replay every node of ``bundle`` through its own SensorNode into a HubService over MQTT.
-
-    ``speed`` 1.0 paces each file in real time (``start_ns``, the scene's
-    first-sample UTC, is then mapped onto the wall clock), ``None`` replays as
-    fast as possible. ``on_output(output, published_ns)`` sees every incident
-    message the hub publishes.
-    """
-    result = PlayResult()
-    hub_cfg = hub_cfg or HubConfig(
-        site=site,
-        broker=msgspec.structs.replace(broker, username="hub"),
-        location=LocationSettings(temperature_c=bundle.environment.temperature_c),
-    )
-    # Paced replays follow the wall clock like a live hub; fast ones follow the data.
-    hub = HubService(hub_cfg, watermark="wall" if speed is not None else "data")
-    hub.listeners.append(lambda out, t: result.outputs.append((out, t)))
-    if on_output is not None:
-        hub.listeners.append(on_output)
-    hub.start()
-    wall_start = None
-    if speed is not None and start_ns is not None:
-        wall_start = time.monotonic() + (start_ns - now_ns()) / 1e9
-    nodes, transports, threads = [], [], []
-    stop = threading.Event()
-    try:
-        for node_id in bundle.node_ids:
-            cfg = _node_config(bundle, node_id, broker, site, speed)
-            src = FileSource(cfg.audio.path, cfg.audio.start_time_ns, speed=speed,
-                             wall_start=wall_start, stop_event=stop)
-            node = SensorNode(cfg, src, None)
-            tr = MqttTransport(cfg.broker, f"shotline-node-{site}-{node_id}",
-                               will=node.status_message("offline"), birth=[node.status_message("online")])
-            node.transport = tr
-            tr.start()
-            nodes.append(node)
-            transports.append(tr)
-            threads.append(threading.Thread(target=node.run, name=f"node-{node_id}", daemon=True))
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        for node in nodes:
-            node.wait_acked(5.0)
-        _wait_quiet(hub, len(result.outputs), result)
-        if keep_running:
-            printer("scene finished; broker and hub keep running (Ctrl-C to stop)")
-            try:
-                while True:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-    finally:
-        stop.set()
-        for node, tr in zip(nodes, transports, strict=False):
-            if tr.connected:
-                tr.publish(node.status_message("offline"))
-            tr.stop()
-        hub.stop(close_incidents=True)
-    result.latencies_ms = list(hub.latencies_ms)
-    result.dropped = dict(hub.pipeline.ingest.dropped)
-    result.detections = sum(n.stats.n_onsets for n in nodes)
-    return result
-
-
-def _wait_quiet(hub: HubService, n_outputs: int, result: PlayResult, quiet_s: float = 0.5) -> None:
-    """Wait until the hub has ingested every published detection and gone quiet."""
-    deadline = time.monotonic() + 10.0
-    last = -1
-    while time.monotonic() < deadline:
-        time.sleep(quiet_s)
-        seen = hub.pipeline.ingest.accepted["detection"]
-        if seen == last:
-            return
-        last = seen
+    """The SensorConfig a replay gives one bundle node (kept for callers of the old helper)."""
+    return sensor_config_for(bundle, node_id, ReplayFrame(bundle), site=site, broker=broker, speed=speed)
 
 
 def run_demo(
@@ -282,7 +175,7 @@ def run_demo(
                             f"{', automatic' if inc.automatic_fire else ''}, class {inc.event_class} [{final}]")
 
         played = play_bundle(
-            bundle, BrokerSettings(port=broker.port), speed=speed, start_ns=start_ns,
+            bundle, BrokerSettings(port=broker.port), site=SITE, speed=speed, start_ns=start_ns,
             on_output=on_incident, keep_running=keep_running, printer=printer,
         )
         result.latencies_ms = played.latencies_ms

@@ -33,9 +33,11 @@ BUDGETS: dict[str, tuple[str, float, str, str]] = {
     "loc_rmse_over_crlb": ("<=", 1.10, "", "location RMS error / CRLB, clean TDOA"),
     "loc_echo_p90_m": ("<", 0.1, "m", "p90 error, one echo outlier, 50 us noise"),
     "demo_latency_p99_ms": ("<=", 100.0, "ms", "last detection -> incident published, p99"),
+    "pittsburgh_audio_within15m_pct": (">=", 97.0, "%", "Pittsburgh dev split from audio: located shots within 15 m"),
+    "pittsburgh_audio_median_m": ("<", 5.0, "m", "Pittsburgh dev split from audio: median 2-D error"),
 }
 
-SUITES = ("trigger", "locate", "demo")
+SUITES = ("trigger", "locate", "demo", "pittsburgh_audio")
 
 
 def _load(name: str):
