@@ -340,8 +340,12 @@ class ImpulseDetector:
         peak_new[:n_warm] = math.inf
         rms_new[:n_warm] = math.inf
         if n_warm < n_new:
-            peak_new[n_warm:] = self._peak_stat.push(done_max[n_warm:])
-            rms_new[n_warm:] = self._rms_stat.push(lta[last_rel[n_warm:]])
+            # Digital silence (a muted or not yet running ADC, the zero padding
+            # at the start of many recordings) is no noise floor: its frames
+            # count as unknown (inf), so the onset of the noise after it cannot
+            # trigger, and the detector re-arms once real noise fills the window.
+            peak_new[n_warm:] = self._peak_stat.push(_silence_as_inf(done_max[n_warm:]))
+            rms_new[n_warm:] = self._rms_stat.push(_silence_as_inf(lta[last_rel[n_warm:]]))
         # Frame f0 keeps the floor already in force; frames f0+1.. (those that start
         # inside this block) take the floors of the snapshots just completed.
         n_frames = (b1 - 1) // hop - f0 + 1
@@ -531,6 +535,14 @@ try:
 
 except ImportError:  # pragma: no cover - depends on scipy internals
     _lfilter = _lfilter_public
+
+
+DIGITAL_SILENCE_POWER = 1e-20
+"""Mean-square level (full scale 1.0, i.e. -200 dBFS) below which a frame is digital silence."""
+
+
+def _silence_as_inf(power: np.ndarray) -> np.ndarray:
+    return np.where(power < DIGITAL_SILENCE_POWER, math.inf, power)
 
 
 def _one_pole(tau_s: float, fs: float) -> tuple[np.ndarray, np.ndarray]:

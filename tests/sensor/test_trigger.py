@@ -238,3 +238,17 @@ def test_highpass_disabled_still_works():
     x = _scene(fs, [0.3, 0.5], seed=8, noise=white_noise)
     assert len(detect(x, fs, cfg)) == 2
     assert _stream(x, fs, [100, 4801, 4802, 8000], cfg) == detect(x, fs, cfg)
+
+
+def test_noise_after_digital_silence_does_not_trigger():
+    """Recordings often start with zeros: the start of the noise is not an impulse."""
+    fs = 12000
+    rng = np.random.default_rng(11)
+    x = np.concatenate([np.zeros(fs), 0.01 * rng.standard_normal(4 * fs)]).astype(np.float32)
+    assert detect(x, fs) == []
+    # ... and an impulse well after the noise starts is still found.
+    y = x.copy()
+    t0 = 3.0
+    add_friedlander(y, fs, t0, amplitude=0.5, period_s=0.5e-3)
+    onsets = detect(y, fs)
+    assert len(onsets) == 1 and abs(onsets[0].i_onset / fs - t0) < 1e-3
