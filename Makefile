@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint venv clean
+.PHONY: demo test test-fast bench lint model venv clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Shotline needs Python 3.11 or newer (python3.11, python3.12, ...)"; exit 1; }
@@ -31,6 +31,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench/run.py
+
+# Retrain the classifier (needs the train extra, TensorFlow CPU, and the Debian
+# packages hydrogen-drumkits and sonic-pi-samples); writes models/*.tflite,
+# models/manifest.json and models/MODEL_CARD.md.
+model: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[train]'
+	$(BIN)/python -m shotline.models.training.train --seed 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

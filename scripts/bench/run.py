@@ -33,11 +33,15 @@ BUDGETS: dict[str, tuple[str, float, str, str]] = {
     "loc_rmse_over_crlb": ("<=", 1.10, "", "location RMS error / CRLB, clean TDOA"),
     "loc_echo_p90_m": ("<", 0.1, "m", "p90 error, one echo outlier, 50 us noise"),
     "demo_latency_p99_ms": ("<=", 100.0, "ms", "last detection -> incident published, p99"),
+    "classifier_ms_per_candidate": ("<=", 5.0, "ms", "classifier, one candidate (int8 LiteRT)"),
+    "classifier_model_kb": ("<=", 1024.0, "kB", "classifier model file"),
+    "clf_gunshot_recall_pct": (">=", 97.0, "%", "held-out gunshot recall at the operating point"),
+    "clf_false_positive_pct": ("<=", 1.0, "%", "held-out non-gunshot impulses called gunshot"),
     "pittsburgh_audio_within15m_pct": (">=", 97.0, "%", "Pittsburgh dev split from audio: located shots within 15 m"),
     "pittsburgh_audio_median_m": ("<", 5.0, "m", "Pittsburgh dev split from audio: median 2-D error"),
 }
 
-SUITES = ("trigger", "locate", "demo", "pittsburgh_audio")
+SUITES = ("trigger", "locate", "classifier", "demo", "pittsburgh_audio")
 
 
 def _load(name: str):
