@@ -1,19 +1,29 @@
 """Association: detections from many nodes -> shots (located origins).
 
-Method (hypothesis and consensus):
+Method (hypothesis and consensus; docs/association.md has the details):
 
 1. A new detection first tries to join a recent shot: its onset must fall
-   near the arrival time that shot predicts for its node.
+   near the arrival time that shot predicts for its node. Joining is cheap
+   (no solve): the shot is marked *dirty* and re-located once per flush
+   (:meth:`Associator.flush`, driven by the pipeline), not once per pick.
+   A pick that replaces a node's rejected pick (an early supersonic N-wave
+   followed by the muzzle blast) is allowed.
 2. Otherwise it waits in a pool and seeds a hypothesis search. For every
    point of a grid around the seed node, the seed's onset fixes an emission
    time; each other node's nearest pooled onset is compared with the arrival
    predicted from that point. The point explaining the most nodes wins, so
    only physically consistent detection sets are formed — a plain time window
    would merge interleaved shots.
-3. The winning set is located robustly (:func:`shotline.hub.locate.locate`,
+3. The best candidate set is located robustly (:func:`shotline.hub.locate.locate`,
    consensus over subsets rejects echoes and stray picks); the shot is
    accepted when at least ``min_nodes`` nodes agree within
-   ``max_rms_residual_s``.
+   ``max_rms_residual_s`` and the nodes that heard nothing do not contradict
+   it (negative evidence, see :meth:`Associator._silent_nodes_agree`).
+4. Echo ghosts: a wall reflection is heard as if from the mirror image of the
+   source, emitted at the *same* time, and never before the direct sound at
+   any node. A new set with the emission time of a recent shot whose picks
+   are all later than that shot's picks at the shared nodes is therefore an
+   echo: its picks are kept as the shot's echoes, not a new shot.
 
 Detections whose time quality is not trusted (NTP, free-running) may attach
 to a shot as corroboration but never enter a solution. Times inside the
@@ -23,8 +33,10 @@ associator are float seconds relative to a reference epoch (``t_ref_ns``).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,14 +49,21 @@ from .registry import NodeRegistry
 
 log = logging.getLogger(__name__)
 
+#: Emission times of an echo ghost and its direct shot agree within this (s), plus their sigmas.
+GHOST_T0_TOL_S = 0.002
 
-@dataclass
+
+@dataclass(eq=False)
 class Pick:
     """A detection inside the associator."""
 
     det: m.Detection
     t_s: float
     received_ns: int
+    rejected_by: set[str] = field(default_factory=set)
+    """Shots whose solution rejected this pick (it is not offered to them again)."""
+    settled: bool = False
+    """Searched again after its wait window (see :meth:`Associator.retry`)."""
 
     @property
     def node_id(self) -> str:
@@ -55,9 +74,14 @@ class Pick:
         return self.det.time_quality in m.TRUSTED_TIME_QUALITIES
 
 
-@dataclass
+@dataclass(eq=False)
 class ShotState:
-    """A located shot and the picks behind it."""
+    """A located shot and the picks behind it.
+
+    ``solution`` is aligned with ``picks`` (same order). Picks that join
+    wait in ``pending`` (the shot is ``dirty``) until :meth:`Associator.flush`
+    re-locates the shot with them.
+    """
 
     shot_id: str
     picks: dict[str, Pick]
@@ -68,23 +92,40 @@ class ShotState:
     last_pick_received_ns: int
     revision: int = 0
     corroborating: dict[str, Pick] = field(default_factory=dict)
+    echoes: list[Pick] = field(default_factory=list)
+    """Picks recognised as reflections of this shot (a ghost at the image source)."""
+    pending: dict[str, Pick] = field(default_factory=dict)
+    dirty: bool = False
+    rejected_residuals: dict[str, float] = field(default_factory=dict)
+    """Residuals (s) of picks the last solve rejected, by node (kept for the node registry's statistics)."""
 
 
 class Associator:
     """Forms and updates shots from a stream of detections."""
 
     _ids = itertools.count(1)
+    N_FINE = 4
+    """Distinct fine-grid hypotheses located at most per search (best first; stops at a full fit)."""
 
     def __init__(self, cfg: HubConfig, registry: NodeRegistry) -> None:
         self.cfg = cfg
         self.registry = registry
         self.c = cfg.location.c_mps
+        w = cfg.location.wind_enu_mps
+        self.wind_enu_mps: np.ndarray | None = None if w is None else np.array([w[0], w[1], 0.0])
         self.t_ref_ns: int | None = None
         self.pool: list[Pick] = []
         self.shots: list[ShotState] = []
         self.recent: dict[str, list[float]] = {}
         """Sorted onset times (s) of every recent pick per node, associated or not."""
         self.n_expired_unassociated = 0
+        self.n_echo_ghosts = 0
+        self.n_fragments = 0
+        self.watermark_s = -math.inf
+        self._grid_cache: np.ndarray | None = None
+        """The last tick's watermark, seconds in the associator's reference."""
+        self.n_searches = 0
+        self.n_solves = 0
 
     # -- helpers -------------------------------------------------------------
     def _rel(self, t_ns: int) -> float:
@@ -97,8 +138,13 @@ class Associator:
         assert self.t_ref_ns is not None
         return self.t_ref_ns + int(round(t_s * 1e9))
 
-    def _horizon_s(self) -> float:
-        """How long a pick can wait for partners (array crossing time + margin), seconds."""
+    def horizon_s(self) -> float:
+        """The wait window: how long a pick can wait for partners (array crossing time + margin), seconds.
+
+        Derived from the network's geometry (largest node distance, at most
+        twice ``max_range_m``, over the speed of sound, plus 1 s for delivery)
+        unless ``association.pending_s`` sets it.
+        """
         if self.cfg.association.pending_s is not None:
             return self.cfg.association.pending_s
         extent = min(self.registry.extent_m(), 2 * self.cfg.association.max_range_m)
@@ -107,33 +153,150 @@ class Associator:
     def _sigma(self, pick: Pick) -> float:
         return max(self.cfg.location.timing_sigma_s, pick.det.onset_sigma_s)
 
+    def set_weather(self, temperature_c: float | None = None, wind_enu_mps=None) -> None:
+        """Use a measured air temperature (°C) and/or wind (east, north m/s) from now on."""
+        from .config import speed_of_sound_mps
+
+        if temperature_c is not None and self.cfg.location.speed_of_sound_mps is None:
+            self.c = speed_of_sound_mps(temperature_c)
+        if wind_enu_mps is not None:
+            w = np.asarray(wind_enu_mps, float).ravel()
+            self.wind_enu_mps = np.array([w[0], w[1], 0.0])
+
+    def _travel(self, src: np.ndarray, node: np.ndarray) -> float:
+        """Travel time (s) from an ENU source to a node with the current c and wind."""
+        d = node - src
+        if self.wind_enu_mps is None:
+            return math.sqrt(float(d @ d)) / self.c
+        w = self.wind_enu_mps
+        a = self.c * self.c - float(w @ w)
+        dw = float(d @ w)
+        d2 = float(d @ d)
+        return d2 / (dw + math.sqrt(dw * dw + a * d2)) if d2 > 0 else 0.0
+
     # -- public ----------------------------------------------------------------
     def add(self, det: m.Detection, received_ns: int) -> list[ShotState]:
-        """Take one detection; return the shots it created or changed."""
+        """Take one detection; return the shots it created (joins are reported by :meth:`flush`)."""
         if self.registry.enu(det.node_id) is None:
             raise KeyError(det.node_id)
         pick = Pick(det, self._rel(det.onset_time_ns), received_ns)
         if pick.trusted:
             bisect.insort(self.recent.setdefault(det.node_id, []), pick.t_s)
-        shot = self._attach(pick)
-        if shot is not None:
-            return [shot]
+        if self._attach(pick) is not None:
+            return []
         if not pick.trusted:
             return []  # may only corroborate a shot
         self.pool.append(pick)
         new = self._hypothesise(pick)
         return [new] if new is not None else []
 
+    def nearby_residuals(self, shot: ShotState, window_s: float = 0.03) -> dict[str, float]:
+        """For in-range nodes without a used pick in ``shot``: residual (s) of their pick nearest the
+        predicted arrival, within ``window_s`` (a clock or position error too large for the fit)."""
+        out = {}
+        for nid, times in self.recent.items():
+            if nid in shot.picks or not times:
+                continue
+            r = self.registry.enu(nid)
+            if r is None or math.hypot(r[0] - shot.enu_m[0], r[1] - shot.enu_m[1]) > self.cfg.association.max_range_m:
+                continue
+            pred = shot.t0_s + self._travel(shot.enu_m, r)
+            j = bisect.bisect_left(times, pred)
+            best = min((times[k] - pred for k in (j - 1, j) if 0 <= k < len(times)), key=abs)
+            if abs(best) <= window_s:
+                out[nid] = best
+        return out
+
+    def dirty_shots(self) -> list[ShotState]:
+        """Shots that gained picks since they were last located."""
+        return [s for s in self.shots if s.dirty]
+
+    def flush(self, shots: list[ShotState] | None = None) -> list[ShotState]:
+        """Re-locate dirty shots; rejected picks go back to the pool. Returns the shots that changed."""
+        out = []
+        for shot in self.dirty_shots() if shots is None else shots:
+            if not shot.dirty:
+                continue
+            shot.dirty = False
+            pending, shot.pending = shot.pending, {}
+            if not pending:
+                shot.revision += 1  # corroboration joined
+                out.append(shot)
+                continue
+            merged = dict(shot.picks)
+            for nid, p in pending.items():
+                old = merged.get(nid)
+                if old is not None:
+                    # The node's earlier pick fits worse (an N-wave before the
+                    # muzzle blast, say): the new one takes its place.
+                    old.rejected_by.add(shot.shot_id)
+                    self.pool.append(old)
+                merged[nid] = p
+            trusted = list(merged.values())
+            sol = self._solve(trusted)
+            if sol is None:
+                # The joined picks spoil the fit: keep the last good solution.
+                for p in pending.values():
+                    p.rejected_by.add(shot.shot_id)
+                    self.pool.append(p)
+                for p in shot.picks.values():
+                    if p not in self.pool:
+                        continue
+                    self.pool.remove(p)
+                    p.rejected_by.discard(shot.shot_id)
+                continue
+            picks = {p.node_id: p for p in trusted}
+            shot.rejected_residuals = {}
+            if not sol.used.all():
+                for p, u, r in zip(trusted, sol.used, sol.residuals_s, strict=True):
+                    if not u:
+                        shot.rejected_residuals[p.node_id] = float(r)
+                        p.rejected_by.add(shot.shot_id)
+                        self.pool.append(p)
+                        del picks[p.node_id]
+                kept = [p for p, u in zip(trusted, sol.used, strict=True) if u]
+                sol2 = self._solve(kept)
+                if sol2 is not None and sol2.used.all():
+                    sol = sol2
+                else:
+                    sol = _subset(sol, np.asarray(sol.used))
+            self._set_solution(shot, picks, sol, shot.last_pick_received_ns)
+            out.append(shot)
+        return out
+
+    def retry(self, watermark_ns: int | None = None) -> list[ShotState]:
+        """Search once more from pool picks whose wait window has passed (``None``: the stream ended).
+
+        A hypothesis that waited for pending nodes is decided here once the
+        watermark shows those nodes had their chance to report.
+        """
+        if self.t_ref_ns is None:
+            return []
+        self.watermark_s = math.inf if watermark_ns is None else max(
+            self.watermark_s, (watermark_ns - self.t_ref_ns) / 1e9)
+        due = self.watermark_s - self.DELIVERY_MARGIN_S - self.cfg.association.max_range_m / self.c
+        out = []
+        for p in sorted((p for p in self.pool if not p.settled and p.t_s < due), key=lambda p: p.t_s):
+            p.settled = True
+            if p in self.pool:
+                shot = self._hypothesise(p)
+                if shot is not None:
+                    out.append(shot)
+        return out
+
     def expire(self, watermark_ns: int) -> None:
-        """Forget picks and shots that can no longer change (older than the horizon)."""
+        """Forget picks and shots that can no longer change (older than the wait window)."""
         if self.t_ref_ns is None:
             return
         w = (watermark_ns - self.t_ref_ns) / 1e9
-        horizon = self._horizon_s()
+        self.watermark_s = max(self.watermark_s, w)
+        horizon = self.horizon_s()
         keep = [p for p in self.pool if p.t_s > w - horizon]
         self.n_expired_unassociated += len(self.pool) - len(keep)
         self.pool = keep
-        self.shots = [s for s in self.shots if s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c]
+        self.shots = [
+            s for s in self.shots if s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c
+        ]
         for times in self.recent.values():
             del times[: bisect.bisect_left(times, w - 2 * horizon)]
 
@@ -141,76 +304,85 @@ class Associator:
     def _attach(self, pick: Pick, only: ShotState | None = None) -> ShotState | None:
         r = self.registry.enu(pick.node_id)
         best, best_err = None, np.inf
+        t_min = pick.t_s - self.cfg.association.max_range_m / self.c - 0.1
         for shot in self.shots if only is None else [only]:
-            if pick.node_id in shot.picks or pick.node_id in shot.corroborating:
+            if shot.t0_s < t_min or shot.t0_s > pick.t_s or shot.shot_id in pick.rejected_by:
                 continue
-            pred = shot.t0_s + float(np.linalg.norm(shot.enu_m - r)) / self.c
-            tol = self._attach_tolerance(shot, pick)
+            if pick.node_id in shot.corroborating:
+                continue
+            pred = shot.t0_s + self._travel(shot.enu_m, r)
             err = abs(pick.t_s - pred)
+            old = shot.pending.get(pick.node_id) or shot.picks.get(pick.node_id)
+            if old is not None and (not pick.trusted or abs(old.t_s - pred) <= err):
+                continue
+            tol = self._attach_tolerance(shot, pick)
             if err < tol and err < best_err:
                 best, best_err = shot, err
         if best is None:
             return None
         if not pick.trusted:
             best.corroborating[pick.node_id] = pick
-            best.revision += 1
+            best.dirty = True
             return best
-        picks = dict(best.picks)
-        picks[pick.node_id] = pick
-        sol = self._solve(list(picks.values()))
-        if sol is None or not sol.used[list(picks).index(pick.node_id)]:
-            return None  # inconsistent after all: leave it to the pool
-        self._set_solution(best, picks, sol, pick.received_ns)
+        old = best.pending.get(pick.node_id)
+        if old is not None:
+            old.rejected_by.add(best.shot_id)
+            self.pool.append(old)
+        best.pending[pick.node_id] = pick
+        best.last_pick_received_ns = max(best.last_pick_received_ns, pick.received_ns)
+        best.dirty = True
         return best
 
     def _attach_tolerance(self, shot: ShotState, pick: Pick) -> float:
         a = self.cfg.association
         if not pick.trusted:
             return 0.05 + a.match_tolerance_s
-        return 2.0 * shot.solution.cep95_m / self.c + 5 * self._sigma(pick) + a.match_tolerance_s
+        return min(2.0 * shot.solution.cep95_m / self.c, 0.02) + 5 * self._sigma(pick) + a.match_tolerance_s
 
     # -- hypothesis search -------------------------------------------------------
     def _hypothesise(self, seed: Pick) -> ShotState | None:
         a = self.cfg.association
         r_seed = self.registry.enu(seed.node_id)
-        by_node: dict[str, np.ndarray] = {}
         picks_of: dict[str, list[Pick]] = {}
+        window = 2 * a.max_range_m / self.c + a.match_tolerance_s
         for p in self.pool:
-            if p is seed or p.node_id == seed.node_id:
+            if p.node_id == seed.node_id or abs(p.t_s - seed.t_s) > window:
                 continue
             r = self.registry.enu(p.node_id)
-            d = float(np.linalg.norm(r[:2] - r_seed[:2]))
-            if d > 2 * a.max_range_m:
-                continue
+            d = math.hypot(r[0] - r_seed[0], r[1] - r_seed[1])
             # Physically possible partner: the time difference cannot exceed
             # the travel time between the two nodes.
-            if abs(p.t_s - seed.t_s) <= d / self.c + a.match_tolerance_s:
+            if abs(p.t_s - seed.t_s) <= d / self.c + a.match_tolerance_s and d <= 2 * a.max_range_m:
                 picks_of.setdefault(p.node_id, []).append(p)
         if len(picks_of) + 1 < a.min_nodes:
             return None
+        self.n_searches += 1
+        by_node: dict[str, np.ndarray] = {}
         for nid, ps in picks_of.items():
             ps.sort(key=lambda p: p.t_s)
             by_node[nid] = np.array([p.t_s for p in ps])
         node_ids = list(by_node)
         node_xy = np.array([self.registry.enu(n)[:2] for n in node_ids])
+        # Node heights enter the predicted ranges (masts and roofs): vertical
+        # offsets to the assumed source height, squared.
+        h = self.cfg.location.source_height_m
+        flat = self.cfg.location.mode == "2d"
+        dz2 = np.array([0.0 if flat else (self.registry.enu(n)[2] - h) ** 2 for n in node_ids])
+        seed_dz2 = 0.0 if flat else float((r_seed[2] - h) ** 2)
 
-        # Coarse grid of hypothetical sources within max_range of the seed node,
-        # refined twice around the best points. A grid point is up to half a
-        # cell diagonal from the source, so the predicted travel-time
-        # difference to the seed and to another node can be off by that much:
-        # the match tolerance shrinks with the cell.
+        # Coarse grid of hypothetical sources within max_range of the seed node
+        # (and of reach of the partners), refined twice around the best points.
+        # A grid point is up to half a cell diagonal from the source, so the
+        # predicted travel-time difference to the seed and to another node can
+        # be off by that much: the match tolerance shrinks with the cell.
         step = a.grid_step_m
-        n_half = int(np.ceil(a.max_range_m / step))
-        g = np.arange(-n_half, n_half + 1) * step
-        gx, gy = np.meshgrid(g, g, indexing="xy")
-        inside = gx**2 + gy**2 <= a.max_range_m**2
-        points = np.stack([gx[inside], gy[inside]], axis=1) + r_seed[:2]
-        for keep, sub in ((256, 5), (32, 5), (None, None)):
+        points = self._coarse_grid() + r_seed[:2]
+        for keep, sub in ((128, 5), (24, 5), (None, None)):
             tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
-            score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol)
+            score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2)
             if keep is None:
                 break
-            top = np.argsort(-score)[:keep]
+            top = np.argpartition(-score, min(keep, len(score) - 1))[:keep]
             top = top[score[top] + 1 >= a.min_nodes]
             if len(top) == 0:
                 return None
@@ -228,19 +400,23 @@ class Associator:
         for i in np.argsort(-score)[: 8 * self.N_FINE]:
             if score[i] + 1 < a.min_nodes or len(sets) >= self.N_FINE:
                 break
-            members = [seed]
-            t0 = seed.t_s - np.hypot(*(fine_pts[i] - r_seed[:2])) / self.c
-            for k, nid in enumerate(node_ids):
-                pred = t0 + np.hypot(*(fine_pts[i] - node_xy[k])) / self.c
-                j = chosen[k, i]
-                if abs(by_node[nid][j] - pred) < tol_fine:
-                    members.append(picks_of[nid][j])
+            dx, dy = fine_pts[i] - r_seed[:2]
+            t0 = seed.t_s - math.sqrt(dx * dx + dy * dy + seed_dz2) / self.c
+            rel = node_xy - fine_pts[i]
+            pred = t0 + np.sqrt(rel[:, 0] ** 2 + rel[:, 1] ** 2 + dz2) / self.c
+            got = np.array([times[j] for times, j in zip(by_node.values(), chosen[:, i], strict=True)])
+            members = [seed] + [picks_of[node_ids[k]][chosen[k, i]]
+                                for k in np.flatnonzero(np.abs(got - pred) < tol_fine)]
             key = frozenset(id(p) for p in members)
             if len(members) >= a.min_nodes and key not in seen:
                 seen.add(key)
-                sets.append(members)
-        # Locate every candidate; the set that explains the most nodes with
-        # the best fit wins (periodic fire makes shifted sets nearly fit too).
+                # Cheap negative evidence at the grid point before any solve.
+                if self._evidence(fine_pts[i], t0, {p.node_id for p in members}, tol_fine) == "accept":
+                    sets.append(members)
+        # Locate candidates best first; the set that explains the most nodes
+        # with the best fit wins (periodic fire makes shifted sets nearly fit
+        # too). A set whose every member is used cannot be beaten by a later,
+        # lower-scoring one: stop there.
         best = None
         for members in sets:
             fit = self._fit(members)
@@ -250,28 +426,40 @@ class Associator:
             rank = (sol.n_used, -sol.chi2_reduced)
             if best is None or rank > best[0]:
                 best = (rank, used, sol)
+            if len(used) == len(members) and len(members) >= len(sets[0]):
+                break
         if best is None:
             return None
         return self._create(best[1], best[2])
 
-    N_FINE = 6
-    """Distinct fine-grid hypotheses located and tested per search."""
+    def _coarse_grid(self) -> np.ndarray:
+        """Offsets (m) of the coarse hypothesis grid: a disc of radius max_range_m (cached)."""
+        if self._grid_cache is None:
+            a = self.cfg.association
+            n_half = int(np.ceil(a.max_range_m / a.grid_step_m))
+            g = np.arange(-n_half, n_half + 1) * a.grid_step_m
+            gx, gy = np.meshgrid(g, g, indexing="xy")
+            inside = gx**2 + gy**2 <= a.max_range_m**2
+            self._grid_cache = np.stack([gx[inside], gy[inside]], axis=1)
+        return self._grid_cache
 
-    def _support(self, grid, seed, r_seed, node_xy, by_node, tol):
+    def _support(self, grid, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2):
         """For each grid point: how many nodes have a pick near the predicted arrival (score), and which."""
-        t0 = seed.t_s - np.hypot(grid[:, 0] - r_seed[0], grid[:, 1] - r_seed[1]) / self.c
-        count = np.zeros(len(grid), dtype=int)
+        t0 = seed.t_s - np.sqrt((grid[:, 0] - r_seed[0]) ** 2 + (grid[:, 1] - r_seed[1]) ** 2 + seed_dz2) / self.c
+        count = np.zeros(len(grid))
         sq = np.zeros(len(grid))
-        chosen = np.empty((len(by_node), len(grid)), dtype=int)
+        chosen = np.empty((len(by_node), len(grid)), dtype=np.intp)
         for k, times in enumerate(by_node.values()):
-            pred = t0 + np.hypot(grid[:, 0] - node_xy[k, 0], grid[:, 1] - node_xy[k, 1]) / self.c
-            j = np.clip(np.searchsorted(times, pred), 1, len(times)) - 1
-            j2 = np.minimum(j + 1, len(times) - 1)
-            j = np.where(np.abs(times[j2] - pred) < np.abs(times[j] - pred), j2, j)
+            pred = t0 + np.sqrt((grid[:, 0] - node_xy[k, 0]) ** 2 + (grid[:, 1] - node_xy[k, 1]) ** 2 + dz2[k]) / self.c
+            if len(times) == 1:
+                j = np.zeros(len(grid), dtype=np.intp)
+            else:
+                j = np.clip(np.searchsorted(times, pred), 1, len(times) - 1)
+                j = np.where(np.abs(times[j] - pred) < np.abs(times[j - 1] - pred), j, j - 1)
             err = np.abs(times[j] - pred)
-            ok = err < tol
-            count += ok
-            sq += np.where(ok, err**2, tol**2)
+            err = np.minimum(err, tol)
+            count += err < tol
+            sq += err * err
             chosen[k] = j
         # Most nodes explained first; among those, the smallest squared misfit.
         return count - sq / (tol**2 * (len(by_node) + 1)), chosen
@@ -286,14 +474,58 @@ class Associator:
             # picks go back to the pool, where they may belong to another shot.
             members = [p for p, u in zip(members, sol.used, strict=True) if u]
             sol = self._solve(members)
-            if sol is None:
+            if sol is None or not sol.used.all():
                 return None
-        if not self._silent_nodes_agree(sol, {p.node_id for p in members}):
+        if self._silent_nodes_agree(sol, {p.node_id for p in members}) != "accept":
             return None
         return sol, members
 
-    def _create(self, members: list[Pick], sol: Solution) -> ShotState:
+    def _explained_by(self, members: list[Pick], sol: Solution) -> tuple[ShotState, str] | None:
+        """The recent shot that already explains this set, and how ("echo" or "fragment"); None if none.
+
+        * echo: the emission time of a recent shot and, at every shared node,
+          a later pick (an image-source ghost, see the module docstring);
+        * fragment: most members were rejected by one recent shot, or the set
+          sits where that shot is (within 3 CEP95, at least 10 m) and within
+          ``FRAGMENT_T0_S`` of it: the leftovers of one shot (late picks,
+          millisecond-rounded times) re-fitted with a slightly shifted
+          emission time, not a second shot.
+        """
+        t_sig = sol.t0_sigma_s
+        pos = np.asarray(sol.position_m, float)[:2]
+        for shot in self.shots:
+            dt0 = abs(shot.t0_s - sol.t0_s)
+            if dt0 > 1.0:
+                continue
+            if dt0 <= GHOST_T0_TOL_S + 3 * (t_sig + shot.solution.t0_sigma_s):
+                shared = [p for p in members if p.node_id in shot.picks]
+                if shared and all(p.t_s > shot.picks[p.node_id].t_s + 3 * self._sigma(p) for p in shared):
+                    return shot, "echo"
+            if dt0 <= self.FRAGMENT_T0_S:
+                n_rej = sum(1 for p in members if shot.shot_id in p.rejected_by)
+                near = 3 * (sol.cep95_m + shot.solution.cep95_m) + 10.0
+                if 2 * n_rej >= len(members) or math.hypot(*(shot.enu_m[:2] - pos)) <= near:
+                    return shot, "fragment"
+        return None
+
+    FRAGMENT_T0_S = 0.03
+    """Two sets from one place whose emission times differ by less than this (s) are one shot
+    (no firearm fires faster than ~1,800 rounds/min = 33 ms)."""
+
+    def _create(self, members: list[Pick], sol: Solution) -> ShotState | None:
         """Make a shot of a fitted set, take its picks out of the pool, attach pooled picks that fit."""
+        explained = self._explained_by(members, sol)
+        used_ids = {id(p) for p in members}
+        self.pool = [p for p in self.pool if id(p) not in used_ids]
+        if explained is not None:
+            shot, how = explained
+            shot.echoes.extend(members)
+            if how == "echo":
+                self.n_echo_ghosts += 1
+            else:
+                self.n_fragments += 1
+            log.debug("%s of %s at %s dropped", how, shot.shot_id, np.round(sol.position_m, 1))
+            return None
         picks = {p.node_id: p for p in members}
         shot = ShotState(
             shot_id=f"s{next(self._ids):06d}",
@@ -305,85 +537,125 @@ class Associator:
             last_pick_received_ns=0,
         )
         self._set_solution(shot, picks, sol, max(p.received_ns for p in picks.values()))
-        used_ids = {id(p) for p in picks.values()}
-        self.pool = [p for p in self.pool if id(p) not in used_ids]
         self.shots.append(shot)
         # Pooled picks that arrived before the shot existed may belong to it.
+        joined = False
         for p in sorted(self.pool, key=lambda p: p.t_s):
             if self._attach(p, only=shot) is shot:
                 self.pool.remove(p)
+                joined = True
+        if joined:
+            self.flush([shot])
         return shot
 
-    def _silent_nodes_agree(self, sol: Solution, members: set[str]) -> bool:
-        """Negative evidence: nodes in range that are already past the predicted arrival but heard nothing.
+    #: Delivery margin (s): a node is taken to be past a predicted arrival once the watermark is
+    #: this much beyond it, even if it has sent nothing since (a quiet node on a quiet night).
+    DELIVERY_MARGIN_S = 0.5
+    #: Share of the in-range nodes whose support makes a hypothesis final while others are still pending.
+    CONFIRM_FRACTION = 0.4
+
+    def _evidence(self, xy: np.ndarray, t0_s: float, members: set[str], tol_s: float) -> str:
+        """Negative evidence from the nodes in range that are not members: "accept", "reject" or "wait".
 
         Picks from one node arrive in time order, so a node whose latest pick
-        is later than a hypothesis' predicted arrival there, yet has no pick
-        near it, speaks against the hypothesis. A few such nodes are normal
-        (missed detections, shadowed nodes); many mean a chance alignment of
-        picks from different sources.
+        (or the watermark, less a delivery margin) is later than a
+        hypothesis' predicted arrival there, yet has no pick near it, is
+        *silent* and speaks against the hypothesis. A few such nodes are
+        normal (missed detections, shadowed nodes); many mean a chance
+        alignment of picks from different sources. Nodes not yet past the
+        predicted arrival are *pending*: while many are, a hypothesis backed
+        by few nodes waits for them (the wait window) instead of becoming a
+        shot that later evidence would contradict. The window is the timing
+        and model tolerance: a wider one would find some pick at every node
+        of a busy network.
         """
         a = self.cfg.association
-        pos = np.asarray(sol.position_m, dtype=float)
-        if len(pos) == 2:
-            pos = np.array([pos[0], pos[1], self.cfg.location.source_height_m])
-        tol = 2.0 * sol.cep95_m / self.c + 5 * self.cfg.location.timing_sigma_s + a.match_tolerance_s
-        silent = agree = 0
+        pos = np.array([xy[0], xy[1], self.cfg.location.source_height_m])
+        silent = agree = pending = 0
+        wm = self.watermark_s - self.DELIVERY_MARGIN_S
         for nid, times in self.recent.items():
             if nid in members:
                 continue
             r = self.registry.enu(nid)
-            if r is None:
+            if r is None or math.hypot(r[0] - pos[0], r[1] - pos[1]) > a.max_range_m:
                 continue
-            if float(np.hypot(*(r[:2] - pos[:2]))) > a.max_range_m:
-                continue
-            pred = sol.t0_s + float(np.linalg.norm(r - pos)) / self.c
-            if times and times[-1] > pred + tol:
-                j = bisect.bisect_left(times, pred - tol)
-                if j < len(times) and times[j] <= pred + tol:
+            pred = t0_s + self._travel(pos, r)
+            if (times and times[-1] > pred + tol_s) or wm > pred + tol_s:
+                j = bisect.bisect_left(times, pred - tol_s)
+                if j < len(times) and times[j] <= pred + tol_s:
                     agree += 1
                 else:
                     silent += 1
-        return silent <= max(1, int(a.max_silent_fraction * (len(members) + agree + silent)))
+            else:
+                pending += 1
+        n_sup = len(members) + agree
+        if silent > max(1, int(a.max_silent_fraction * (n_sup + silent))):
+            return "reject"
+        if pending and n_sup < max(a.min_nodes, math.ceil(self.CONFIRM_FRACTION * (n_sup + silent + pending))):
+            return "wait"
+        return "accept"
+
+    def _silent_nodes_agree(self, sol: Solution, members: set[str]) -> str:
+        """:meth:`_evidence` at a located solution."""
+        tol = (min(2.0 * sol.cep95_m / self.c, 0.01) + 5 * self.cfg.location.timing_sigma_s
+               + self.cfg.association.match_tolerance_s)
+        return self._evidence(np.asarray(sol.position_m, float)[:2], sol.t0_s, members, tol)
 
     # -- location -----------------------------------------------------------
+    def _dims_for(self, pos: np.ndarray) -> tuple[int, np.ndarray, float]:
+        """(dims, positions to solve with, source height) for the configured mode and these nodes."""
+        loc = self.cfg.location
+        mode = loc.mode
+        if mode == "2d":
+            return 2, pos[:, :2], 0.0
+        if mode == "3d" or (
+            mode == "auto" and len(pos) >= 6 and float(np.std(pos[:, 2])) >= loc.min_vertical_spread_m
+        ):
+            return 3, pos, loc.source_height_m
+        return 2, pos, loc.source_height_m
+
     def _solve(self, picks: list[Pick]) -> Solution | None:
         a = self.cfg.association
+        loc = self.cfg.location
         if len(picks) < a.min_nodes:
             return None
+        self.n_solves += 1
         pos = np.array([self.registry.enu(p.node_id) for p in picks])
         t = np.array([p.t_s for p in picks])
         t_base = float(t.min())
         sig = np.array([self._sigma(p) for p in picks])
+        dims, pos_used, height = self._dims_for(pos)
+        wind = self.wind_enu_mps
+        if wind is not None and pos_used.shape[1] == 2:
+            wind = wind[:2]
+        kw = dict(c_mps=self.c, sigma_s=sig, dims=dims, source_height_m=height, robust=True, wind_enu_mps=wind)
         try:
-            sol = locate(
-                pos,
-                t - t_base,
-                c_mps=self.c,
-                sigma_s=sig,
-                dims=2,
-                source_height_m=self.cfg.location.source_height_m,
-                robust=True,
-            )
+            sol = locate(pos_used, t - t_base, solve_c=loc.solve_speed_of_sound, **kw)
+            if loc.solve_speed_of_sound and sol.covariance.shape[0] > dims + 1:
+                c_sig = float(np.sqrt(sol.covariance[-1, -1]))
+                if not (c_sig <= loc.max_speed_of_sound_sigma_mps and 300.0 <= sol.c_mps <= 380.0):
+                    sol = locate(pos_used, t - t_base, **kw)  # the geometry does not determine c
         except LocateError as exc:
             log.debug("locate failed: %s", exc)
             return None
         if not sol.converged or sol.n_used < a.min_nodes or sol.rms_residual_s > a.max_rms_residual_s:
             return None
         # Back to the associator's time reference.
-        return _shift(sol, t_base)
+        return dataclasses.replace(sol, t0_s=sol.t0_s + t_base)
 
     def _set_solution(self, shot: ShotState, picks: dict[str, Pick], sol: Solution, received_ns: int) -> None:
         shot.picks = picks
         shot.solution = sol
         pos = np.asarray(sol.position_m, dtype=float)
-        shot.enu_m = np.array([pos[0], pos[1], pos[2] if len(pos) > 2 else self.cfg.location.source_height_m])
+        z = pos[2] if (len(pos) > 2 and sol.dims == 3) else self.cfg.location.source_height_m
+        shot.enu_m = np.array([pos[0], pos[1], z])
         shot.t0_s = sol.t0_s
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
 
 
-def _shift(sol: Solution, dt_s: float) -> Solution:
-    import dataclasses
-
-    return dataclasses.replace(sol, t0_s=sol.t0_s + dt_s)
+def _subset(sol: Solution, used: np.ndarray) -> Solution:
+    """The solution restricted to its used nodes (residual arrays aligned with the kept picks)."""
+    return dataclasses.replace(
+        sol, residuals_s=np.asarray(sol.residuals_s)[used], used=np.ones(int(used.sum()), bool)
+    )

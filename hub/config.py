@@ -263,7 +263,7 @@ class NodeQualitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     position_offset_m: float = 3.0
     """A node whose residuals fit a position offset larger than this (m, and 3 standard errors),
     seen from sources in different directions, is flagged "position"."""
-    max_rejected_fraction: float = 0.5
+    max_rejected_fraction: float = 0.8
     """A node whose picks are rejected by the solutions more often than this is flagged "outliers"."""
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ joined for ``gap_s`` seconds. Each change produces an Incident message.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,57 @@ from .config import HubConfig
 from .geometry import LocalFrame
 from .locate import Solution
 
+log = logging.getLogger(__name__)
+
 CLASS_OF_SCORE = {"gunshot": "gunshot", "firework": "firework", "other": "other"}
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """Timing of the rounds of one shooter: intervals between consecutive shots, seconds."""
+
+    rounds: int
+    median_interval_s: float
+    min_interval_s: float
+    max_interval_s: float
+    rate_hz: float
+    """Rounds per second of the median interval."""
+
+
+def cadence_of(t0s_s) -> Cadence | None:
+    """Cadence of shot times (s, any order); None with fewer than two shots."""
+    t = np.sort(np.asarray(t0s_s, float))
+    if len(t) < 2:
+        return None
+    d = np.diff(t)
+    med = float(np.median(d))
+    return Cadence(len(t), med, float(d.min()), float(d.max()), 1.0 / med if med > 0 else float("inf"))
+
+
+#: Shots farther apart than this (m, and 3x their combined CEP95) come from distinct shooters.
+SHOOTER_SEPARATION_M = 8.0
+
+
+def shooter_groups(shots: list[ShotState]) -> list[list[ShotState]]:
+    """Cluster an incident's shots by place: one group per shooter (greedy, in time order).
+
+    A shot joins the group whose weighted centre is within
+    max(SHOOTER_SEPARATION_M, 3 x (its CEP95 + the group's)) of it; otherwise it starts a new one.
+    """
+    groups: list[list[ShotState]] = []
+    for s in sorted(shots, key=lambda s: s.t0_s):
+        best, best_d = None, np.inf
+        for g in groups:
+            c = np.mean([x.enu_m[:2] for x in g], axis=0)
+            cep = min(x.solution.cep95_m for x in g)
+            d = float(np.hypot(*(s.enu_m[:2] - c)))
+            if d <= max(SHOOTER_SEPARATION_M, 3 * (s.solution.cep95_m + cep)) and d < best_d:
+                best, best_d = g, d
+        if best is None:
+            groups.append([s])
+        else:
+            best.append(s)
+    return groups
 
 
 @dataclass
@@ -32,10 +83,19 @@ class IncidentState:
     state: str = "new"
     revision: int = 0
     closed: bool = False
+    n_shooters_logged: int = 1
 
     @property
     def last_t0_s(self) -> float:
         return max(s.t0_s for s in self.shots)
+
+    def shooters(self) -> list[list[ShotState]]:
+        """The incident's shots grouped by shooter (place), largest group first."""
+        return sorted(shooter_groups(self.shots), key=len, reverse=True)
+
+    def cadence(self) -> list[Cadence | None]:
+        """Cadence statistics per shooter (same order as :meth:`shooters`)."""
+        return [cadence_of([s.t0_s for s in g]) for g in self.shooters()]
 
     def centre_enu(self) -> np.ndarray:
         w = np.array([1.0 / max(s.solution.cep50_m, 0.05) ** 2 for s in self.shots])
@@ -54,6 +114,7 @@ class IncidentBuilder:
         self.provenance = provenance
         self.open: list[IncidentState] = []
         self.n_closed = 0
+        self._shot_cache: dict[str, tuple[tuple[str, int], m.Shot]] = {}
 
     @property
     def frame(self) -> LocalFrame:
@@ -108,7 +169,10 @@ class IncidentBuilder:
         inc.closed = True
         self.open.remove(inc)
         self.n_closed += 1
-        return self._render(inc)
+        msg = self._render(inc)
+        for shot in inc.shots:
+            self._shot_cache.pop(shot.shot_id, None)
+        return msg
 
     # -- rendering -----------------------------------------------------------
     def _position(self, enu: np.ndarray) -> m.Position:
@@ -116,6 +180,17 @@ class IncidentBuilder:
         return m.Position(lat_deg=round(lat, 7), lon_deg=round(lon, 7), alt_m=round(alt, 2))
 
     def _shot_message(self, shot: ShotState) -> m.Shot:
+        # Rendered once per shot revision: an incident of many rounds is
+        # re-published whenever one round changes.
+        key = (shot.shot_id, shot.revision)
+        cached = self._shot_cache.get(shot.shot_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        msg = self._render_shot(shot)
+        self._shot_cache[shot.shot_id] = (key, msg)
+        return msg
+
+    def _render_shot(self, shot: ShotState) -> m.Shot:
         sol: Solution = shot.solution
         residuals = [
             m.NodeResidual(
@@ -149,9 +224,15 @@ class IncidentBuilder:
         inc.revision += 1
         shots = sorted(inc.shots, key=lambda s: s.t0_s)
         shot_msgs = [self._shot_message(s) for s in shots]
-        t0s = np.array([s.t0_s for s in shots])
-        cadence = np.diff(t0s)
-        automatic = bool(len(cadence) >= 2 and np.median(cadence) < 1.0 / self.cfg.incidents.automatic_rate_hz)
+        # Automatic fire is a property of one weapon: judge each shooter's own
+        # cadence, so that two interleaved semi-automatic shooters are not
+        # mistaken for one automatic weapon.
+        rate = self.cfg.incidents.automatic_rate_hz
+        automatic = any(c is not None and c.rounds >= 3 and c.rate_hz > rate for c in inc.cadence())
+        n_shooters = len(inc.shooters())
+        if n_shooters > 1 and n_shooters != inc.n_shooters_logged:
+            log.info("incident %s: %d shooters at distinct places", inc.incident_id, n_shooters)
+            inc.n_shooters_logged = n_shooters
         scores = _mean_scores([p.det for s in shots for p in s.picks.values()])
         event_class = "unknown"
         if scores:

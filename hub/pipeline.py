@@ -10,6 +10,7 @@ wall clock for a live hub, the data's own time for a replay.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from shotline.core.version import package_version
 
 from .associate import Associator
 from .config import HubConfig
+from .geometry import LocalFrame
 from .incidents import IncidentBuilder
 from .ingest import Ingest
 from .registry import NodeRegistry
@@ -43,6 +45,8 @@ class PipelineStats:
     held_unknown_node: int = 0
     dropped_unknown_node: int = 0
     shots: int = 0
+    late: int = 0
+    """Detections older than the wait window when they arrived (still offered to known shots)."""
     incidents_published: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -50,12 +54,23 @@ class PipelineStats:
 class HubPipeline:
     """The hub's processing, driven message by message."""
 
-    def __init__(self, cfg: HubConfig) -> None:
+    #: Joins of detections to existing shots are re-located and published at most this often
+    #: (seconds of receive time) between ticks: one update per batch, not one per detection.
+    UPDATE_INTERVAL_S = 0.1
+    #: How often (s of watermark) the node registry re-checks timing residuals for bad clocks/positions.
+    TIMING_CHECK_S = 10.0
+
+    def __init__(self, cfg: HubConfig, frame: LocalFrame | None = None) -> None:
+        """``frame``: the hub's local ENU frame; default centred on the first node position learnt.
+
+        Give one (a synthetic origin will do) to feed node positions in local
+        metres with :meth:`set_node_enu`, e.g. for surveys in a local Cartesian frame.
+        """
         self.cfg = cfg
         overrides = {
             k: m.Position(lat_deg=v.lat_deg, lon_deg=v.lon_deg, alt_m=v.alt_m) for k, v in cfg.nodes.items()
         }
-        self.registry = NodeRegistry(overrides=overrides)
+        self.registry = NodeRegistry(frame=frame, overrides=overrides, settings=cfg.node_quality)
         self.ingest = Ingest(cfg.site)
         self.assoc = Associator(cfg, self.registry)
         self.provenance = m.Provenance(version=package_version(), config_hash=config_hash(cfg))
@@ -64,6 +79,18 @@ class HubPipeline:
         self._held: dict[str, list[tuple[m.Detection, int]]] = defaultdict(list)
         self._known_shots: set[str] = set()
         self._progress_ns: dict[str, int] = {}
+        self._last_flush_ns = 0
+        self._last_timing_check_ns = 0
+
+    def set_node_enu(self, node_id: str, enu_m) -> None:
+        """Give a node's surveyed position in the hub's local ENU frame (metres); needs ``frame``."""
+        self.registry.set_enu(node_id, enu_m)
+        self.registry.nodes[node_id].state = "online"
+
+    def set_weather(self, temperature_c: float | None = None, wind_enu_mps=None) -> None:
+        """A weather input: air temperature (°C, sets the speed of sound unless config fixes it) and
+        uniform wind (east, north) m/s, used by every later solution."""
+        self.assoc.set_weather(temperature_c, wind_enu_mps)
 
     def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> list[Output]:
         """Process one raw message; return the incident messages it caused."""
@@ -92,11 +119,29 @@ class HubPipeline:
             self._held[det.node_id].append((det, received_ns))
             self.stats.held_unknown_node += 1
             return []
+        a = self.assoc
+        if a.t_ref_ns is not None and math.isfinite(a.watermark_s) and (
+            (det.onset_time_ns - a.t_ref_ns) / 1e9 < a.watermark_s - a.horizon_s()
+        ):
+            self.stats.late += 1
+            log.debug("late detection %s: older than the wait window", det.detection_id)
+        shots = self.assoc.add(det, received_ns)
+        if received_ns - self._last_flush_ns >= self.UPDATE_INTERVAL_S * 1e9:
+            shots += self.assoc.flush()
+            self._last_flush_ns = received_ns
+        return self._publish(shots, received_ns)
+
+    def _publish(self, shots, received_ns: int | None) -> list[Output]:
         out = []
-        for shot in self.assoc.add(det, received_ns):
+        seen: set[str] = set()
+        for shot in shots:
+            if shot.shot_id in seen:
+                continue
+            seen.add(shot.shot_id)
             if shot.shot_id not in self._known_shots:
                 self._known_shots.add(shot.shot_id)
                 self.stats.shots += 1
+            self.registry.add_shot_residuals(shot, self.assoc.nearby_residuals(shot))
             out.append(Output(self.incidents.on_shot(shot), received_ns))
         self.stats.incidents_published += len(out)
         return out
@@ -125,7 +170,8 @@ class HubPipeline:
             self.stats.held_unknown_node -= 1
             self.stats.detections -= 1  # counted again by on_detection
             out += self.on_detection(det, rec)
-        return out
+        # A batch released at once: publish its joins now rather than at the next tick.
+        return out + self._publish(self.assoc.flush(), None)
 
     def tick(self, watermark_ns: int) -> list[Output]:
         """Advance time: expire stale picks, drop long-held detections, close quiet incidents."""
@@ -144,13 +190,18 @@ class HubPipeline:
                 self._held[node_id] = keep
             else:
                 del self._held[node_id]
+        out = self._publish(self.assoc.retry(watermark_ns) + self.assoc.flush(), None)
+        if watermark_ns - self._last_timing_check_ns >= self.TIMING_CHECK_S * 1e9:
+            self._last_timing_check_ns = watermark_ns
+            self.registry.check_timing(self.assoc.c, self.cfg.location.timing_sigma_s)
         self.assoc.expire(watermark_ns)
-        out = [Output(i) for i in self.incidents.close_due(watermark_ns)]
-        self.stats.incidents_published += len(out)
-        return out
+        closed = [Output(i) for i in self.incidents.close_due(watermark_ns)]
+        self.stats.incidents_published += len(closed)
+        return out + closed
 
     def finish(self) -> list[Output]:
         """Close everything (end of a replay or shutdown)."""
-        out = [Output(i) for i in self.incidents.close_all()]
-        self.stats.incidents_published += len(out)
-        return out
+        out = self._publish(self.assoc.retry(None) + self.assoc.flush(), None)
+        closed = [Output(i) for i in self.incidents.close_all()]
+        self.stats.incidents_published += len(closed)
+        return out + closed

@@ -33,6 +33,11 @@ BUDGETS: dict[str, tuple[str, float, str, str]] = {
     "loc_rmse_over_crlb": ("<=", 1.10, "", "location RMS error / CRLB, clean TDOA"),
     "loc_echo_p90_m": ("<", 0.1, "m", "p90 error, one echo outlier, 50 us noise"),
     "demo_latency_p99_ms": ("<=", 100.0, "ms", "last detection -> incident published, p99"),
+    "assoc_sources_found_pct": (">=", 98.0, "%", "dense scene: sources found"),
+    "assoc_false_pct": ("<=", 2.0, "%", "dense scene: false shots"),
+    "assoc_cpu_s_per_scene_s": ("<=", 0.5, "s/s", "dense scene: CPU per second of scene"),
+    "hub_detections_per_s": (">=", 5000.0, "/s", "hub throughput, ingest to incident, one core"),
+    "hub_latency_p99_ms": ("<=", 100.0, "ms", "hub in-process latency, p99"),
     "classifier_ms_per_candidate": ("<=", 5.0, "ms", "classifier, one candidate (int8 LiteRT)"),
     "classifier_model_kb": ("<=", 1024.0, "kB", "classifier model file"),
     "clf_gunshot_recall_pct": (">=", 97.0, "%", "held-out gunshot recall at the operating point"),
@@ -41,7 +46,7 @@ BUDGETS: dict[str, tuple[str, float, str, str]] = {
     "pittsburgh_audio_median_m": ("<", 5.0, "m", "Pittsburgh dev split from audio: median 2-D error"),
 }
 
-SUITES = ("trigger", "locate", "classifier", "demo", "pittsburgh_audio")
+SUITES = ("trigger", "locate", "classifier", "association", "demo", "pittsburgh_pulses", "pittsburgh_audio")
 
 
 def _load(name: str):

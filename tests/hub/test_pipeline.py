@@ -127,6 +127,7 @@ def test_untrusted_time_corroborates_but_never_enters_the_solution():
     for i, (nid, t) in enumerate(sorted(dets, key=lambda x: x[1])):
         q = "ntp" if i == len(dets) - 1 else "replay"
         outs += p.handle(*detection(nid, t + (3_000_000 if q == "ntp" else 0), q), received_ns=t)
+    outs += p.finish()  # joins are published in batches: at the latest when the incident closes
     shot = outs[-1].incident.shots[0]
     ntp_node = sorted(dets, key=lambda x: x[1])[-1][0]
     res = {r.node_id: r for r in shot.residuals}

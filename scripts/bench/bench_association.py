@@ -1,0 +1,309 @@
+"""Benchmark of hub association on the dense scene of DESIGN.md, and hub throughput.
+
+Scene (synthetic detections from a forward model, seeded): 30 nodes on an
+irregular ~1.3 x 1.0 km urban grid (microphones 4-15 m up), c = 343 m/s, and
+
+* two shooters 180 m apart, each firing bursts of automatic fire at
+  10 rounds/s, interleaved (B fires 50 ms after A);
+* fireworks: strings of firecrackers at street level, 15-25 bangs each with
+  irregular 30-150 ms spacing, from two places;
+* echoes: a wall 25 m from shooter A mirrors it (an image source heard by the
+  nodes on A's side of the wall, each with 60 % probability: a physically
+  consistent set of late picks, the classic ghost shot), plus random late
+  picks 5-80 ms after 15 % of direct arrivals;
+* early supersonic N-waves: nodes within 25 deg of a gunshot's line of fire
+  (and more than 60 m away) pick the bullet's shock wave 3-25 ms before the
+  muzzle blast, and then the muzzle blast too;
+* 10 % missed detections (every direct arrival is dropped with p = 0.1);
+* unrelated impulses at single nodes (car doors, dogs), 0.15 per second per node;
+* pick noise N(0, 60 us), reported onset_sigma_s 50 us; audible range 900 m
+  for gunshots, 650 m for firecrackers;
+* delivery: each detection reaches the hub 20-250 ms after its onset (network
+  and sensor latency), so arrival order differs from onset order across nodes;
+  one node's detections are in order.
+
+Figures:
+
+* ``assoc_sources_found_pct``: share of sources (gunshots and firecrackers
+  heard by at least 4 nodes) matched by a located shot within 5 ms of the true
+  emission time and 10 m of the true position. Budget >= 98 %.
+* ``assoc_false_pct``: share of located shots that match no source (echo
+  ghosts, chance alignments, shifted automatic-fire sets). Budget <= 2 %.
+* ``assoc_cpu_s_per_scene_s``: process CPU time of the hub pipeline
+  (ingest -> association -> location -> incidents, message bytes in, Incident
+  messages out) per second of scene. Budget <= 0.5.
+* ``hub_detections_per_s``: detections processed per CPU second on that run.
+  Budget >= 5000.
+* ``hub_latency_p99_ms``: 99th percentile, over the calls that published an
+  incident, of the in-process time from handing the detection to the pipeline
+  to the incident message being ready (transport excluded). Budget <= 100 ms.
+* ``assoc_loc_p50_m`` / ``assoc_loc_p95_m``: 2-D error of the matched shots.
+* scaling: ``hub_us_per_det_n100`` / ``_n1000`` / ``_n10000``: CPU per
+  detection with the same scene rate on networks of 100, 1,000 and 10,000
+  nodes (scaled area, 50 impulses/s city-wide: a fireworks night), printed
+  with ``--scaling`` (not in quick mode).
+
+Run: ``.venv/bin/python scripts/bench/bench_association.py [--quick] [--scaling]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from shotline.core import messages as m  # noqa: E402
+from shotline.core import topics  # noqa: E402
+from shotline.hub.config import AssociationSettings, HubConfig, LocationSettings  # noqa: E402
+from shotline.hub.geometry import LocalFrame  # noqa: E402
+from shotline.hub.pipeline import HubPipeline  # noqa: E402
+
+SITE = "bench"
+C_MPS = 343.0
+FRAME = LocalFrame(40.4406, -79.9959, 250.0)
+T0_NS = 1_800_000_000_000_000_000
+PICK_SIGMA_S = 60e-6
+SOURCE_H = 1.5
+
+
+@dataclass
+class Source:
+    """One true impulsive source of the scene."""
+
+    kind: str  # "gunshot" | "firework"
+    xyz: np.ndarray
+    t_s: float
+    heading_rad: float = 0.0
+
+
+@dataclass
+class Scene:
+    """Nodes, true sources and the detections (node, onset ns, receive ns, what made it)."""
+
+    nodes: dict[str, np.ndarray]
+    sources: list[Source]
+    duration_s: float
+    dets: list[tuple[str, int, int, str]] = field(default_factory=list)
+
+
+def network(n_e: int, n_n: int, spacing_m: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """An irregular grid of nodes (ENU metres, 4-15 m up), centred on the origin."""
+    out = {}
+    for j in range(n_n):
+        for i in range(n_e):
+            x = (i - (n_e - 1) / 2) * spacing_m + rng.uniform(-0.2, 0.2) * spacing_m
+            y = (j - (n_n - 1) / 2) * spacing_m + rng.uniform(-0.2, 0.2) * spacing_m
+            out[f"N{len(out):05d}"] = np.array([x, y, rng.uniform(4.0, 15.0)])
+    return out
+
+
+def dense_scene(duration_s: float = 20.0, seed: int = 1, nodes: dict[str, np.ndarray] | None = None,
+                extra_rate_hz: float = 0.0) -> Scene:
+    """The DESIGN.md dense scene (see the module docstring); ``extra_rate_hz`` adds city-wide random gunshots."""
+    rng = np.random.default_rng(seed)
+    nodes = nodes if nodes is not None else network(6, 5, 250.0, rng)
+    srcs: list[Source] = []
+    a = np.array([-120.0, 60.0, SOURCE_H])
+    b = np.array([60.0, 40.0, SOURCE_H])
+    t = 1.0
+    while t < duration_s - 3.0:
+        n_rounds = int(rng.integers(5, 12))
+        ha, hb = rng.uniform(0, 2 * np.pi, 2)
+        for k in range(n_rounds):
+            srcs.append(Source("gunshot", a, t + 0.1 * k + rng.normal(0, 0.004), ha))
+            srcs.append(Source("gunshot", b, t + 0.05 + 0.1 * k + rng.normal(0, 0.004), hb))
+        t += 0.1 * n_rounds + rng.uniform(1.0, 3.0)
+    for place, t_start in ((np.array([300.0, -250.0, 0.5]), 2.5), (np.array([-400.0, -150.0, 0.5]), duration_s / 2)):
+        tt = t_start
+        for _ in range(int(rng.integers(15, 26))):
+            jitter = np.r_[rng.normal(0, 3.0, 2), 0.0]
+            srcs.append(Source("firework", place + jitter, tt))
+            tt += rng.uniform(0.03, 0.15)
+    half = np.ptp(np.array(list(nodes.values()))[:, :2], axis=0) / 2
+    for _ in range(rng.poisson(extra_rate_hz * duration_s)):
+        xy = rng.uniform(-half * 0.8, half * 0.8)
+        srcs.append(Source("gunshot", np.r_[xy, SOURCE_H], rng.uniform(0.5, duration_s - 2.0), rng.uniform(0, 2 * np.pi)))
+    srcs.sort(key=lambda s: s.t_s)
+    scene = Scene(nodes, srcs, duration_s)
+
+    ids = list(nodes)
+    pos = np.array([nodes[k] for k in ids])
+    # A wall 25 m east of shooter A (the plane x = a_x + 25): its image source.
+    wall_x = a[0] + 25.0
+    image = np.array([2 * wall_x - a[0], a[1], a[2]])
+    on_a_side = pos[:, 0] < wall_x
+    for s in srcs:
+        d = np.linalg.norm(pos - s.xyz, axis=1)
+        rng_m = 900.0 if s.kind == "gunshot" else 650.0
+        heard = (d < rng_m) & (rng.random(len(ids)) > 0.10)
+        t_arr = s.t_s + d / C_MPS + rng.normal(0, PICK_SIGMA_S, len(ids))
+        for i in np.flatnonzero(heard):
+            scene.dets.append((ids[i], _ns(t_arr[i]), 0, "direct"))
+            if rng.random() < 0.15:
+                scene.dets.append((ids[i], _ns(t_arr[i] + rng.uniform(0.005, 0.08)), 0, "echo"))
+        if s.kind == "gunshot":
+            bearing = np.arctan2(pos[:, 1] - s.xyz[1], pos[:, 0] - s.xyz[0])
+            off = np.abs((bearing - s.heading_rad + np.pi) % (2 * np.pi) - np.pi)
+            for i in np.flatnonzero((off < np.radians(25)) & (d > 60.0) & (d < rng_m)):
+                scene.dets.append((ids[i], _ns(t_arr[i] - rng.uniform(0.003, 0.025)), 0, "nwave"))
+        if s.kind == "gunshot" and np.array_equal(s.xyz, a):
+            di = np.linalg.norm(pos - image, axis=1)
+            for i in np.flatnonzero(on_a_side & (di < rng_m) & (rng.random(len(ids)) < 0.6)):
+                scene.dets.append((ids[i], _ns(s.t_s + di[i] / C_MPS + rng.normal(0, PICK_SIGMA_S)), 0, "wall"))
+    for nid in ids:
+        for tt in rng.uniform(0, duration_s, rng.poisson(0.15 * duration_s)):
+            scene.dets.append((nid, _ns(tt), 0, "stray"))
+    # Delivery: per node in onset order, each 20-250 ms after its onset but
+    # never before the node's previous detection was delivered.
+    by_node: dict[str, list[tuple[str, int, int, str]]] = {}
+    for d in scene.dets:
+        by_node.setdefault(d[0], []).append(d)
+    out = []
+    for nid, lst in by_node.items():
+        lst.sort(key=lambda d: d[1])
+        last = 0
+        seen = set()
+        for d in lst:
+            if d[1] in seen:
+                continue  # two picks within 1 ns: a node reports one
+            seen.add(d[1])
+            rec = max(last, d[1] + int(rng.uniform(0.02, 0.25) * 1e9))
+            last = rec
+            out.append((nid, d[1], rec, d[3]))
+    out.sort(key=lambda d: d[2])
+    scene.dets = out
+    return scene
+
+
+def _ns(t_s: float) -> int:
+    return T0_NS + int(round(t_s * 1e9))
+
+
+def make_pipeline(nodes: dict[str, np.ndarray]) -> HubPipeline:
+    cfg = HubConfig(site=SITE, location=LocationSettings(speed_of_sound_mps=C_MPS, timing_sigma_s=60e-6,
+                                                         source_height_m=SOURCE_H),
+                    association=AssociationSettings(max_range_m=1000.0))
+    p = HubPipeline(cfg)
+    for nid, r in nodes.items():
+        lat, lon, alt = FRAME.to_wgs84(*r)
+        msg = m.NodeStatus(site=SITE, node_id=nid, state="online",
+                           position=m.Position(lat_deg=lat, lon_deg=lon, alt_m=alt))
+        p.handle(topics.node_topic(SITE, nid, "status"), m.encode(msg), received_ns=0)
+    return p
+
+
+def encode_detections(scene: Scene) -> list[tuple[str, bytes, int]]:
+    """(topic, payload, received_ns) for every detection, in delivery order."""
+    out = []
+    for k, (nid, t_ns, rec, _what) in enumerate(scene.dets):
+        det = m.Detection(detection_id=f"{nid}-{k}", site=SITE, node_id=nid, onset_time_ns=t_ns,
+                          onset_sigma_s=50e-6, time_quality="pps", peak_dbfs=-20.0, snr_db=25.0,
+                          noise_floor_dbfs=-60.0)
+        out.append((topics.node_topic(SITE, nid, "detection"), m.encode(det), rec))
+    return out
+
+
+def play(scene: Scene, tick_s: float = 0.1):
+    """Feed the scene through a pipeline; returns (final shots by id, cpu_s, latencies_ms, pipeline)."""
+    p = make_pipeline(scene.nodes)
+    msgs = encode_detections(scene)
+    shots: dict[str, m.Shot] = {}
+    lat_ms = []
+    next_tick = T0_NS
+    cpu0 = time.process_time()
+    for topic, payload, rec in msgs:
+        if rec >= next_tick:
+            for o in p.tick(rec):
+                for s in o.incident.shots:
+                    shots[s.shot_id] = s
+            next_tick = rec + int(tick_s * 1e9)
+        w0 = time.perf_counter()
+        outs = p.handle(topic, payload, rec)
+        if outs:
+            lat_ms.append((time.perf_counter() - w0) * 1e3)
+        for o in outs:
+            for s in o.incident.shots:
+                shots[s.shot_id] = s
+    for o in p.finish():
+        for s in o.incident.shots:
+            shots[s.shot_id] = s
+    cpu = time.process_time() - cpu0
+    return shots, cpu, lat_ms, p
+
+
+def score(scene: Scene, shots: dict[str, m.Shot]) -> dict[str, float]:
+    """Match located shots to true sources (5 ms, 10 m); count found sources and false shots."""
+    pos = np.array(list(scene.nodes.values()))
+    audible = []
+    for s in scene.sources:
+        d = np.linalg.norm(pos - s.xyz, axis=1)
+        audible.append(np.sum(d < (900.0 if s.kind == "gunshot" else 650.0)) >= 6)
+    sh = list(shots.values())
+    sh_xy = np.array([FRAME.to_enu(s.position.lat_deg, s.position.lon_deg, s.position.alt_m)[:2] for s in sh]).reshape(-1, 2)
+    sh_t = np.array([(s.time_ns - T0_NS) / 1e9 for s in sh])
+    matched_shot = np.zeros(len(sh), bool)
+    found, errs = 0, []
+    n_src = 0
+    for s, ok in zip(scene.sources, audible, strict=True):
+        if not ok:
+            continue
+        n_src += 1
+        if not len(sh):
+            continue
+        dist = np.hypot(*(sh_xy - s.xyz[:2]).T)
+        cand = np.flatnonzero((np.abs(sh_t - s.t_s) < 0.005) & (dist < 10.0))
+        if len(cand):
+            found += 1
+            k = cand[np.argmin(dist[cand])]
+            matched_shot[k] = True
+            errs.append(dist[k])
+    # A shot that matches any source (also an inaudible one) is not false.
+    for k in np.flatnonzero(~matched_shot):
+        for s in scene.sources:
+            if abs(sh_t[k] - s.t_s) < 0.005 and np.hypot(*(sh_xy[k] - s.xyz[:2])) < 10.0:
+                matched_shot[k] = True
+                break
+    return {
+        "assoc_sources": float(n_src),
+        "assoc_shots": float(len(sh)),
+        "assoc_sources_found_pct": 100.0 * found / max(n_src, 1),
+        "assoc_false_pct": 100.0 * float(np.sum(~matched_shot)) / max(len(sh), 1),
+        "assoc_loc_p50_m": float(np.percentile(errs, 50)) if errs else float("nan"),
+        "assoc_loc_p95_m": float(np.percentile(errs, 95)) if errs else float("nan"),
+    }
+
+
+def run(quick: bool = False, scaling: bool = False) -> dict[str, float]:
+    """Run the benchmark; returns the figures listed in the module docstring."""
+    duration = 12.0 if quick else 30.0
+    scene = dense_scene(duration, seed=1)
+    shots, cpu, lat_ms, p = play(scene)
+    out = score(scene, shots)
+    out.update({
+        "assoc_detections": float(len(scene.dets)),
+        "assoc_cpu_s_per_scene_s": cpu / duration,
+        "hub_detections_per_s": len(scene.dets) / cpu,
+        "hub_latency_p99_ms": float(np.percentile(lat_ms, 99)) if lat_ms else float("nan"),
+    })
+    if scaling:
+        for n_side, spacing in ((10, 250.0), (32, 250.0), (100, 250.0)):
+            rng = np.random.default_rng(5)
+            nodes = network(n_side, n_side, spacing, rng)
+            sc = dense_scene(10.0, seed=3, nodes=nodes, extra_rate_hz=40.0)
+            _, cpu_s, _, _ = play(sc)
+            out[f"hub_us_per_det_n{n_side * n_side}"] = 1e6 * cpu_s / max(len(sc.dets), 1)
+            out[f"hub_cpu_s_per_scene_s_n{n_side * n_side}"] = cpu_s / 10.0
+    return out
+
+
+if __name__ == "__main__":
+    res = run(quick="--quick" in sys.argv[1:], scaling="--scaling" in sys.argv[1:])
+    for k, v in res.items():
+        print(f"{k:32s} {v:.4g}")
