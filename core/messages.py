@@ -183,6 +183,27 @@ class Shot(_Msg, kw_only=True):
     scores: dict[str, float] | None = None
 
 
+class Cadence(_Msg, kw_only=True):
+    """Timing of one shooter's rounds: intervals between consecutive shots, seconds."""
+
+    median_interval_s: float
+    min_interval_s: float
+    max_interval_s: float
+    rate_hz: float
+    """Rounds per second at the median interval."""
+
+
+class Shooter(_Msg, kw_only=True):
+    """Shots of one incident that come from one place (one shooter)."""
+
+    position: Position
+    rounds: int
+    shot_ids: list[str]
+    automatic_fire: bool = False
+    cadence: Cadence | None = None
+    """None with a single round."""
+
+
 class Incident(_Msg, kw_only=True, tag_field="schema", tag="shotline.incident/1"):
     """Shots from one place within a time gap; published when new, updated and closed."""
 
@@ -199,7 +220,10 @@ class Incident(_Msg, kw_only=True, tag_field="schema", tag="shotline.incident/1"
     event_class: EventClass = "unknown"
     class_scores: dict[str, float] | None = None
     automatic_fire: bool = False
+    """True when any shooter's cadence is that of automatic fire."""
     shots: list[Shot] = msgspec.field(default_factory=list)
+    shooters: list[Shooter] = msgspec.field(default_factory=list)
+    """Shots grouped by place; more than one entry when several shooters fired."""
     provenance: Provenance | None = None
 
 

@@ -228,8 +228,11 @@ class IncidentBuilder:
         # cadence, so that two interleaved semi-automatic shooters are not
         # mistaken for one automatic weapon.
         rate = self.cfg.incidents.automatic_rate_hz
-        automatic = any(c is not None and c.rounds >= 3 and c.rate_hz > rate for c in inc.cadence())
-        n_shooters = len(inc.shooters())
+        groups = inc.shooters()
+        cadences = [cadence_of([s.t0_s for s in g]) for g in groups]
+        shooters = [self._shooter_message(g, c, rate) for g, c in zip(groups, cadences, strict=True)]
+        automatic = any(sh.automatic_fire for sh in shooters)
+        n_shooters = len(groups)
         if n_shooters > 1 and n_shooters != inc.n_shooters_logged:
             log.info("incident %s: %d shooters at distinct places", inc.incident_id, n_shooters)
             inc.n_shooters_logged = n_shooters
@@ -255,7 +258,24 @@ class IncidentBuilder:
             class_scores=scores,
             automatic_fire=automatic,
             shots=shot_msgs,
+            shooters=shooters,
             provenance=self.provenance,
+        )
+
+    def _shooter_message(self, group: list[ShotState], cad: Cadence | None, automatic_rate_hz: float) -> m.Shooter:
+        w = np.array([1.0 / max(s.solution.cep50_m, 0.05) ** 2 for s in group])
+        centre = (np.array([s.enu_m for s in group]) * w[:, None]).sum(0) / w.sum()
+        return m.Shooter(
+            position=self._position(centre),
+            rounds=len(group),
+            shot_ids=[s.shot_id for s in sorted(group, key=lambda s: s.t0_s)],
+            automatic_fire=bool(cad is not None and cad.rounds >= 3 and cad.rate_hz > automatic_rate_hz),
+            cadence=None if cad is None else m.Cadence(
+                median_interval_s=round(cad.median_interval_s, 4),
+                min_interval_s=round(cad.min_interval_s, 4),
+                max_interval_s=round(cad.max_interval_s, 4),
+                rate_hz=round(min(cad.rate_hz, 1000.0), 3),
+            ),
         )
 
 
