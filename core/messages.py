@@ -204,6 +204,17 @@ class Shooter(_Msg, kw_only=True):
     """None with a single round."""
 
 
+class Review(_Msg, kw_only=True):
+    """An operator's decision on an incident (review page)."""
+
+    decision: Literal["confirmed", "dismissed", "relabelled"]
+    reviewer: str
+    time_ns: int
+    label: EventClass | None = None
+    """The class the operator assigned (``relabelled``)."""
+    note: str = ""
+
+
 class Incident(_Msg, kw_only=True, tag_field="schema", tag="shotline.incident/1"):
     """Shots from one place within a time gap; published when new, updated and closed."""
 
@@ -224,6 +235,8 @@ class Incident(_Msg, kw_only=True, tag_field="schema", tag="shotline.incident/1"
     shots: list[Shot] = msgspec.field(default_factory=list)
     shooters: list[Shooter] = msgspec.field(default_factory=list)
     """Shots grouped by place; more than one entry when several shooters fired."""
+    review: Review | None = None
+    """The latest operator review; a review is published as a new revision (state unchanged)."""
     provenance: Provenance | None = None
 
 

@@ -22,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="hub TOML config file")
     chk = sub.add_parser("check-config", help="validate a config file and print what is wrong")
     chk.add_argument("config", help="hub TOML config file")
+    users = sub.add_parser(
+        "users",
+        help="review-page accounts: add, passwd, list, remove (see 'shotline-hub users -h')",
+        add_help=False,
+    )
+    users.add_argument("rest", nargs=argparse.REMAINDER)
     inc = sub.add_parser(
         "incidents",
         help="list or export stored incidents",
@@ -114,6 +120,11 @@ def _check_sinks(cfg: HubConfig, config_path: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["users"]:
+        from .web.users import main as users_main
+
+        return users_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cmd == "incidents":
@@ -154,12 +165,27 @@ def main(argv: list[str] | None = None) -> int:
     except TransportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    web = None
+    if cfg.web.enabled:
+        try:
+            from .web.server import start_web
+
+            web = start_web(cfg, svc, base_dir=Path(args.config).parent, on_review=svc.publish_review)
+            print(f"review page: {web.url}", flush=True)
+        except ImportError as exc:
+            print(f"review page disabled: {exc} (install shotline[web])", file=sys.stderr)
+        except (OSError, ValueError) as exc:
+            print(f"error: review page: {exc}", file=sys.stderr)
+            svc.stop()
+            return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
+    if web is not None:
+        web.stop()
     svc.stop()
     return 0
 

@@ -10,6 +10,8 @@ import msgspec
 from shotline.core.config import BrokerSettings
 from shotline.core.topics import check_id
 
+from .web.settings import WebSettings
+
 
 def speed_of_sound_mps(temperature_c: float) -> float:
     """Speed of sound in dry air, m/s, at ``temperature_c`` degrees Celsius."""
@@ -285,6 +287,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     incidents: IncidentSettings = msgspec.field(default_factory=IncidentSettings)
     node_quality: NodeQualitySettings = msgspec.field(default_factory=lambda: NodeQualitySettings())
     """Per-node timing residual statistics that flag a bad clock or position (``[node_quality]``)."""
+    web: WebSettings = msgspec.field(default_factory=WebSettings)
+    """Review page (``[web]``): docs/operator-guide.md."""
     nodes: dict[str, NodeOverride] = msgspec.field(default_factory=dict)
     """Surveyed positions by node id, overriding status messages."""
     unknown_node_hold_s: float = 30.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +85,7 @@ class IncidentState:
     revision: int = 0
     closed: bool = False
     n_shooters_logged: int = 1
+    review: m.Review | None = None
 
     @property
     def last_t0_s(self) -> float:
@@ -115,6 +117,7 @@ class IncidentBuilder:
         self.open: list[IncidentState] = []
         self.n_closed = 0
         self._shot_cache: dict[str, tuple[tuple[str, int], m.Shot]] = {}
+        self.recent_closed: OrderedDict[str, IncidentState] = OrderedDict()
 
     @property
     def frame(self) -> LocalFrame:
@@ -164,10 +167,29 @@ class IncidentBuilder:
         """Close every open incident (end of a replay, hub shutdown)."""
         return [self._close(inc) for inc in list(self.open)]
 
+    def on_review(self, incident_id: str, review: m.Review) -> m.Incident | None:
+        """An operator reviewed an incident: its next revision, carrying the review (None if not held).
+
+        The lifecycle state does not change; a relabel sets the event class.
+        Closed incidents stay reviewable for the last ``RECENT_CLOSED`` closures.
+        """
+        inc = next((i for i in self.open if i.incident_id == incident_id), None)
+        if inc is None:
+            inc = self.recent_closed.get(incident_id)
+        if inc is None:
+            return None
+        inc.review = review
+        return self._render(inc)
+
+    RECENT_CLOSED = 10_000
+
     def _close(self, inc: IncidentState) -> m.Incident:
         inc.state = "closed"
         inc.closed = True
         self.open.remove(inc)
+        self.recent_closed[inc.incident_id] = inc
+        while len(self.recent_closed) > self.RECENT_CLOSED:
+            self.recent_closed.popitem(last=False)
         self.n_closed += 1
         msg = self._render(inc)
         for shot in inc.shots:
@@ -241,6 +263,8 @@ class IncidentBuilder:
         if scores:
             top = max(scores, key=scores.get)
             event_class = CLASS_OF_SCORE.get(top, "other")
+        if inc.review is not None and inc.review.decision == "relabelled" and inc.review.label:
+            event_class = inc.review.label  # the operator's word over the machine's
         centre = inc.centre_enu()
         cep95 = min(s.solution.cep95_m for s in shots)
         return m.Incident(
@@ -259,6 +283,7 @@ class IncidentBuilder:
             automatic_fire=automatic,
             shots=shot_msgs,
             shooters=shooters,
+            review=inc.review,
             provenance=self.provenance,
         )
 

@@ -199,6 +199,14 @@ class HubPipeline:
         self.stats.incidents_published += len(closed)
         return out + closed
 
+    def review(self, incident_id: str, review: m.Review) -> list[Output]:
+        """Publish an operator's review as the incident's next revision (empty if the incident is not held)."""
+        msg = self.incidents.on_review(incident_id, review)
+        if msg is None:
+            return []
+        self.stats.incidents_published += 1
+        return [Output(msg)]
+
     def finish(self) -> list[Output]:
         """Close everything (end of a replay or shutdown)."""
         out = self._publish(self.assoc.retry(None) + self.assoc.flush(), None)

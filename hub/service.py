@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from shotline.core import messages as m
 from shotline.core import topics
 from shotline.core.timebase import now_ns
@@ -26,6 +28,8 @@ from .sinks.dispatch import SinkDispatcher
 from .store import DetectionRecorder, IncidentStore
 
 log = logging.getLogger(__name__)
+
+_REVIEW_STATE = {"confirm": "confirmed", "dismiss": "dismissed", "relabel": "relabelled"}
 
 
 def hub_status(cfg: HubConfig, state: str, provenance: m.Provenance | None = None) -> OutMessage:
@@ -116,6 +120,36 @@ class HubService:
         self.sinks.stop(drain_s)
         if self._own_store:
             self.store.close()
+
+    def publish_review(self, incident_id: str, review) -> m.Incident | None:
+        """Publish an operator's review (a stored :class:`~shotline.hub.store.Review`) downstream.
+
+        The incident's next revision carries the review; when the pipeline no
+        longer holds the incident (e.g. after a restart) the stored latest
+        revision is re-issued with the review and revision + 1.
+        """
+        msg_review = m.Review(
+            decision=_REVIEW_STATE[review.decision],  # type: ignore[arg-type]
+            reviewer=review.reviewer,
+            time_ns=review.time_ns,
+            label=review.label,
+            note=review.note,
+        )
+        with self._lock:
+            outputs = self.pipeline.review(incident_id, msg_review)
+            if not outputs:
+                record = self.store.get_incident(incident_id)
+                if record is None:
+                    log.warning("review of unknown incident %s not published", incident_id)
+                    return None
+                inc = record.incident
+                event_class = msg_review.label if msg_review.label else inc.event_class
+                outputs = [Output(msgspec.structs.replace(
+                    inc, revision=inc.revision + 1, published_ns=now_ns(), review=msg_review,
+                    event_class=event_class,
+                ))]
+            self._publish(outputs)
+        return outputs[0].incident
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         received = self.clock()
