@@ -87,6 +87,10 @@ class ClockState(_Msg, kw_only=True):
     quality: TimeQuality
     offset_s: float | None = None
     pps_locked: bool = False
+    fit_residual_s: float | None = None
+    """RMS residual of the sample-index-to-UTC fit, seconds (live capture)."""
+    n_steps: int = 0
+    """Clock steps detected since start (each refits the time base and is flagged)."""
 
 
 class Detection(_Msg, kw_only=True, tag_field="schema", tag="shotline.detection/1"):
@@ -131,6 +135,8 @@ class NodeStatus(_Msg, kw_only=True, tag_field="schema", tag="shotline.node_stat
     sample_rate_hz: int | None = None
     clock: ClockState | None = None
     provenance: Provenance | None = None
+    clip_port: int | None = None
+    """TCP port of the node's clip server (``GET /clips/<detection_id>.flac``), None when off."""
 
 
 class NodeHealth(_Msg, kw_only=True, tag_field="schema", tag="shotline.node_health/1"):
@@ -148,6 +154,14 @@ class NodeHealth(_Msg, kw_only=True, tag_field="schema", tag="shotline.node_heal
     clock: ClockState | None = None
     outbox_depth: int = 0
     uptime_s: float = 0.0
+    capture_gaps: int = 0
+    """Audio gaps (device lost, buffer overflow) since start."""
+    capture_gap_s: float = 0.0
+    """Total length of those gaps, seconds."""
+    outbox_evicted: int = 0
+    """Detections evicted from the full outbox (oldest first) since the outbox was created."""
+    candidates_rejected: int = 0
+    """Candidates below the classifier's gunshot score, counted and not published, since start."""
 
 
 class Ellipse(_Msg, kw_only=True):

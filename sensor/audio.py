@@ -3,8 +3,8 @@
 A source yields ``(i_first_sample, block)`` pairs; samples are mono float32
 in [-1, 1] of digital full scale, and ``i_first_sample`` counts from the first
 sample of the stream, which is what the :class:`~shotline.core.timebase.LinearTimebase`
-maps to UTC. Live capture (sounddevice) comes with issue #3; this module holds
-the file replay used by the demo, the tests and researchers.
+maps to UTC. This module holds the file replay used by the demo, the tests and
+researchers; live capture is :class:`shotline.sensor.capture.LiveSource`.
 """
 
 from __future__ import annotations

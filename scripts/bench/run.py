@@ -30,6 +30,9 @@ BUDGETS: dict[str, tuple[str, float, str, str]] = {
     "trigger_x_realtime": (">=", 500.0, "x", "trigger + picker speed, 48 kHz, one core"),
     "onset_sd_us": ("<=", 25.0, "us", "onset std, 20 dB SNR, 48 kHz"),
     "onset_bias_us": ("|<=|", 10.0, "us", "onset bias, 20 dB SNR, 48 kHz"),
+    "sensor_rss_mb": ("<=", 150.0, "MB", "sensor resident memory (replay with outbox, clips, classifier)"),
+    "onset_sigma_us_20db_48k": ("<=", 25.0, "us", "node onset std, 20 dB SNR, 48 kHz"),
+    "onset_bias_us_20db_48k": ("|<=|", 10.0, "us", "node onset bias, 20 dB SNR, 48 kHz"),
     "loc_rmse_over_crlb": ("<=", 1.10, "", "location RMS error / CRLB, clean TDOA"),
     "loc_echo_p90_m": ("<", 0.1, "m", "p90 error, one echo outlier, 50 us noise"),
     "demo_latency_p99_ms": ("<=", 100.0, "ms", "last detection -> incident published, p99"),
@@ -46,7 +49,7 @@ BUDGETS: dict[str, tuple[str, float, str, str]] = {
     "pittsburgh_audio_median_m": ("<", 5.0, "m", "Pittsburgh dev split from audio: median 2-D error"),
 }
 
-SUITES = ("trigger", "locate", "classifier", "association", "demo", "pittsburgh_pulses", "pittsburgh_audio")
+SUITES = ("trigger", "sensor", "locate", "classifier", "association", "demo", "pittsburgh_pulses", "pittsburgh_audio")
 
 
 def _load(name: str):
