@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from shotline.core import messages as m
-from shotline.core.broker import BrokerError, EmbeddedBroker
+from shotline.core.broker import BrokerError, EmbeddedBroker, port_in_use
 from shotline.core.config import BrokerSettings
 from shotline.core.timebase import now_ns, ns_to_iso
 from shotline.core.transport import TransportError
@@ -40,6 +40,7 @@ from .simulator import render_scene
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 18830
+DEFAULT_WEB_PORT = 8740
 
 
 @dataclass
@@ -118,6 +119,7 @@ def _node_config(bundle: Bundle, node_id: str, broker: BrokerSettings, site: str
 def run_demo(
     *,
     port: int = DEFAULT_PORT,
+    web_port: int | None = DEFAULT_WEB_PORT,
     speed: float = 1.0,
     out_dir: str | Path | None = None,
     seed: int = 7,
@@ -125,10 +127,18 @@ def run_demo(
     quiet: bool = False,
     printer=print,
 ) -> DemoResult:
-    """Run the whole demo; return what it measured. Raises BrokerError if ``port`` is taken."""
+    """Run the whole demo; return what it measured.
+
+    ``web_port``: serve the review page there (0: any free port; None: no page).
+    Raises BrokerError if ``port`` or ``web_port`` is taken.
+    """
     result = DemoResult()
     t_wall0 = time.monotonic()
+    if web_port and port_in_use("127.0.0.1", web_port):
+        raise BrokerError(f"port {web_port} on 127.0.0.1 (review page) is already in use; "
+                          "choose another with --web-port (0 picks a free one)")
     broker = EmbeddedBroker(port=port).start()
+    web = None
     tmp = None
     try:
         if out_dir is None:
@@ -174,13 +184,24 @@ def run_demo(
                     printer(f"  closed {inc.incident_id}: {inc.rounds} round(s)"
                             f"{', automatic' if inc.automatic_fire else ''}, class {inc.event_class} [{final}]")
 
+        def start_review_page(hub) -> None:
+            nonlocal web
+            if web_port is None:
+                return
+            web = _start_review_page(hub, Path(out_dir), web_port)
+            if not quiet:
+                printer(f"review page: {web.url}  (user demo, password {web.demo_password})")
+
         played = play_bundle(
             bundle, BrokerSettings(port=broker.port), site=SITE, speed=speed, start_ns=start_ns,
             on_output=on_incident, keep_running=keep_running, printer=printer,
+            data_dir=Path(out_dir) / "nodes", on_hub_started=start_review_page,
         )
         result.latencies_ms = played.latencies_ms
         result.dropped = played.dropped
     finally:
+        if web is not None:
+            web.stop()
         broker.stop()
         if tmp is not None:
             tmp.cleanup()
@@ -188,11 +209,35 @@ def run_demo(
     return result
 
 
+def _start_review_page(hub, out_dir: Path, web_port: int):
+    """Serve the review page for the demo hub, with a fresh ``demo`` operator account.
+
+    Clips come from the nodes' clip folders (``out_dir/nodes/<node>/clips``).
+    The demo's own password file lives in ``out_dir``; the password is printed.
+    """
+    import secrets
+
+    from shotline.hub.web.auth import UserDB
+    from shotline.hub.web.server import start_web
+    from shotline.hub.web.settings import WebSettings
+
+    password = secrets.token_urlsafe(9)
+    users_path = out_dir / "users.json"
+    UserDB(users_path).add("demo", password, "operator", replace=True)
+    settings = WebSettings(port=web_port, users_path=str(users_path), clip_dir=str(out_dir / "nodes"))
+    web = start_web(settings, hub, site=SITE, on_review=hub.publish_review)
+    web.demo_password = password
+    return web
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--keep-running", action="store_true", help="keep the broker and hub up after the scene")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"embedded broker port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
+                   help=f"review page port on 127.0.0.1 (default {DEFAULT_WEB_PORT}; 0 picks a free one)")
+    p.add_argument("--no-web", action="store_true", help="do not serve the review page")
     p.add_argument("--speed", type=float, default=1.0, help="replay pace, 1.0 = real time")
     p.add_argument("--seed", type=int, default=7, help="scene and noise seed")
     p.add_argument("--out", help="keep the rendered recording bundle in this folder")
@@ -202,7 +247,8 @@ def main_demo(args: argparse.Namespace) -> int:
     printer = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
     try:
         res = run_demo(port=args.port, speed=args.speed, seed=args.seed, out_dir=args.out,
-                       keep_running=args.keep_running, printer=printer)
+                       keep_running=args.keep_running, printer=printer,
+                       web_port=None if args.no_web else args.web_port)
     except BrokerError as exc:
         print(f"shotline demo: {exc}", file=sys.stderr)
         return 2

@@ -46,7 +46,14 @@ from shotline.hub.geometry import LocalFrame
 from shotline.hub.pipeline import HubPipeline, Output
 from shotline.hub.service import HubService
 from shotline.sensor.audio import FileSource
-from shotline.sensor.config import AudioSettings, NodeSettings, SensorConfig, TriggerSettings
+from shotline.sensor.config import (
+    AudioSettings,
+    ClipSettings,
+    NodeSettings,
+    SensorConfig,
+    StorageSettings,
+    TriggerSettings,
+)
 from shotline.sensor.node import SensorNode
 
 from .bundle import Bundle
@@ -137,8 +144,13 @@ def sensor_config_for(
     broker: BrokerSettings | None = None,
     trigger: dict[str, Any] | None = None,
     speed: float | None = None,
+    data_dir: str | Path | None = None,
 ) -> SensorConfig:
-    """The SensorConfig of one bundle node (``trigger``: overrides of the ``[trigger]`` table)."""
+    """The SensorConfig of one bundle node (``trigger``: overrides of the ``[trigger]`` table).
+
+    ``data_dir``: the node's outbox and clip folder (clips are then written, as on a
+    real node, without the node's own clip server); None keeps both in memory / off.
+    """
     node = bundle.node(node_id)
     lat, lon, alt = frame.to_wgs84(bundle.node_enu_m()[node_id])
     return SensorConfig(
@@ -148,6 +160,8 @@ def sensor_config_for(
         audio=AudioSettings(path=str(bundle.audio_path(node_id)), start_time_ns=node.start_time_ns,
                             channel=node.channel, speed=speed or 0.0),
         trigger=convert_config(trigger or {}, TriggerSettings, "trigger overrides"),
+        storage=StorageSettings(data_dir=None if data_dir is None else str(data_dir)),
+        clips=ClipSettings(http_port=0),
     )
 
 
@@ -324,13 +338,17 @@ def play_bundle(
     on_output=None,
     keep_running: bool = False,
     printer=print,
+    data_dir: str | Path | None = None,
+    on_hub_started: Callable[[HubService], None] | None = None,
 ) -> PlayResult:
     """Replay every node of ``bundle`` through its own SensorNode into a HubService over MQTT.
 
     ``speed`` 1.0 paces each file in real time (``start_ns``, the scene's
     first-sample UTC, is then mapped onto the wall clock), ``None`` replays as
     fast as possible. ``on_output(output, published_ns)`` sees every incident
-    message the hub publishes.
+    message the hub publishes. ``data_dir``: each node keeps its outbox and
+    clips in ``data_dir/<node_id>``. ``on_hub_started(hub)`` runs once the hub
+    is connected (the demo starts the review page there).
     """
     result = PlayResult()
     frame = ReplayFrame(bundle)
@@ -341,6 +359,8 @@ def play_bundle(
     if on_output is not None:
         hub.listeners.append(on_output)
     hub.start()
+    if on_hub_started is not None:
+        on_hub_started(hub)
     wall_start = None
     if speed is not None and start_ns is not None:
         wall_start = time.monotonic() + (start_ns - now_ns()) / 1e9
@@ -348,8 +368,8 @@ def play_bundle(
     stop = threading.Event()
     try:
         for node_id in bundle.node_ids:
-            cfg = sensor_config_for(bundle, node_id, frame, site=site, broker=broker,
-                                    trigger=trigger, speed=speed)
+            cfg = sensor_config_for(bundle, node_id, frame, site=site, broker=broker, trigger=trigger,
+                                    speed=speed, data_dir=None if data_dir is None else Path(data_dir) / node_id)
             src = FileSource(cfg.audio.path, cfg.audio.start_time_ns, channel=cfg.audio.channel,
                              speed=speed, wall_start=wall_start, stop_event=stop)
             node = SensorNode(cfg, src, None)

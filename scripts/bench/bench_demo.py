@@ -18,7 +18,7 @@ import sys
 def run(quick: bool = False) -> dict[str, float]:
     from shotline.calibration.demo import run_demo
 
-    res = run_demo(port=0, speed=1.0, quiet=True, printer=lambda *_: None)
+    res = run_demo(port=0, web_port=None, speed=1.0, quiet=True, printer=lambda *_: None)
     s = res.summary()
     return {
         "demo_latency_p99_ms": s["latency_p99_ms"],

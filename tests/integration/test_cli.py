@@ -68,7 +68,7 @@ def test_demo_fails_clearly_when_its_port_is_taken(capsys):
 @pytest.mark.slow
 def test_demo_json_summary(capsys):
     """The demo ends by itself and prints its summary as JSON (fast-forwarded 4x here)."""
-    assert shotline_cli.main(["demo", "--port", "0", "--speed", "4", "--json"]) == 0
+    assert shotline_cli.main(["demo", "--port", "0", "--web-port", "0", "--speed", "4", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     for key in ("incidents", "shots_found", "shots_fired", "median_error_m", "max_error_m", "latency_p99_ms"):
         assert key in summary
