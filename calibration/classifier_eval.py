@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["evaluate", "main"]
+__all__ = ["evaluate", "evaluate_reviewed", "main"]
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +62,56 @@ def evaluate(model_path: str | None = None, cache_dir: Path | None = None,
     return res
 
 
+def evaluate_reviewed(clips, clf) -> dict:
+    """The classifier on operator-reviewed clips (``shotline-calibrate export-reviewed`` output).
+
+    ``clips``: :class:`shotline.hub.web.export_dataset.LabelledClip` items. Returns
+    gunshot recall and the share of non-gunshot clips called gunshot at the
+    model's operating point, with counts per label, as a JSON-able dict.
+    """
+    thr = clf.gunshot_threshold
+    per_label: dict[str, dict[str, int]] = {}
+    rows = []
+    for c in clips:
+        i_onset = c.onset_s * c.sample_rate_hz
+        score = float(clf.scores(c.samples, c.sample_rate_hz, i_onset)["gunshot"])
+        called = score >= thr
+        d = per_label.setdefault(c.label, {"n": 0, "called_gunshot": 0})
+        d["n"] += 1
+        d["called_gunshot"] += int(called)
+        rows.append({"detection_id": c.detection_id, "label": c.label, "gunshot_score": round(score, 4)})
+    gun = per_label.get("gunshot", {"n": 0, "called_gunshot": 0})
+    neg_n = sum(v["n"] for k, v in per_label.items() if k != "gunshot")
+    neg_fp = sum(v["called_gunshot"] for k, v in per_label.items() if k != "gunshot")
+    return {
+        "threshold": thr,
+        "model_sha256": clf.sha256,
+        "n": len(rows),
+        "per_label": per_label,
+        "gunshot_recall_pct": round(100.0 * gun["called_gunshot"] / gun["n"], 2) if gun["n"] else None,
+        "false_positive_pct": round(100.0 * neg_fp / neg_n, 2) if neg_n else None,
+        "clips": rows,
+    }
+
+
+def _main_reviewed(args) -> int:
+    from shotline.hub.web.export_dataset import read_dataset
+    from shotline.sensor.classifier import load_classifier
+
+    clf = load_classifier(args.model)
+    if clf is None:
+        print("eval-classifier: no usable classifier (see the log for the reason)", file=sys.stderr)
+        return 1
+    res = evaluate_reviewed(read_dataset(args.reviewed), clf)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "eval-reviewed.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(f"reviewed clips: {res['n']} {dict((k, v['n']) for k, v in res['per_label'].items())}; "
+          f"threshold {res['threshold']:.3f}")
+    print(f"  gunshot recall {res['gunshot_recall_pct']} %   non-gunshot called gunshot {res['false_positive_pct']} %")
+    print(f"wrote {args.out / 'eval-reviewed.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="shotline-calibrate eval-classifier",
                                 description="Evaluate the impulse classifier on the held-out split.")
@@ -72,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "build" / "classifier" / "eval",
                    help="where eval.json and eval.png go")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--reviewed", type=Path, default=None,
+                   help="evaluate on an operator-reviewed data set (from 'shotline-calibrate export-reviewed') "
+                   "instead of the held-out split; needs no train extra")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.reviewed is not None:
+        return _main_reviewed(args)
     try:
         from shotline.models.training import evaluate as E
     except ImportError as exc:

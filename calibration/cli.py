@@ -9,6 +9,7 @@ Subcommands (docs/calibration.md walks through them):
   ``classifier-op``: calibration solvers writing ``<solver>.patch.toml`` and
   ``<solver>.report.md``;
 * ``eval-classifier``: the classifier evaluation (``calibration/classifier_eval.py``).
+* ``export-reviewed``: reviewed clips as a labelled data set (``hub/web/export_dataset.py``).
 """
 
 from __future__ import annotations
@@ -222,6 +223,12 @@ def _cmd_eval_classifier(a: argparse.Namespace, rest: list[str]) -> int:
     return int(eval_main(rest) or 0)
 
 
+def _cmd_export_reviewed(a: argparse.Namespace, rest: list[str]) -> int:
+    from shotline.hub.web.export_dataset import main as export_main
+
+    return int(export_main(rest) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shotline-calibrate",
                                 description="Replay, evaluate and calibrate Shotline from recordings.")
@@ -289,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("eval-classifier", help="evaluate the classifier (arguments passed through)",
                    add_help=False)
+    sub.add_parser("export-reviewed", help="operator-reviewed clips from the hub store -> labelled data set "
+                   "for retraining (arguments passed through)", add_help=False)
     return p
 
 
@@ -302,11 +311,12 @@ _COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = build_parser()
-    if "eval-classifier" in argv:
-        i = argv.index("eval-classifier")
-        a = p.parse_args(argv[: i + 1])
-        _logging(a)
-        return _cmd_eval_classifier(a, argv[i + 1:])
+    for passthrough, run in (("eval-classifier", _cmd_eval_classifier), ("export-reviewed", _cmd_export_reviewed)):
+        if passthrough in argv:
+            i = argv.index(passthrough)
+            a = p.parse_args(argv[: i + 1])
+            _logging(a)
+            return run(a, argv[i + 1:])
     a = p.parse_args(argv)
     _logging(a)
     from .bundle import BundleError
