@@ -399,6 +399,7 @@ def play_bundle(
         for node, tr in zip(nodes, transports, strict=False):
             if tr.connected:
                 tr.publish(node.status_message("offline"))
+                tr.flush(2.0)
             tr.stop()
         hub.stop(close_incidents=True)
     result.latencies_ms = list(hub.latencies_ms)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ class Transport(ABC):
     @abstractmethod
     def publish(self, msg: OutMessage, on_ack: Callable[[], None] | None = None) -> None:
         """Queue ``msg``; ``on_ack`` runs once the broker acknowledged it (QoS >= 1) or it was sent (QoS 0)."""
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every message handed to :meth:`publish` was acknowledged; False on timeout."""
+        return True
 
     @abstractmethod
     def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
@@ -158,6 +163,17 @@ class MqttTransport(Transport):
             raise TransportError(f"publish to {msg.topic} failed: {mqtt.error_string(info.rc)}")
         if self._register(info.mid, on_ack) and on_ack is not None:
             _safe(on_ack)
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending:
+                    return True
+            if not self._connected.is_set():
+                return False  # nothing will be acknowledged until a reconnect
+            time.sleep(0.01)
+        return False
 
     def _register(self, mid: int, on_ack: Callable[[], None] | None) -> bool:
         """Remember the callback for ``mid``; True if the broker already acknowledged it."""

@@ -64,6 +64,9 @@ class Pick:
     """Shots whose solution rejected this pick (it is not offered to them again)."""
     settled: bool = False
     """Searched again after its wait window (see :meth:`Associator.retry`)."""
+    tail: bool = False
+    """Much weaker than a pick of the same node just before it: likely its reverberation
+    (``association.reverb_s`` / ``reverb_drop_db``). Never seeds or supports a new shot."""
 
     @property
     def node_id(self) -> str:
@@ -100,6 +103,68 @@ class ShotState:
     """Residuals (s) of picks the last solve rejected, by node (kept for the node registry's statistics)."""
 
 
+class PickPool:
+    """Unassociated picks, indexed by node with each node's onset times as a sorted array.
+
+    The hypothesis search asks, for every node near the seed, for the picks in
+    a time window: one ``searchsorted`` on a cached array per node instead of
+    a scan of the whole pool. Membership and removal are O(1).
+    """
+
+    def __init__(self) -> None:
+        self._by_node: dict[str, dict[int, Pick]] = {}
+        self._sorted: dict[str, tuple[np.ndarray, list[Pick]]] = {}
+
+    def append(self, p: Pick) -> None:
+        self._by_node.setdefault(p.node_id, {})[id(p)] = p
+        self._sorted.pop(p.node_id, None)
+
+    def remove(self, p: Pick) -> None:
+        del self._by_node[p.node_id][id(p)]
+        self._sorted.pop(p.node_id, None)
+
+    def discard_many(self, picks) -> None:
+        for p in picks:
+            if p in self:
+                self.remove(p)
+
+    def keep_if(self, pred) -> int:
+        """Keep the picks for which ``pred(pick)`` holds; return how many were dropped."""
+        n = 0
+        for nid, d in self._by_node.items():
+            drop = [k for k, p in d.items() if not pred(p)]
+            for k in drop:
+                del d[k]
+            if drop:
+                n += len(drop)
+                self._sorted.pop(nid, None)
+        return n
+
+    def __contains__(self, p: Pick) -> bool:
+        return id(p) in self._by_node.get(p.node_id, ())
+
+    def __iter__(self):
+        for d in self._by_node.values():
+            yield from list(d.values())
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self._by_node.values())
+
+    def node_ids(self):
+        return [k for k, d in self._by_node.items() if d]
+
+    def window(self, node_id: str, t_lo: float, t_hi: float) -> tuple[np.ndarray, list[Pick]]:
+        """A node's pooled picks with onsets in [t_lo, t_hi] s: (sorted times, picks)."""
+        got = self._sorted.get(node_id)
+        if got is None:
+            ps = sorted(self._by_node.get(node_id, {}).values(), key=lambda p: p.t_s)
+            got = self._sorted[node_id] = (np.array([p.t_s for p in ps]), ps)
+        times, ps = got
+        i = int(np.searchsorted(times, t_lo, side="left"))
+        j = int(np.searchsorted(times, t_hi, side="right"))
+        return times[i:j], ps[i:j]
+
+
 class Associator:
     """Forms and updates shots from a stream of detections."""
 
@@ -114,7 +179,14 @@ class Associator:
         w = cfg.location.wind_enu_mps
         self.wind_enu_mps: np.ndarray | None = None if w is None else np.array([w[0], w[1], 0.0])
         self.t_ref_ns: int | None = None
-        self.pool: list[Pick] = []
+        self.pool = PickPool()
+        self._levels: dict[str, list[tuple[float, float]]] = {}
+        """Recent (onset s, peak dBFS) per node, in onset order: the reverberation test."""
+        self._tables: dict[str, tuple[tuple, np.ndarray, dict[str, np.ndarray]]] = {}
+        """Per seed node: (key, coarse grid points, per node: travel-time difference to the seed, s)."""
+        self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray]] = {}
+        self._recent_cache: tuple | None = None
+        """Per seed node: (key, nodes within reach, their distances to it, m)."""
         self.shots: list[ShotState] = []
         self.recent: dict[str, list[float]] = {}
         """Sorted onset times (s) of every recent pick per node, associated or not."""
@@ -163,6 +235,27 @@ class Associator:
             w = np.asarray(wind_enu_mps, float).ravel()
             self.wind_enu_mps = np.array([w[0], w[1], 0.0])
 
+    def _recent_nodes(self) -> tuple[list[str], np.ndarray]:
+        """Located nodes that have reported picks, and their ENU positions (M, 3) m (cached)."""
+        key = (self.registry.version, len(self.recent))
+        if self._recent_cache is None or self._recent_cache[0] != key:
+            ids = [n for n in self.recent if self.registry.enu(n) is not None]
+            xyz = np.array([self.registry.enu(n) for n in ids]).reshape(-1, 3)
+            self._recent_cache = (key, ids, xyz)
+        return self._recent_cache[1], self._recent_cache[2]
+
+    def _travel_many(self, src: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """Travel times (s) from an ENU source to nodes (M, 3), current c and wind (as :meth:`_travel`)."""
+        d = nodes - src
+        d2 = np.einsum("ij,ij->i", d, d)
+        if self.wind_enu_mps is None:
+            return np.sqrt(d2) / self.c
+        w = self.wind_enu_mps
+        dw = d @ w
+        root = np.sqrt(dw * dw + (self.c * self.c - float(w @ w)) * d2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(d2 > 0, d2 / (dw + root), 0.0)
+
     def _travel(self, src: np.ndarray, node: np.ndarray) -> float:
         """Travel time (s) from an ENU source to a node with the current c and wind."""
         d = node - src
@@ -182,13 +275,44 @@ class Associator:
         pick = Pick(det, self._rel(det.onset_time_ns), received_ns)
         if pick.trusted:
             bisect.insort(self.recent.setdefault(det.node_id, []), pick.t_s)
+            pick.tail = self._is_tail(pick)
         if self._attach(pick) is not None:
             return []
         if not pick.trusted:
             return []  # may only corroborate a shot
         self.pool.append(pick)
+        if pick.tail:
+            pick.settled = True
+            return []  # may join a shot its partners make, never seeds one
         new = self._hypothesise(pick)
         return [new] if new is not None else []
+
+    def _is_tail(self, pick: Pick) -> bool:
+        """Whether a louder pick of the same node came less than ``reverb_s`` before this one.
+
+        Street reverberation follows a shot at every node for up to a second
+        or two, each reflection weaker than the direct sound; with few nodes,
+        chance sets of such late picks fit a location as well as a real shot
+        (Pittsburgh: 4-node sets with sub-millisecond residuals). Measured on
+        the Pittsburgh development split (reverb 1 s, 6 dB): 53 % of the
+        picks that are no direct arrival are tails, 1.5 % of direct arrivals.
+        """
+        a = self.cfg.association
+        lv = self._levels.setdefault(pick.node_id, [])
+        t, peak = pick.t_s, pick.det.peak_dbfs
+        k = bisect.bisect_left(lv, (t, -math.inf))
+        lv.insert(k, (t, peak))
+        if len(lv) > 64 and lv[0][0] < t - 2 * a.reverb_s - 1.0:
+            del lv[: bisect.bisect_left(lv, (t - a.reverb_s, -math.inf))]
+            k = bisect.bisect_left(lv, (t, -math.inf))
+        if a.reverb_s <= 0:
+            return False
+        j = k - 1
+        while j >= 0 and lv[j][0] > t - a.reverb_s:
+            if lv[j][1] - peak >= a.reverb_drop_db:
+                return True
+            j -= 1
+        return False
 
     def nearby_residuals(self, shot: ShotState, window_s: float = 0.03) -> dict[str, float]:
         """For in-range nodes without a used pick in ``shot``: residual (s) of their pick nearest the
@@ -291,9 +415,7 @@ class Associator:
         w = (watermark_ns - self.t_ref_ns) / 1e9
         self.watermark_s = max(self.watermark_s, w)
         horizon = self.horizon_s()
-        keep = [p for p in self.pool if p.t_s > w - horizon]
-        self.n_expired_unassociated += len(self.pool) - len(keep)
-        self.pool = keep
+        self.n_expired_unassociated += self.pool.keep_if(lambda p: p.t_s > w - horizon)
         self.shots = [
             s for s in self.shots if s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c
         ]
@@ -340,27 +462,73 @@ class Associator:
         return min(2.0 * shot.solution.cep95_m / self.c, 0.02) + 5 * self._sigma(pick) + a.match_tolerance_s
 
     # -- hypothesis search -------------------------------------------------------
+    def _neighbours(self, node_id: str) -> tuple[list[str], np.ndarray]:
+        """Nodes within 2 ``max_range_m`` of a node (horizontal) and their distances to it, m (cached)."""
+        key = (self.registry.version, self.cfg.association.max_range_m)
+        got = self._nbrs.get(node_id)
+        if got is None or got[0] != key:
+            ids = [n for n in self.registry.located_ids() if n != node_id]
+            if ids:
+                xy = np.array([self.registry.enu(n)[:2] for n in ids])
+                d = np.hypot(*(xy - self.registry.enu(node_id)[:2]).T)
+                keep = d <= 2 * self.cfg.association.max_range_m
+                ids, d = [n for n, k in zip(ids, keep, strict=True) if k], d[keep]
+            else:
+                d = np.zeros(0)
+            got = self._nbrs[node_id] = (key, ids, d)
+        return got[1], got[2]
+
+    def _seed_table(self, seed_id: str, node_ids: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Coarse grid around a seed node and, per node, predicted arrival minus seed arrival (s) there.
+
+        The grid around a node never moves, so these travel-time differences
+        are computed once per (seed node, node) and reused by every search
+        (until positions, c or the height model change).
+        """
+        loc = self.cfg.location
+        key = (self.registry.version, self.c, loc.source_height_m, loc.mode)
+        got = self._tables.get(seed_id)
+        if got is None or got[0] != key:
+            r = self.registry.enu(seed_id)
+            pts = self._coarse_grid() + r[:2]
+            got = self._tables[seed_id] = (key, pts, {"": self._range(pts, r) / self.c})
+        _, pts, cols = got
+        ts = cols[""]
+        out = []
+        for n in node_ids:
+            col = cols.get(n)
+            if col is None:
+                col = cols[n] = self._range(pts, self.registry.enu(n)) / self.c - ts
+            out.append(col)
+        return pts, out
+
+    def _range(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
+        """Distance (m) from sources at ``pts`` (G, 2), at the assumed source height, to a node."""
+        dz2 = 0.0 if self.cfg.location.mode == "2d" else (node[2] - self.cfg.location.source_height_m) ** 2
+        return np.sqrt((pts[:, 0] - node[0]) ** 2 + (pts[:, 1] - node[1]) ** 2 + dz2)
+
     def _hypothesise(self, seed: Pick) -> ShotState | None:
         a = self.cfg.association
         r_seed = self.registry.enu(seed.node_id)
         picks_of: dict[str, list[Pick]] = {}
-        window = 2 * a.max_range_m / self.c + a.match_tolerance_s
-        for p in self.pool:
-            if p.node_id == seed.node_id or abs(p.t_s - seed.t_s) > window:
-                continue
-            r = self.registry.enu(p.node_id)
-            d = math.hypot(r[0] - r_seed[0], r[1] - r_seed[1])
+        by_node: dict[str, np.ndarray] = {}
+        nbr_ids, nbr_d = self._neighbours(seed.node_id)
+        for nid, d in zip(nbr_ids, nbr_d.tolist(), strict=True):
             # Physically possible partner: the time difference cannot exceed
             # the travel time between the two nodes.
-            if abs(p.t_s - seed.t_s) <= d / self.c + a.match_tolerance_s and d <= 2 * a.max_range_m:
-                picks_of.setdefault(p.node_id, []).append(p)
+            half = d / self.c + a.match_tolerance_s
+            times, ps = self.pool.window(nid, seed.t_s - half, seed.t_s + half)
+            if not ps:
+                continue
+            if any(p.tail for p in ps):
+                ps = [p for p in ps if not p.tail]
+                if not ps:
+                    continue
+                times = np.array([p.t_s for p in ps])
+            picks_of[nid], by_node[nid] = ps, times
         if len(picks_of) + 1 < a.min_nodes:
             return None
         self.n_searches += 1
-        by_node: dict[str, np.ndarray] = {}
-        for nid, ps in picks_of.items():
-            ps.sort(key=lambda p: p.t_s)
-            by_node[nid] = np.array([p.t_s for p in ps])
         node_ids = list(by_node)
         node_xy = np.array([self.registry.enu(n)[:2] for n in node_ids])
         # Node heights enter the predicted ranges (masts and roofs): vertical
@@ -375,15 +543,31 @@ class Associator:
         # A grid point is up to half a cell diagonal from the source, so the
         # predicted travel-time difference to the seed and to another node can
         # be off by that much: the match tolerance shrinks with the cell.
+        # ceil(score) is the number of partner nodes explained. Where more
+        # nodes than min_nodes have candidate picks, a set of exactly
+        # min_nodes must also fit perfectly (score + 1 >= min_nodes): with
+        # one redundant pick a chance or shifted set fits too easily, so one
+        # more node is wanted. Where only min_nodes nodes could take part
+        # at all (a small array, Pittsburgh's 4-sensor tests) that is all there is.
+        if len(node_ids) + 1 > a.min_nodes:
+            def need(sc):
+                return sc + 1 >= a.min_nodes
+        else:
+            def need(sc):
+                return np.ceil(sc) + 1 >= a.min_nodes
         step = a.grid_step_m
-        points = self._coarse_grid() + r_seed[:2]
+        points, diffs = self._seed_table(seed.node_id, node_ids)
         for keep, sub in ((128, 5), (24, 5), (None, None)):
             tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
-            score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2)
+            if diffs is not None:
+                score, chosen = self._support_cached(diffs, seed.t_s, by_node, tol)
+                diffs = None
+            else:
+                score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2)
             if keep is None:
                 break
             top = np.argpartition(-score, min(keep, len(score) - 1))[:keep]
-            top = top[score[top] + 1 >= a.min_nodes]
+            top = top[need(score[top])]
             if len(top) == 0:
                 return None
             # Split each kept cell into sub x sub smaller cells.
@@ -398,7 +582,7 @@ class Associator:
         sets: list[list[Pick]] = []
         seen: set[frozenset[int]] = set()
         for i in np.argsort(-score)[: 8 * self.N_FINE]:
-            if score[i] + 1 < a.min_nodes or len(sets) >= self.N_FINE:
+            if not need(score[i]) or len(sets) >= self.N_FINE:
                 break
             dx, dy = fine_pts[i] - r_seed[:2]
             t0 = seed.t_s - math.sqrt(dx * dx + dy * dy + seed_dz2) / self.c
@@ -443,6 +627,32 @@ class Associator:
             self._grid_cache = np.stack([gx[inside], gy[inside]], axis=1)
         return self._grid_cache
 
+    @staticmethod
+    def _support_cached(diffs, t_seed, by_node, tol):
+        """:meth:`_support` on the coarse grid from cached travel-time differences (same result)."""
+        n = len(diffs[0])
+        count = np.zeros(n)
+        sq = np.zeros(n)
+        chosen = np.empty((len(by_node), n), dtype=np.intp)
+        for k, (times, dk) in enumerate(zip(by_node.values(), diffs, strict=True)):
+            rel = times - t_seed
+            if len(rel) == 1:
+                j = np.zeros(n, dtype=np.intp)
+                err = np.abs(rel[0] - dk)
+            else:
+                j = np.searchsorted(rel, dk)
+                np.clip(j, 1, len(rel) - 1, out=j)
+                e1 = np.abs(rel[j] - dk)
+                e0 = np.abs(rel[j - 1] - dk)
+                closer = e1 < e0
+                j -= ~closer
+                err = np.where(closer, e1, e0)
+            np.minimum(err, tol, out=err)
+            count += err < tol
+            sq += err * err
+            chosen[k] = j
+        return count - sq / (tol**2 * (len(by_node) + 1)), chosen
+
     def _support(self, grid, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2):
         """For each grid point: how many nodes have a pick near the predicted arrival (score), and which."""
         t0 = seed.t_s - np.sqrt((grid[:, 0] - r_seed[0]) ** 2 + (grid[:, 1] - r_seed[1]) ** 2 + seed_dz2) / self.c
@@ -476,9 +686,30 @@ class Associator:
             sol = self._solve(members)
             if sol is None or not sol.used.all():
                 return None
+        if not self._small_set_fits(sol, members):
+            return None
         if self._silent_nodes_agree(sol, {p.node_id for p in members}) != "accept":
             return None
         return sol, members
+
+    def _small_set_fits(self, sol: Solution, members: list[Pick]) -> bool:
+        """A new shot from few nodes must fit as well as its timing errors allow.
+
+        With one or two redundant picks (4 or 5 nodes in 2-D) a chance
+        alignment of picks from different sources fits within the robust
+        solver's outlier threshold easily (dense automatic fire, echoes); it
+        does not pass a chi-square test at the nodes' own timing sigma. Larger
+        sets are left to the robust solver: their model errors (pick lag with
+        distance, wind) would fail a strict test while chance alignments of
+        many nodes do not happen.
+        """
+        a = self.cfg.association
+        dof = sol.n_used - (sol.dims + 1)
+        if dof > a.strict_fit_max_dof or dof < 1:
+            return True
+        sig = np.array([self._sigma(p) for p in members])
+        chi2 = float(np.sum((np.asarray(sol.residuals_s) / sig) ** 2))
+        return float(_chi2_sf(chi2, dof)) >= a.min_fit_p
 
     def _explained_by(self, members: list[Pick], sol: Solution) -> tuple[ShotState, str] | None:
         """The recent shot that already explains this set, and how ("echo" or "fragment"); None if none.
@@ -515,8 +746,7 @@ class Associator:
     def _create(self, members: list[Pick], sol: Solution) -> ShotState | None:
         """Make a shot of a fitted set, take its picks out of the pool, attach pooled picks that fit."""
         explained = self._explained_by(members, sol)
-        used_ids = {id(p) for p in members}
-        self.pool = [p for p in self.pool if id(p) not in used_ids]
+        self.pool.discard_many(members)
         if explained is not None:
             shot, how = explained
             shot.echoes.extend(members)
@@ -573,13 +803,16 @@ class Associator:
         pos = np.array([xy[0], xy[1], self.cfg.location.source_height_m])
         silent = agree = pending = 0
         wm = self.watermark_s - self.DELIVERY_MARGIN_S
-        for nid, times in self.recent.items():
+        ids, xyz = self._recent_nodes()
+        if not ids:
+            return "accept" if len(members) >= a.min_nodes else "wait"
+        inr = np.flatnonzero(np.hypot(xyz[:, 0] - pos[0], xyz[:, 1] - pos[1]) <= a.max_range_m)
+        preds = (t0_s + self._travel_many(pos, xyz[inr])).tolist()
+        for i, pred in zip(inr.tolist(), preds, strict=True):
+            nid = ids[i]
             if nid in members:
                 continue
-            r = self.registry.enu(nid)
-            if r is None or math.hypot(r[0] - pos[0], r[1] - pos[1]) > a.max_range_m:
-                continue
-            pred = t0_s + self._travel(pos, r)
+            times = self.recent[nid]
             if (times and times[-1] > pred + tol_s) or wm > pred + tol_s:
                 j = bisect.bisect_left(times, pred - tol_s)
                 if j < len(times) and times[j] <= pred + tol_s:
@@ -652,6 +885,12 @@ class Associator:
         shot.t0_s = sol.t0_s
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
+
+
+def _chi2_sf(x: float, dof: int) -> float:
+    from scipy.stats import chi2
+
+    return float(chi2.sf(x, dof))
 
 
 def _subset(sol: Solution, used: np.ndarray) -> Solution:

@@ -90,12 +90,22 @@ class AssociationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     """Spacing of the coarse hypothesis grid, metres (refined tenfold around the best points)."""
     match_tolerance_s: float = 0.005
     """Extra tolerance when matching a detection to a predicted arrival, seconds (pick and model error)."""
+    strict_fit_max_dof: int = 2
+    """New shots with at most this many redundant picks (2-D: 4 or 5 nodes) must pass a chi-square test."""
+    min_fit_p: float = 1e-3
+    """... at this p-value, with each pick's timing sigma (``[location] timing_sigma_s`` or the node's own)."""
     max_silent_fraction: float = 0.25
     """Largest share of in-range nodes that are past a shot's predicted arrival yet heard nothing."""
     max_rms_residual_s: float = 0.002
     """Largest RMS residual of an accepted shot, seconds."""
     pending_s: float | None = None
     """How long an unassociated detection waits for partners, seconds (default: array size / c + 1 s)."""
+    reverb_s: float = 1.0
+    """Reverberation window, seconds: a pick this soon after a louder pick at the same node may be
+    that sound's echo (see reverb_drop_db); 0 turns the test off."""
+    reverb_drop_db: float = 6.0
+    """A pick at least this much weaker (peak level, dB) than a pick of the same node less than
+    reverb_s before it is a *tail* pick: it never seeds or supports a new shot, it may still join one."""
 
     def __post_init__(self) -> None:
         if self.min_nodes < 4:
@@ -107,6 +117,8 @@ class AssociationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError("max_silent_fraction must be in [0, 1]")
         if self.pending_s is not None:
             _positive(self, "pending_s")
+        if self.reverb_s < 0 or self.reverb_drop_db < 0:
+            raise ValueError("reverb_s and reverb_drop_db must be >= 0")
 
 
 class IncidentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

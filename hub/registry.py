@@ -86,6 +86,8 @@ class NodeRegistry:
         self.frame = frame
         self.settings = settings or NodeQualitySettings()
         self.nodes: dict[str, NodeInfo] = {}
+        self.version = 0
+        """Incremented whenever a node position changes (caches of geometry key on it)."""
         for node_id, pos in (overrides or {}).items():
             self._set_position(self._get(node_id), pos, surveyed=True)
 
@@ -104,6 +106,7 @@ class NodeRegistry:
         info.position = pos
         info.enu_m = np.array([e, n, u], dtype=float)
         info.surveyed = surveyed
+        self.version += 1
 
     def update_status(self, status: m.NodeStatus, received_ns: int) -> bool:
         """Record a status message; True if the node now has a position it did not have."""
@@ -158,6 +161,7 @@ class NodeRegistry:
         info.position = m.Position(lat_deg=lat, lon_deg=lon, alt_m=alt)
         info.enu_m = e.copy()
         info.surveyed = True
+        self.version += 1
 
     # -- timing residual statistics -------------------------------------------
     def add_shot_residuals(self, shot, rejected: dict[str, float] | None = None) -> None:

@@ -116,6 +116,10 @@ class HubService:
                 self._publish(self.pipeline.finish())
             self._flush_detections()
         self.transport.publish(hub_status(self.cfg, "offline"))
+        # The closing messages are QoS 1: let the broker acknowledge them
+        # before disconnecting, or they die in the client's queue.
+        if not self.transport.flush(5.0):
+            log.warning("hub stopped with incident messages not yet acknowledged by the broker")
         self.transport.stop()
         self.sinks.stop(drain_s)
         if self._own_store:

@@ -285,6 +285,7 @@ def _run(cfg: SensorConfig) -> int:
             server.stop()
         if transport.connected:
             transport.publish(node.status_message("offline"))
+            transport.flush(2.0)  # a clean disconnect sends no last will: deliver "offline" first
         transport.stop()
         node.close()
     return rc
