@@ -147,6 +147,10 @@ class Browser:
         self.outside: list[str] = []
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
+        # Poll conditions on a timer: the default (requestAnimationFrame) can
+        # stall in a headless browser that paints nothing new.
+        wait = self.page.wait_for_function
+        self.page.wait_for_function = lambda expr, **kw: wait(expr, **{"polling": 50, **kw})
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
 
@@ -268,9 +272,12 @@ def test_thousand_incidents_stay_smooth(tmp_path):
         p.keyboard.press("j")
         p.wait_for_selector("#detail:not([hidden])")
         t1 = time.monotonic()
-        for _ in range(10):
+        # One step at a time: each j must select the next incident and load its detail.
+        for k in range(1, 11):
             p.keyboard.press("j")
-        p.wait_for_function("S.selIdx === 10 && S.detail && S.detail.incident_id === S.items[10].incident_id")
+            p.wait_for_function(
+                f"S.selIdx === {k} && S.detail && S.detail.incident_id === S.items[{k}].incident_id"
+            )
         step_ms = (time.monotonic() - t1) / 10 * 1000
         # dismiss with the keyboard, then the next page via j at the end of the list
         p.keyboard.press("d")

@@ -228,8 +228,11 @@ function filterParams(withPage) {
 }
 
 async function reload(keepSel = true) {
-  const selId = keepSel && S.selIdx >= 0 ? S.items[S.selIdx]?.incident_id : null;
   const [list, pts] = await Promise.all([api("/api/incidents?" + filterParams(true)), api("/api/incidents/points?" + filterParams(false))]);
+  // Read the selection when the answer arrives, not when it was asked for:
+  // the operator may have moved on while the request was in flight. The
+  // incident the operator selected stays selected if the new list holds it.
+  const selId = S.selId ?? (keepSel && S.selIdx >= 0 ? S.items[S.selIdx]?.incident_id : null);
   S.total = list.total;
   S.items = list.items;
   S.selIdx = selId ? S.items.findIndex((x) => x.incident_id === selId) : -1;
@@ -281,6 +284,7 @@ async function select(i, opts = {}) {
   const prev = $("#list").children[S.selIdx];
   if (prev) prev.classList.remove("sel");
   S.selIdx = i;
+  S.selId = S.items[i].incident_id; // what the operator chose, even while its detail loads
   const li = $("#list").children[i];
   if (li) { li.classList.add("sel"); li.scrollIntoView({ block: "nearest" }); }
   await openDetail(S.items[i].incident_id, opts);
