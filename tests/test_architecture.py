@@ -96,6 +96,11 @@ def test_wheel_contains_every_package(tmp_path: Path) -> None:
     packages, _ = _declared()
     for pkg in packages:
         assert pkg.replace(".", "/") + "/__init__.py" in names, f"{pkg} missing from the wheel"
+    # Package data the running system needs: the classifier and the review page.
+    for data in ("shotline/models/impulse_classifier.tflite", "shotline/models/manifest.json",
+                 "shotline/hub/web/static/app.js", "shotline/hub/web/static/vendor/leaflet/leaflet.js",
+                 "shotline/hub/web/templates/index.html"):
+        assert data in names, f"{data} missing from the wheel (pyproject package-data)"
     tops = {n.split("/")[0] for n in names if not n.endswith(".dist-info/") and "/" in n}
     tops = {t for t in tops if not t.endswith(".dist-info")}
     assert tops == {"shotline"}, f"the wheel installs generic top-level names: {tops}"

@@ -44,7 +44,10 @@ DATA = Path(os.environ.get("SHOTLINE_PITTSBURGH", ROOT.parent / "shared" / "data
 # chosen on FP1, FP2 is the held-out check.
 HUB_OVERRIDES: dict = {
     "location": {"timing_sigma_s": 0.001, "mode": "2d"},
-    "association": {"match_tolerance_s": 0.02, "max_rms_residual_s": 0.005, "max_range_m": 700.0},
+    # No chi-square test of small sets: in 2-D on this terrain (sensor heights differ by ~30 m) the
+    # planar model is off by milliseconds, far above the pick sigma, so real 4-node shots would fail it.
+    "association": {"match_tolerance_s": 0.02, "max_rms_residual_s": 0.005, "max_range_m": 700.0,
+                    "strict_fit_max_dof": 0},
 }
 
 

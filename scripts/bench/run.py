@@ -57,6 +57,7 @@ def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
+    sys.modules[spec.name] = mod  # dataclasses and pickling look the module up by name
     spec.loader.exec_module(mod)
     return mod
 
@@ -82,10 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     figures: dict[str, float] = {}
+    failed: list[str] = []
     for suite in [s.strip() for s in args.only.split(",") if s.strip()]:
         t = time.perf_counter()
         print(f"running {suite} ...", file=sys.stderr, flush=True)
-        figures.update({k: float(v) for k, v in _load(suite).run(quick=args.quick).items() if v is not None})
+        try:
+            got = _load(suite).run(quick=args.quick)
+        except Exception as exc:  # one broken suite must not hide the others' figures
+            print(f"  {suite} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            failed.append(suite)
+            continue
+        figures.update({k: float(v) for k, v in got.items() if v is not None})
         print(f"  {suite}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
 
     rows = [("figure", "value", "budget", "verdict")]
@@ -114,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     flat["_quick"] = bool(args.quick)  # type: ignore[assignment]
     out.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
     print(f"\nwrote {out}", file=sys.stderr)
-    return 1 if any(_verdict(k, v) == "OVER BUDGET" for k, v in figures.items()) else 0
+    if failed:
+        print(f"suites that failed to run: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed or any(_verdict(k, v) == "OVER BUDGET" for k, v in figures.items()) else 0
 
 
 if __name__ == "__main__":
