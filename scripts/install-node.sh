@@ -97,9 +97,14 @@ fi
 
 say "systemd unit"
 install -m 0644 "$SRC/scripts/systemd/shotline-sensor.service" /etc/systemd/system/shotline-sensor.service
-systemctl daemon-reload
+# In an image being prepared (chroot, no systemd running) enabling still
+# works offline; reloading and starting wait for the first boot.
+if [ -d /run/systemd/system ]; then SYSTEMD_UP=1; else SYSTEMD_UP=0; fi
+[ "$SYSTEMD_UP" = 1 ] && systemctl daemon-reload
 systemctl enable shotline-sensor.service
-if grep -q CHANGE-ME "$ETC/sensor.toml"; then
+if [ "$SYSTEMD_UP" = 0 ]; then
+  echo "systemd is not running (chroot or image build): the unit is enabled and starts at boot"
+elif grep -q CHANGE-ME "$ETC/sensor.toml"; then
   echo
   echo "Enabled but not started: edit $ETC/sensor.toml, then"
   echo "  shotline-sensor check-config $ETC/sensor.toml"

@@ -189,10 +189,36 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    placeholders = _placeholders(args.config)
+    if placeholders:
+        # The example config ships with CHANGE-ME values that are valid
+        # syntax; a node must not start (or pass a check) with them.
+        print(f"config error: {args.config}: fill in the CHANGE-ME values of {', '.join(placeholders)}",
+              file=sys.stderr)
+        return 2
     if args.cmd == "check-config":
         print(f"{args.config}: OK (node {cfg.node.site}/{cfg.node.node_id})")
         return 0
     return _run(cfg)
+
+
+def _placeholders(path: str) -> list[str]:
+    """Keys (``table.key``) whose value still contains ``CHANGE-ME``."""
+    import tomllib
+
+    def walk(d: dict, prefix: str):
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                yield from walk(v, key + ".")
+            elif "CHANGE-ME" in str(v):
+                yield key
+
+    try:
+        with open(path, "rb") as f:
+            return list(walk(tomllib.load(f), ""))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
 
 
 def _run(cfg: SensorConfig) -> int:

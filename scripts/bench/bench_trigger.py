@@ -17,6 +17,10 @@
 * ``onset_sigma_ratio`` - mean reported ``sigma_s`` over the measured sd (about 1 if
   the reported uncertainty is honest).
 * ``false_triggers_per_min`` - triggers in 2 min (quick: 1 min) of pure pink noise.
+* ``onset_sd_us_<rate>``, ``onset_bias_us_<rate>``, ``onset_detect_rate_<rate>`` for
+  16k and 12k (the archive and deployment rates): the white-noise trials at that
+  sample rate (band limit 0.4 samples of that rate); ``false_triggers_per_min_<rate>``
+  over as much white plus pink noise at that rate (per minute of either).
 
 Definitions for the onset trials: each trial is a Friedlander pulse
 ``A (1 - t/T) exp(-b t/T)``, ``T`` uniform in [0.3, 1] ms, ``b`` uniform in [1, 3],
@@ -83,25 +87,25 @@ def _stream(x: np.ndarray, block: int) -> list:
 
 
 def _onset_trials(
-    rng: np.random.Generator, n_trials: int, noise: str
+    rng: np.random.Generator, n_trials: int, noise: str, fs: int = FS
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Return (errors in s, reported sigmas in s, number detected)."""
     spacing_s = 0.1
     start_s = 0.4
-    n = int((start_s + spacing_s * n_trials + 0.1) * FS)
+    n = int((start_s + spacing_s * n_trials + 0.1) * fs)
     x = (white_noise if noise == "white" else pink_noise)(n, rng, NOISE_RMS)
-    truth = start_s + spacing_s * np.arange(n_trials) + rng.uniform(0, 1 / FS, n_trials)
+    truth = start_s + spacing_s * np.arange(n_trials) + rng.uniform(0, 1 / fs, n_trials)
     for t in truth:
         add_friedlander(
             x,
-            FS,
+            fs,
             t,
             amplitude=10.0 * NOISE_RMS,  # 20 dB peak-to-RMS-noise
             period_s=rng.uniform(3e-4, 1e-3),
             decay=rng.uniform(1.0, 3.0),
         )
-    onsets = detect(x.astype(np.float32), FS)
-    t_on = np.array([o.i_onset / FS for o in onsets])
+    onsets = detect(x.astype(np.float32), fs)
+    t_on = np.array([o.i_onset / fs for o in onsets])
     sig = np.array([o.sigma_s for o in onsets])
     errs, sigmas = [], []
     for t in truth:
@@ -128,6 +132,24 @@ def run(quick: bool = False) -> dict[str, float]:
     fa_minutes = 1 if quick else 2
     n_false = sum(len(detect(pink_noise(60 * FS, rng, NOISE_RMS), FS)) for _ in range(fa_minutes))
 
+    low_rate: dict[str, float] = {}
+    for fs in (16_000, 12_000):
+        tag = f"{fs // 1000}k"
+        err, _, n_det_fs = _onset_trials(rng, n_trials, "white", fs)
+        n_false_fs = sum(
+            len(detect(gen(60 * fs, rng, NOISE_RMS), fs))
+            for gen in (white_noise, pink_noise)
+            for _ in range(fa_minutes)
+        )
+        low_rate.update(
+            {
+                f"onset_sd_us_{tag}": float(np.std(err)) * 1e6,
+                f"onset_bias_us_{tag}": float(np.mean(err)) * 1e6,
+                f"onset_detect_rate_{tag}": n_det_fs / n_trials,
+                f"false_triggers_per_min_{tag}": n_false_fs / (2 * fa_minutes),
+            }
+        )
+
     sd_w = float(np.std(err_w))
     return {
         "trigger_x_realtime": duration_s / t_batch,
@@ -140,6 +162,7 @@ def run(quick: bool = False) -> dict[str, float]:
         "onset_detect_rate": n_det / n_trials,
         "onset_sigma_ratio": float(np.mean(sig_w)) / sd_w if sd_w > 0 else float("nan"),
         "false_triggers_per_min": n_false / fa_minutes,
+        **low_rate,
     }
 
 

@@ -75,3 +75,15 @@ def test_demo_json_summary(capsys):
     assert summary["shots_found"] == summary["shots_fired"] == 6
     assert summary["false_shots"] == 0
     assert summary["max_error_m"] < 2.0
+
+
+def test_example_node_config_needs_its_placeholders_filled(tmp_path, capsys):
+    """scripts/sensor.example.toml (installed by install-node.sh) is valid once its CHANGE-ME values are filled."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "scripts" / "sensor.example.toml"
+    assert sensor_cli.main(["check-config", str(example)]) == 2
+    assert "CHANGE-ME" in capsys.readouterr().err
+    filled = tmp_path / "node.toml"
+    filled.write_text(example.read_text().replace('"CHANGE-ME"', '"ua03"'))
+    assert sensor_cli.main(["check-config", str(filled)]) == 0, capsys.readouterr().err
