@@ -171,6 +171,8 @@ class Associator:
     _ids = itertools.count(1)
     N_FINE = 4
     """Distinct fine-grid hypotheses located at most per search (best first; stops at a full fit)."""
+    #: Coarse cells refined per search (the best by support, per-node tolerances).
+    N_COARSE_KEEP = 48
 
     def __init__(self, cfg: HubConfig, registry: NodeRegistry) -> None:
         self.cfg = cfg
@@ -198,6 +200,8 @@ class Associator:
         """The last tick's watermark, seconds in the associator's reference."""
         self.n_searches = 0
         self.n_solves = 0
+        self.n_quick_rejects = 0
+        self.n_cut_sets = 0
 
     # -- helpers -------------------------------------------------------------
     def _rel(self, t_ns: int) -> float:
@@ -502,6 +506,43 @@ class Associator:
             out.append(col)
         return pts, out
 
+    #: Safety factor on the local gradient bound of the coarse tolerance (see :meth:`_seed_tolerances`).
+    COARSE_TOL_FACTOR = 1.5
+
+    def _seed_tolerances(self, seed_id: str, node_ids: list[str]) -> list[np.ndarray]:
+        """Per node, the coarse-grid match tolerance (s) at every coarse point (cached with the table).
+
+        A source anywhere in a cell of half-diagonal h is matched at the cell's
+        centre within the change of the arrival difference across the cell:
+        |grad (T_k - T_seed)| h = |u_k - u_seed| h / c (u the horizontal
+        direction from the source). This is up to 2 h / c (the node opposite
+        the seed) but near 0 where the node lies behind the seed, so a
+        per-node tolerance (with a safety factor, capped at 2) keeps the
+        coarse score discriminating in a dense scene; one common 2 h / c
+        bound matched some pick at nearly every node everywhere.
+        """
+        a = self.cfg.association
+        got = self._tables[seed_id]
+        pts, cols = got[1], got[2]
+        h = a.grid_step_m / np.sqrt(2)
+        us = cols.get(("u", ""))
+        if us is None:
+            us = cols[("u", "")] = self._unit(pts, self.registry.enu(seed_id))
+        out = []
+        for n in node_ids:
+            col = cols.get(("tol", n))
+            if col is None:
+                uk = self._unit(pts, self.registry.enu(n))
+                g = np.minimum(self.COARSE_TOL_FACTOR * np.hypot(*(uk - us).T), 2.0)
+                col = cols[("tol", n)] = g * h / self.c + a.match_tolerance_s
+            out.append(col)
+        return out
+
+    def _unit(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
+        """Horizontal part of the unit vectors (G, 2) from sources at ``pts`` to a node (range gradient)."""
+        rng_m = np.maximum(self._range(pts, node), 1e-6)
+        return (node[:2] - pts) / rng_m[:, None]
+
     def _range(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Distance (m) from sources at ``pts`` (G, 2), at the assumed source height, to a node."""
         dz2 = 0.0 if self.cfg.location.mode == "2d" else (node[2] - self.cfg.location.source_height_m) ** 2
@@ -557,10 +598,11 @@ class Associator:
                 return np.ceil(sc) + 1 >= a.min_nodes
         step = a.grid_step_m
         points, diffs = self._seed_table(seed.node_id, node_ids)
-        for keep, sub in ((128, 5), (24, 5), (None, None)):
+        for keep, sub in ((self.N_COARSE_KEEP, 5), (24, 5), (None, None)):
             tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
             if diffs is not None:
-                score, chosen = self._support_cached(diffs, seed.t_s, by_node, tol)
+                tols = self._seed_tolerances(seed.node_id, node_ids)
+                score, chosen = self._support_cached(diffs, seed.t_s, by_node, tols)
                 diffs = None
             else:
                 score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2)
@@ -596,21 +638,35 @@ class Associator:
                 seen.add(key)
                 # Cheap negative evidence at the grid point before any solve.
                 if self._evidence(fine_pts[i], t0, {p.node_id for p in members}, tol_fine) == "accept":
-                    sets.append(members)
+                    sets.append((members, fine_pts[i], t0))
         # Locate candidates best first; the set that explains the most nodes
         # with the best fit wins (periodic fire makes shifted sets nearly fit
         # too). A set whose every member is used cannot be beaten by a later,
         # lower-scoring one: stop there.
         best = None
-        for members in sets:
+        for members, xy, t0 in sets:
+            # A robust solve costs ~3 ms and most dense-scene candidate sets are chance
+            # alignments it would cut to 4-5 nodes that the silent nodes then contradict:
+            # decide that first with a cheap fit from the grid point.
+            if len(members) >= self.QUICK_MIN_SET and not self._quick_consensus(members, xy, t0):
+                self.n_quick_rejects += 1
+                continue
             fit = self._fit(members)
             if fit is None:
                 continue
             sol, used = fit
+            if len(members) >= 2 * a.min_nodes and len(used) <= a.min_nodes and len(node_ids) + 1 >= 2 * a.min_nodes:
+                # The robust solve cut a larger candidate set down to min_nodes: with one
+                # redundant pick such a remnant fits by chance (dense fire: 8 of 9 false
+                # shots of the dense scene). Where twice min_nodes nodes could take part, a
+                # min_nodes set must come from the grid whole. Small arrays (Pittsburgh:
+                # 4-6 sensors, one often off by an echo) keep their cut-down sets.
+                self.n_cut_sets += 1
+                continue
             rank = (sol.n_used, -sol.chi2_reduced)
             if best is None or rank > best[0]:
                 best = (rank, used, sol)
-            if len(used) == len(members) and len(members) >= len(sets[0]):
+            if len(used) == len(members) and len(members) >= len(sets[0][0]):
                 break
         if best is None:
             return None
@@ -627,14 +683,76 @@ class Associator:
             self._grid_cache = np.stack([gx[inside], gy[inside]], axis=1)
         return self._grid_cache
 
+    #: Cauchy scales (s) of the quick fit's reweighted Gauss-Newton steps, wide to narrow.
+    _QUICK_SCALES_S = (3e-3, 1e-3, 3e-4, 1e-4, 1e-4)
+
+    def _quick_consensus(self, members: list[Pick], xy: np.ndarray, t0_s: float) -> bool:
+        """Whether a candidate set may pass :meth:`_fit`, from a cheap robust fit (no closed form, no scipy).
+
+        Starting at the grid point (within a metre of the source), a few
+        Gauss-Newton steps on (x, y, t0) with Cauchy weights of shrinking
+        scale (still air, the assumed source height) find the consensus; its
+        inliers (residual within twice the locator's outlier threshold) must
+        number ``min_nodes`` and the nodes in range must not be silent
+        (:meth:`_evidence`). Sets that fail would fail the full robust solve
+        in nearly every case; the rest get it.
+        """
+        a = self.cfg.association
+        loc = self.cfg.location
+        pos = np.array([self.registry.enu(p.node_id) for p in members])
+        t = np.array([p.t_s for p in members])
+        sig = np.array([self._sigma(p) for p in members])
+        dz2 = np.zeros(len(members)) if loc.mode == "2d" else (pos[:, 2] - loc.source_height_m) ** 2
+        x = np.array([xy[0], xy[1], t0_s])
+        c = self.c
+        res = np.zeros(len(members))
+        for scale in self._QUICK_SCALES_S:
+            dx = pos[:, 0] - x[0]
+            dy = pos[:, 1] - x[1]
+            r = np.maximum(np.sqrt(dx * dx + dy * dy + dz2), 1e-6)
+            res = t - x[2] - r / c
+            w = 1.0 / (1.0 + (res / np.maximum(scale, 2.0 * sig)) ** 2)
+            jac = np.stack([-dx / (r * c), -dy / (r * c), np.ones_like(r)], axis=1)
+            jw = jac * w[:, None]
+            try:
+                step = np.linalg.solve(jw.T @ jac + 1e-12 * np.eye(3), -(jw.T @ res))
+            except np.linalg.LinAlgError:
+                return True  # degenerate here: leave it to the full solve
+            x = x - step
+        dx = pos[:, 0] - x[0]
+        dy = pos[:, 1] - x[1]
+        res = t - x[2] - np.sqrt(dx * dx + dy * dy + dz2) / c
+        thr = 2.0 * np.sqrt((4.0 * sig) ** 2 + self.QUICK_FLOOR_S**2)
+        inl = np.abs(res) <= thr
+        if int(inl.sum()) < a.min_nodes:
+            return False
+        tol = self.QUICK_EVIDENCE_S + 5 * loc.timing_sigma_s + a.match_tolerance_s
+        ids = {p.node_id for p, ok in zip(members, inl.tolist(), strict=True) if ok}
+        return self._evidence(x[:2], float(x[2]), ids, tol) == "accept"
+
+    #: Smallest candidate set screened by the quick fit: large sets in a dense scene are mostly
+    #: chance alignments; small ones (4-6 node arrays, whose real picks are off by milliseconds
+    #: from the planar model) go straight to the robust solve, which handles them better.
+    QUICK_MIN_SET = 7
+    #: Model floor (s) of the quick fit's inlier test (the locator's default).
+    QUICK_FLOOR_S = 100e-6
+    #: Position-uncertainty part (s) of the quick fit's evidence window.
+    QUICK_EVIDENCE_S = 0.002
+
     @staticmethod
     def _support_cached(diffs, t_seed, by_node, tol):
-        """:meth:`_support` on the coarse grid from cached travel-time differences (same result)."""
+        """:meth:`_support` on the coarse grid from cached travel-time differences (same result).
+
+        ``tol``: one tolerance (s), or per node an array of tolerances at the grid
+        points (:meth:`_seed_tolerances`); misfits are scored relative to it.
+        """
+        if np.ndim(tol) == 0:
+            tol = [tol] * len(diffs)
         n = len(diffs[0])
         count = np.zeros(n)
         sq = np.zeros(n)
         chosen = np.empty((len(by_node), n), dtype=np.intp)
-        for k, (times, dk) in enumerate(zip(by_node.values(), diffs, strict=True)):
+        for k, (times, dk, tk) in enumerate(zip(by_node.values(), diffs, tol, strict=True)):
             rel = times - t_seed
             if len(rel) == 1:
                 j = np.zeros(n, dtype=np.intp)
@@ -647,30 +765,56 @@ class Associator:
                 closer = e1 < e0
                 j -= ~closer
                 err = np.where(closer, e1, e0)
-            np.minimum(err, tol, out=err)
-            count += err < tol
+            np.minimum(err, tk, out=err)
+            count += err < tk
+            err /= tk
             sq += err * err
             chosen[k] = j
-        return count - sq / (tol**2 * (len(by_node) + 1)), chosen
+        return count - sq / (len(by_node) + 1), chosen
+
+    @staticmethod
+    def _nearest(rel_times: list[np.ndarray], pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per node k and grid point g: |error| (s) and index of node k's pick nearest ``pred[k, g]``.
+
+        ``rel_times``: each node's sorted pick times, seconds relative to the
+        seed; ``pred`` (K, G) predicted arrivals, same reference. All nodes in
+        one ``searchsorted``: node k's times and predictions are shifted by k
+        blocks (wider than twice any |time|) so that the concatenation stays
+        sorted. On the fine stages (G ~ 10^3) a loop over nodes cost ~15 numpy
+        calls per node, most of the search; on the coarse grid (G ~ 5,000)
+        the (K, G) temporaries outgrow the cache and the loop is faster.
+        """
+        k_n = len(rel_times)
+        lens = np.fromiter((len(t) for t in rel_times), dtype=np.intp, count=k_n)
+        start = np.zeros(k_n, dtype=np.intp)
+        np.cumsum(lens[:-1], out=start[1:])
+        cat = np.concatenate(rel_times)
+        block = 2.0 * max(float(np.abs(cat).max()), float(np.abs(pred).max())) + 1.0
+        shift = np.arange(k_n, dtype=float) * block
+        cat += np.repeat(shift, lens)
+        p = pred + shift[:, None]
+        j = np.searchsorted(cat, p.ravel()).reshape(p.shape)
+        np.maximum(j, (start + np.minimum(lens - 1, 1))[:, None], out=j)
+        np.minimum(j, (start + lens - 1)[:, None], out=j)
+        e1 = np.abs(cat[j] - p)
+        e0 = np.abs(cat[j - 1] - p)
+        e0[(j - 1) < start[:, None]] = np.inf  # a single pick: no left neighbour in its block
+        closer = e1 < e0
+        j -= ~closer
+        j -= start[:, None]
+        return np.where(closer, e1, e0), j
 
     def _support(self, grid, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2):
         """For each grid point: how many nodes have a pick near the predicted arrival (score), and which."""
-        t0 = seed.t_s - np.sqrt((grid[:, 0] - r_seed[0]) ** 2 + (grid[:, 1] - r_seed[1]) ** 2 + seed_dz2) / self.c
-        count = np.zeros(len(grid))
-        sq = np.zeros(len(grid))
-        chosen = np.empty((len(by_node), len(grid)), dtype=np.intp)
-        for k, times in enumerate(by_node.values()):
-            pred = t0 + np.sqrt((grid[:, 0] - node_xy[k, 0]) ** 2 + (grid[:, 1] - node_xy[k, 1]) ** 2 + dz2[k]) / self.c
-            if len(times) == 1:
-                j = np.zeros(len(grid), dtype=np.intp)
-            else:
-                j = np.clip(np.searchsorted(times, pred), 1, len(times) - 1)
-                j = np.where(np.abs(times[j] - pred) < np.abs(times[j - 1] - pred), j, j - 1)
-            err = np.abs(times[j] - pred)
-            err = np.minimum(err, tol)
-            count += err < tol
-            sq += err * err
-            chosen[k] = j
+        # Times relative to the seed's onset: the emission time at each point is -T(seed).
+        t0 = -np.sqrt((grid[:, 0] - r_seed[0]) ** 2 + (grid[:, 1] - r_seed[1]) ** 2 + seed_dz2) / self.c
+        dx = grid[None, :, 0] - node_xy[:, 0, None]
+        dy = grid[None, :, 1] - node_xy[:, 1, None]
+        pred = t0[None, :] + np.sqrt(dx * dx + dy * dy + dz2[:, None]) / self.c
+        err, chosen = self._nearest([t - seed.t_s for t in by_node.values()], pred)
+        np.minimum(err, tol, out=err)
+        count = np.count_nonzero(err < tol, axis=0)
+        sq = np.einsum("kg,kg->g", err, err)
         # Most nodes explained first; among those, the smallest squared misfit.
         return count - sq / (tol**2 * (len(by_node) + 1)), chosen
 

@@ -228,3 +228,37 @@ def test_late_detection_beyond_the_wait_window_is_counted_and_still_joins_its_sh
     out = p.finish()
     shot = out[-1].incident.shots[0]
     assert shot.n_nodes == len(nodes)
+
+
+def test_quick_consensus_screens_chance_sets_but_passes_a_real_shot_with_outliers():
+    """The cheap pre-fit from a grid point keeps a true set (two echo outliers in it) and drops a chance set."""
+    from shotline.core import messages as m
+    from shotline.hub.associate import Pick
+
+    rng = np.random.default_rng(21)
+    nodes = grid(5, 4, 250.0, seed=21)
+    p = make_pipeline(nodes)
+    a = p.assoc
+    src = np.array([40.0, -60.0, 1.5])
+    dets = arrivals(nodes, src, T0_NS, rng)
+    a._rel(T0_NS)
+    a.watermark_s = 100.0  # every node is past the arrivals: silence counts
+
+    def picks(pairs):
+        out = []
+        for nid, t in pairs:
+            det = m.decode(detection(nid, t)[1], m.Detection)
+            out.append(Pick(det, a._rel(t), 0))
+        for pk in out:
+            a.recent.setdefault(pk.node_id, []).append(pk.t_s)
+        return out
+
+    true = picks(dets)
+    true[2].t_s += 0.004  # echoes within the grid's tolerance
+    true[7].t_s += 0.006
+    xy0 = src[:2] + np.array([0.6, -0.5])  # a fine grid point near the source
+    t0 = float(np.median([pk.t_s - np.linalg.norm(nodes[pk.node_id] - src) / C for pk in true]))
+    assert a._quick_consensus(true, xy0, t0)
+    # Picks 0-40 ms off at random: no consensus of min_nodes within the threshold.
+    chance = [Pick(pk.det, pk.t_s + rng.uniform(0.0, 0.04), 0) for pk in true[:9]]
+    assert not a._quick_consensus(chance, xy0, t0)

@@ -6,7 +6,8 @@
 * the vectorised negative-evidence travel times equal the scalar ones (with wind);
 * reverberation tails: a much weaker pick soon after a louder one at the same node never
   seeds a shot, but can still join one;
-* a 4-node array (no redundant node beyond min_nodes) is searched at all.
+* a 4-node array (no redundant node beyond min_nodes) is searched at all;
+* the per-node coarse tolerances still explain every node from the cell around a source.
 """
 
 from __future__ import annotations
@@ -128,3 +129,27 @@ def test_four_node_array_is_located():
     shots = [s for i in incs for s in i.shots]
     assert len(shots) == 1 and shots[0].n_nodes == 4
     assert np.linalg.norm(shot_enu(shots[0]) - src[:2]) < 2.0
+
+
+def test_per_node_coarse_tolerance_keeps_every_true_source_fully_explained():
+    """The coarse cell around any source explains every node at its per-node tolerance (the bound holds),
+    while the tolerance is well below the common 2 h / c bound on average."""
+    rng = np.random.default_rng(9)
+    nodes = grid(5, 4, 250.0, seed=9)
+    a = make_pipeline(nodes).assoc
+    seed_id = "N07"
+    others = [n for n in nodes if n != seed_id]
+    pts, diffs = a._seed_table(seed_id, others)
+    tols = a._seed_tolerances(seed_id, others)
+    step = a.cfg.association.grid_step_m
+    common = np.sqrt(2) * step / C + a.cfg.association.match_tolerance_s
+    assert np.mean([t.mean() for t in tols]) < 0.8 * common
+    r_seed = a.registry.enu(seed_id)
+    h = a.cfg.location.source_height_m
+    for _ in range(200):
+        cell = rng.integers(len(pts))
+        src = np.r_[pts[cell] + rng.uniform(-step / 2, step / 2, 2), h]
+        t_seed = 1.0 + float(np.linalg.norm(r_seed - src)) / C
+        by_node = {n: np.array([1.0 + float(np.linalg.norm(a.registry.enu(n) - src)) / C]) for n in others}
+        score, _ = a._support_cached(diffs, t_seed, by_node, tols)
+        assert np.ceil(score[cell]) == len(others)
