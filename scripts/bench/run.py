@@ -73,7 +73,7 @@ def _verdict(name: str, value: float) -> str:
         "<": value < budget,
         "|<=|": abs(value) <= budget,
     }[op]
-    return "ok" if ok else "OVER BUDGET"
+    return "ok" if ok else "MISSED"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {out}", file=sys.stderr)
     if failed:
         print(f"suites that failed to run: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed or any(_verdict(k, v) == "OVER BUDGET" for k, v in figures.items()) else 0
+    return 1 if failed or any(_verdict(k, v) == "MISSED" for k, v in figures.items()) else 0
 
 
 if __name__ == "__main__":
