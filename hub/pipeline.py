@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shotline.core import messages as m
@@ -79,6 +80,9 @@ class HubPipeline:
         self._held: dict[str, list[tuple[m.Detection, int]]] = defaultdict(list)
         self._known_shots: set[str] = set()
         self._progress_ns: dict[str, int] = {}
+        self.on_accepted: Callable[[m.Detection, int], None] | None = None
+        """Called with (detection, received_ns) for every validated, de-duplicated detection
+        (the service records them in the store)."""
         self._last_flush_ns = 0
         self._last_timing_check_ns = 0
 
@@ -107,6 +111,8 @@ class HubPipeline:
             self.registry.update_health(got.msg, received_ns)  # type: ignore[arg-type]
             self._advance(got.msg.node_id, got.msg.time_ns)
             return []
+        if self.on_accepted is not None:
+            self.on_accepted(got.msg, received_ns)  # type: ignore[arg-type]
         return self.on_detection(got.msg, received_ns)  # type: ignore[arg-type]
 
     def on_detection(self, det: m.Detection, received_ns: int) -> list[Output]:

@@ -38,17 +38,6 @@ def hub_status(cfg: HubConfig, state: str, provenance: m.Provenance | None = Non
     return OutMessage(topics.hub_status_topic(cfg.site), m.encode(msg), 1, True)
 
 
-class _RecordingPipeline(HubPipeline):
-    """The pipeline with a hook on every accepted (validated, de-duplicated) detection."""
-
-    on_accepted: Callable[[m.Detection, int], None] | None = None
-
-    def on_detection(self, det: m.Detection, received_ns: int) -> list[Output]:
-        if self.on_accepted is not None:
-            self.on_accepted(det, received_ns)
-        return super().on_detection(det, received_ns)
-
-
 class HubService:
     """Runs a :class:`HubPipeline` against a transport until stopped."""
 
@@ -66,7 +55,7 @@ class HubService:
         """``store``: an open store to use (default: opened from ``cfg.store``);
         ``config_dir``: where relative geofence files are looked up (default: working directory)."""
         self.cfg = cfg
-        self.pipeline = _RecordingPipeline(cfg)
+        self.pipeline = HubPipeline(cfg)
         self.store = store if store is not None else IncidentStore(cfg.store.path, wal=cfg.store.wal)
         self._own_store = store is None
         self.recorder = DetectionRecorder(self.store, cfg.store.detections, cfg.store.detection_cache_s)
