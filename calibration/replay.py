@@ -251,9 +251,17 @@ def run_provenance(bundle: Bundle, hub_cfg: HubConfig, trigger: dict[str, Any]) 
             hub_cfg, broker=msgspec.structs.replace(hub_cfg.broker, password=None))),
         "trigger_config_hash": config_hash(trig),
         "trigger_config": trig,
-        "model_sha256": None,  # no classifier model ships yet; detections carry no scores
+        "model_sha256": _model_sha256(),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _model_sha256() -> str | None:
+    """sha256 of the classifier model the nodes load (None when none ships)."""
+    from shotline.models import default_model_path, file_sha256
+
+    path = default_model_path()
+    return file_sha256(path) if path.exists() else None
 
 
 # --------------------------------------------------------------------------- in process
