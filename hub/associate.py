@@ -670,7 +670,58 @@ class Associator:
                 break
         if best is None:
             return None
-        return self._create(best[1], best[2])
+        used, sol = self._first_arrivals(best[1], best[2])
+        return self._create(used, sol)
+
+    #: Earlier alternatives tried per member node, and candidate sets located at most, by
+    #: :meth:`_first_arrivals` (4-6 node arrays have one or two echoes per node to try).
+    FIRST_ARRIVAL_ALTS = 2
+    FIRST_ARRIVAL_MAX_SETS = 64
+
+    def _first_arrivals(self, members: list[Pick], sol: Solution) -> tuple[list[Pick], Solution]:
+        """The fitted set with each node's direct arrival rather than an echo of it.
+
+        A reflection travels a longer path than the direct sound, so it
+        arrives later and (within clipping) no louder. With one or two
+        redundant picks (4-6 nodes in 2-D) a set in which some nodes hold an
+        echo still fits within the timing errors, only at the wrong place
+        (Pittsburgh FP1: the two nodes nearest the shooter held echoes 80-110 ms
+        late in most rounds off by more than 15 m). So every member node's
+        pooled picks up to ``reverb_s`` earlier and no more than
+        ``reverb_drop_db`` weaker are tried in its place; among the
+        alternative sets that fit as well (:meth:`_fit`, every member used,
+        as many nodes), the one with the earliest arrivals (smallest sum of
+        onsets) is the shot. Its later picks stay in the pool, where they are
+        recognised as the shot's echoes.
+        """
+        a = self.cfg.association
+        if a.reverb_s <= 0 or len(members) >= 2 * a.min_nodes:
+            # Twice min_nodes picks: the robust solve's consensus outvotes an echo (it is an outlier
+            # among many direct arrivals); trading picks there only moves fits that are right.
+            return members, sol
+        options = []
+        for p in members:
+            # Within the match tolerance two picks are one arrival to the association (the
+            # locator's weights decide between them): only clearly earlier picks are tried.
+            _, ps = self.pool.window(p.node_id, p.t_s - a.reverb_s, p.t_s - a.match_tolerance_s)
+            alts = [q for q in ps if q is not p and not q.tail and q.trusted
+                    and q.det.peak_dbfs >= p.det.peak_dbfs - a.reverb_drop_db]
+            options.append([p] + alts[-self.FIRST_ARRIVAL_ALTS:])
+        if all(len(o) == 1 for o in options):
+            return members, sol
+        combos = sorted(itertools.product(*options), key=lambda c: sum(q.t_s for q in c))
+        best_sum = sum(p.t_s for p in members)
+        tried = 0
+        for combo in combos:
+            s = sum(q.t_s for q in combo)
+            if s >= best_sum or tried >= self.FIRST_ARRIVAL_MAX_SETS:
+                break
+            tried += 1
+            fit = self._fit(list(combo))
+            if fit is not None and len(fit[1]) == len(combo):
+                log.debug("first arrivals replace %d picks", sum(q is not p for q, p in zip(combo, members, strict=True)))
+                return fit[1], fit[0]
+        return members, sol
 
     def _coarse_grid(self) -> np.ndarray:
         """Offsets (m) of the coarse hypothesis grid: a disc of radius max_range_m (cached)."""

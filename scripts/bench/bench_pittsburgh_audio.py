@@ -106,6 +106,17 @@ def run(quick: bool = False, report_dir: str | None = None) -> dict[str, float]:
             write_report(ev, report_dir, "Pittsburgh live-fire development split, from audio")
     s = ev.summary()
     o = np.array([e for e, _ in oracle])
+    per_fp = {}
+    for fp in sorted({t.parent.name for t in tests}):
+        # Per firing position: association rules were chosen on FP1; FP2 is the held-out check.
+        e2 = np.array([x.error_2d_m for x in ev.shots if x.bundle.startswith(f"{fp}-") and x.error_2d_m is not None])
+        n_ev = sum(1 for x in ev.events if x["bundle"].startswith(f"{fp}-"))
+        key = f"pittsburgh_audio_{fp.lower()}"
+        per_fp[f"{key}_within15m_pct"] = round(float(np.mean(e2 <= 15.0) * 100), 2) if len(e2) else float("nan")
+        per_fp[f"{key}_median_m"] = round(float(np.median(e2)), 2) if len(e2) else float("nan")
+        per_fp[f"{key}_shots_located_pct"] = round(100.0 * len(e2) / n_ev, 2) if n_ev else float("nan")
+        per_fp[f"{key}_false_shots"] = float(sum(1 for x in ev.shots if x.bundle.startswith(f"{fp}-")
+                                                 and x.event_id is None))
     return {
         # Diagnostic: our own picks, associated as the commercial system did
         # (its nlos tuples), located by the hub's locator: the ceiling that
@@ -121,6 +132,7 @@ def run(quick: bool = False, report_dir: str | None = None) -> dict[str, float]:
         "pittsburgh_audio_false_shots": float(s["false_shots"]),
         "pittsburgh_audio_rounds": float(s["events"]),
         "pittsburgh_audio_detection_recall_pct": round(s["detection_recall_pct"], 2),
+        **per_fp,
     }
 
 
