@@ -24,8 +24,8 @@ class LocalFrame:
     lat_deg: float
     lon_deg: float
     alt_m: float = 0.0
-    _fwd: Transformer = field(init=False, repr=False, compare=False)
-    _inv: Transformer = field(init=False, repr=False, compare=False)
+    _tr: Transformer = field(init=False, repr=False, compare=False)
+    """One pipeline both ways: WGS84 -> ENU forward, ENU -> WGS84 with direction="INVERSE"."""
 
     def __post_init__(self) -> None:
         pipeline = (
@@ -34,20 +34,18 @@ class LocalFrame:
             f"+step +proj=topocentric +ellps=WGS84 +lat_0={self.lat_deg!r} "
             f"+lon_0={self.lon_deg!r} +h_0={self.alt_m!r}"
         )
-        fwd = Transformer.from_pipeline(pipeline)
-        object.__setattr__(self, "_fwd", fwd)
-        object.__setattr__(self, "_inv", fwd)  # pipelines invert with direction="INVERSE"
+        object.__setattr__(self, "_tr", Transformer.from_pipeline(pipeline))
 
     def to_enu(self, lat_deg, lon_deg, alt_m=0.0):
         """WGS84 degrees/metres -> (east_m, north_m, up_m)."""
         lat, lon, alt = np.broadcast_arrays(*(np.asarray(v, float) for v in (lat_deg, lon_deg, alt_m)))
-        e, n, u = self._fwd.transform(lat, lon, alt)
+        e, n, u = self._tr.transform(lat, lon, alt)
         return _out(e), _out(n), _out(u)
 
     def to_wgs84(self, east_m, north_m, up_m=0.0):
         """(east_m, north_m, up_m) -> (lat_deg, lon_deg, alt_m) on WGS84."""
         e, n, u = np.broadcast_arrays(*(np.asarray(v, float) for v in (east_m, north_m, up_m)))
-        lat, lon, alt = self._inv.transform(e, n, u, direction="INVERSE")
+        lat, lon, alt = self._tr.transform(e, n, u, direction="INVERSE")
         return _out(lat), _out(lon), _out(alt)
 
     @classmethod

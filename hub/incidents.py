@@ -100,9 +100,14 @@ class IncidentState:
         return [cadence_of([s.t0_s for s in g]) for g in self.shooters()]
 
     def centre_enu(self) -> np.ndarray:
-        w = np.array([1.0 / max(s.solution.cep50_m, 0.05) ** 2 for s in self.shots])
-        p = np.array([s.enu_m for s in self.shots])
-        return (p * w[:, None]).sum(0) / w.sum()
+        return weighted_centre_enu(self.shots)
+
+
+def weighted_centre_enu(shots: list[ShotState]) -> np.ndarray:
+    """Mean ENU position (m) of shots weighted by 1/max(CEP50, 0.05 m)^2: precise shots count most."""
+    w = np.array([1.0 / max(s.solution.cep50_m, 0.05) ** 2 for s in shots])
+    p = np.array([s.enu_m for s in shots])
+    return (p * w[:, None]).sum(0) / w.sum()
 
 
 class IncidentBuilder:
@@ -288,10 +293,8 @@ class IncidentBuilder:
         )
 
     def _shooter_message(self, group: list[ShotState], cad: Cadence | None, automatic_rate_hz: float) -> m.Shooter:
-        w = np.array([1.0 / max(s.solution.cep50_m, 0.05) ** 2 for s in group])
-        centre = (np.array([s.enu_m for s in group]) * w[:, None]).sum(0) / w.sum()
         return m.Shooter(
-            position=self._position(centre),
+            position=self._position(weighted_centre_enu(group)),
             rounds=len(group),
             shot_ids=[s.shot_id for s in sorted(group, key=lambda s: s.t0_s)],
             automatic_fire=bool(cad is not None and cad.rounds >= 3 and cad.rate_hz > automatic_rate_hz),

@@ -13,7 +13,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shotline.core import messages as m
 from shotline.core.config import config_hash
@@ -49,7 +49,6 @@ class PipelineStats:
     late: int = 0
     """Detections older than the wait window when they arrived (still offered to known shots)."""
     incidents_published: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class HubPipeline:
@@ -100,7 +99,6 @@ class HubPipeline:
         """Process one raw message; return the incident messages it caused."""
         received_ns = now_ns() if received_ns is None else received_ns
         got = self.ingest.accept(topic, payload)
-        self.stats.dropped = dict(self.ingest.dropped)
         if got is None:
             return []
         if got.kind == "status":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,7 +81,8 @@ class HubService:
         """``wall``: the clock is "now" (live). ``data``: the nodes' reported progress is (replays)."""
         self.listeners: list[Callable[[Output, int], None]] = []
         """Called with (output, published_ns) after each incident is published."""
-        self.latencies_ms: list[float] = []
+        self.latencies_ms: deque[float] = deque(maxlen=100_000)
+        """Last detection received -> incident published, ms (the latest 100,000: a hub runs for months)."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
