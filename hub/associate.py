@@ -43,11 +43,14 @@ import numpy as np
 
 from shotline.core import messages as m
 
+from . import grid_kernels
 from .config import HubConfig
 from .locate import LocateError, Solution, locate
 from .registry import NodeRegistry
 
 log = logging.getLogger(__name__)
+
+_NO_WIND = np.zeros(3)
 
 #: Emission times of an echo ghost and its direct shot agree within this (s), plus their sigmas.
 GHOST_T0_TOL_S = 0.002
@@ -165,6 +168,38 @@ class PickPool:
         return times[i:j], ps[i:j]
 
 
+class SeedTable:
+    """A seed node's coarse hypothesis grid and, per partner node (one row each), the predicted
+    arrival minus the seed's arrival (s) and the coarse match tolerance (s) at every grid point."""
+
+    def __init__(self, key: tuple, pts: np.ndarray, t_seed: np.ndarray, u_seed: np.ndarray) -> None:
+        self.key = key
+        self.pts = pts
+        """(G, 2) grid points, ENU metres."""
+        self.t_seed = t_seed
+        """(G,) travel time (s) from each point to the seed node."""
+        self.u_seed = u_seed
+        """(G, 2) horizontal unit vectors from each point towards the seed node."""
+        self.row: dict[str, int] = {}
+        self.diff = np.empty((0, len(pts)))
+        self.tol = np.empty((0, len(pts)))
+
+    def add(self, node_id: str, diff: np.ndarray, tol: np.ndarray) -> int:
+        """Append a node's row (growing the buffers by doubling); return its index."""
+        k = len(self.row)
+        if k == len(self.diff):
+            cap = max(8, 2 * k)
+            for name in ("diff", "tol"):
+                old = getattr(self, name)
+                new = np.empty((cap, old.shape[1]))
+                new[:k] = old
+                setattr(self, name, new)
+        self.diff[k] = diff
+        self.tol[k] = tol
+        self.row[node_id] = k
+        return k
+
+
 class Associator:
     """Forms and updates shots from a stream of detections."""
 
@@ -184,8 +219,8 @@ class Associator:
         self.pool = PickPool()
         self._levels: dict[str, list[tuple[float, float]]] = {}
         """Recent (onset s, peak dBFS) per node, in onset order: the reverberation test."""
-        self._tables: dict[str, tuple[tuple, np.ndarray, dict[str, np.ndarray]]] = {}
-        """Per seed node: (key, coarse grid points, per node: travel-time difference to the seed, s)."""
+        self._tables: dict[str, SeedTable] = {}
+        """Per seed node: its coarse grid and cached tables."""
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray]] = {}
         self._recent_cache: tuple | None = None
         """Per seed node: (key, nodes within reach, their distances to it, m)."""
@@ -202,6 +237,8 @@ class Associator:
         self.n_solves = 0
         self.n_quick_rejects = 0
         self.n_cut_sets = 0
+        self._recent_version = 0
+        self._onsets_cache: tuple | None = None
 
     # -- helpers -------------------------------------------------------------
     def _rel(self, t_ns: int) -> float:
@@ -248,6 +285,21 @@ class Associator:
             self._recent_cache = (key, ids, xyz)
         return self._recent_cache[1], self._recent_cache[2]
 
+    def _recent_onsets(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+        """:meth:`_recent_nodes` with every node's recent onsets concatenated (s) and slice starts,
+        and each node's index (cached until a pick is added or expired)."""
+        got = self._onsets_cache
+        if got is None or got[0] != self._recent_version or got[1] is not self._recent_cache:
+            ids, xyz = self._recent_nodes()
+            lists = [self.recent[n] for n in ids]
+            starts = np.zeros(len(ids) + 1, dtype=np.intp)
+            np.cumsum([len(t) for t in lists], out=starts[1:])
+            onsets = np.fromiter(itertools.chain.from_iterable(lists), dtype=float, count=int(starts[-1]))
+            index = {n: i for i, n in enumerate(ids)}
+            got = self._onsets_cache = (self._recent_version, self._recent_cache, ids, np.ascontiguousarray(xyz),
+                                        onsets, starts, index)
+        return got[2], got[3], got[4], got[5], got[6]
+
     def _travel_many(self, src: np.ndarray, nodes: np.ndarray) -> np.ndarray:
         """Travel times (s) from an ENU source to nodes (M, 3), current c and wind (as :meth:`_travel`)."""
         d = nodes - src
@@ -279,6 +331,7 @@ class Associator:
         pick = Pick(det, self._rel(det.onset_time_ns), received_ns)
         if pick.trusted:
             bisect.insort(self.recent.setdefault(det.node_id, []), pick.t_s)
+            self._recent_version += 1
             pick.tail = self._is_tail(pick)
         if self._attach(pick) is not None:
             return []
@@ -425,6 +478,7 @@ class Associator:
         ]
         for times in self.recent.values():
             del times[: bisect.bisect_left(times, w - 2 * horizon)]
+        self._recent_version += 1
 
     # -- attaching to a known shot -----------------------------------------
     def _attach(self, pick: Pick, only: ShotState | None = None) -> ShotState | None:
@@ -482,35 +536,34 @@ class Associator:
             got = self._nbrs[node_id] = (key, ids, d)
         return got[1], got[2]
 
-    def _seed_table(self, seed_id: str, node_ids: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Coarse grid around a seed node and, per node, predicted arrival minus seed arrival (s) there.
+    def _seed_table(self, seed_id: str, node_ids: list[str]) -> tuple[SeedTable, np.ndarray]:
+        """The coarse grid around a seed node and its cached tables; the table rows of ``node_ids``.
 
-        The grid around a node never moves, so these travel-time differences
-        are computed once per (seed node, node) and reused by every search
-        (until positions, c or the height model change).
+        The grid around a node never moves, so the travel-time differences and
+        tolerances (:class:`SeedTable`) are computed once per (seed node, node)
+        and reused by every search (until positions, c or the height model change).
         """
         loc = self.cfg.location
         key = (self.registry.version, self.c, loc.source_height_m, loc.mode)
-        got = self._tables.get(seed_id)
-        if got is None or got[0] != key:
+        tab = self._tables.get(seed_id)
+        if tab is None or tab.key != key:
             r = self.registry.enu(seed_id)
             pts = self._coarse_grid() + r[:2]
-            got = self._tables[seed_id] = (key, pts, {"": self._range(pts, r) / self.c})
-        _, pts, cols = got
-        ts = cols[""]
-        out = []
-        for n in node_ids:
-            col = cols.get(n)
-            if col is None:
-                col = cols[n] = self._range(pts, self.registry.enu(n)) / self.c - ts
-            out.append(col)
-        return pts, out
+            tab = self._tables[seed_id] = SeedTable(key, pts, self._range(pts, r) / self.c, self._unit(pts, r))
+        rows = np.empty(len(node_ids), dtype=np.intp)
+        for i, n in enumerate(node_ids):
+            row = tab.row.get(n)
+            if row is None:
+                r = self.registry.enu(n)
+                row = tab.add(n, self._range(tab.pts, r) / self.c - tab.t_seed, self._coarse_tolerance(tab, r))
+            rows[i] = row
+        return tab, rows
 
-    #: Safety factor on the local gradient bound of the coarse tolerance (see :meth:`_seed_tolerances`).
+    #: Safety factor on the local gradient bound of the coarse tolerance (see :meth:`_coarse_tolerance`).
     COARSE_TOL_FACTOR = 1.5
 
-    def _seed_tolerances(self, seed_id: str, node_ids: list[str]) -> list[np.ndarray]:
-        """Per node, the coarse-grid match tolerance (s) at every coarse point (cached with the table).
+    def _coarse_tolerance(self, tab: SeedTable, node: np.ndarray) -> np.ndarray:
+        """A node's coarse-grid match tolerance (s) at every coarse point of a seed's table.
 
         A source anywhere in a cell of half-diagonal h is matched at the cell's
         centre within the change of the arrival difference across the cell:
@@ -522,21 +575,10 @@ class Associator:
         bound matched some pick at nearly every node everywhere.
         """
         a = self.cfg.association
-        got = self._tables[seed_id]
-        pts, cols = got[1], got[2]
         h = a.grid_step_m / np.sqrt(2)
-        us = cols.get(("u", ""))
-        if us is None:
-            us = cols[("u", "")] = self._unit(pts, self.registry.enu(seed_id))
-        out = []
-        for n in node_ids:
-            col = cols.get(("tol", n))
-            if col is None:
-                uk = self._unit(pts, self.registry.enu(n))
-                g = np.minimum(self.COARSE_TOL_FACTOR * np.hypot(*(uk - us).T), 2.0)
-                col = cols[("tol", n)] = g * h / self.c + a.match_tolerance_s
-            out.append(col)
-        return out
+        uk = self._unit(tab.pts, node)
+        g = np.minimum(self.COARSE_TOL_FACTOR * np.hypot(*(uk - tab.u_seed).T), 2.0)
+        return g * h / self.c + a.match_tolerance_s
 
     def _unit(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Horizontal part of the unit vectors (G, 2) from sources at ``pts`` to a node (range gradient)."""
@@ -597,15 +639,16 @@ class Associator:
             def need(sc):
                 return np.ceil(sc) + 1 >= a.min_nodes
         step = a.grid_step_m
-        points, diffs = self._seed_table(seed.node_id, node_ids)
+        tab, rows = self._seed_table(seed.node_id, node_ids)
+        points = tab.pts
         for keep, sub in ((self.N_COARSE_KEEP, 5), (24, 5), (None, None)):
             tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
-            if diffs is not None:
-                tols = self._seed_tolerances(seed.node_id, node_ids)
-                score, chosen = self._support_cached(diffs, seed.t_s, by_node, tols)
-                diffs = None
+            if tab is not None:
+                score, chosen = self._support_cached(tab, rows, seed.t_s, by_node, want_chosen=False)
+                tab = None
             else:
-                score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2)
+                score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2,
+                                              want_chosen=keep is None)
             if keep is None:
                 break
             top = np.argpartition(-score, min(keep, len(score) - 1))[:keep]
@@ -620,25 +663,36 @@ class Associator:
             points = (points[top][:, None, :] + offsets[None, :, :]).reshape(-1, 2)
             step = fine
         fine_pts, tol_fine = points, tol
-        # Candidate detection sets from the best fine points, each set once.
-        sets: list[list[Pick]] = []
-        seen: set[frozenset[int]] = set()
-        for i in np.argsort(-score)[: 8 * self.N_FINE]:
-            if not need(score[i]) or len(sets) >= self.N_FINE:
+        # Candidate detection sets from the best fine points (score order), each set once.
+        order = np.argsort(-score)[: 8 * self.N_FINE]
+        order = order[need(score[order])]
+        rel_cat, starts = self._partner_onsets(by_node, seed.t_s)
+        xy_top = fine_pts[order]
+        dxs, dys = xy_top[:, 0] - r_seed[0], xy_top[:, 1] - r_seed[1]
+        t0s = seed.t_s - np.sqrt(dxs * dxs + dys * dys + seed_dz2) / self.c
+        ex = xy_top[None, :, 0] - node_xy[:, 0, None]
+        ey = xy_top[None, :, 1] - node_xy[:, 1, None]
+        pred = t0s[None, :] + np.sqrt(ex * ex + ey * ey + dz2[:, None]) / self.c
+        ch = chosen[:, order]
+        got = rel_cat[starts[:-1, None] + ch] + seed.t_s
+        fits = np.abs(got - pred) < tol_fine
+        sets: list[tuple[list[Pick], np.ndarray, float]] = []
+        seen: set[bytes] = set()
+        for m_i in range(len(order)):
+            if len(sets) >= self.N_FINE:
                 break
-            dx, dy = fine_pts[i] - r_seed[:2]
-            t0 = seed.t_s - math.sqrt(dx * dx + dy * dy + seed_dz2) / self.c
-            rel = node_xy - fine_pts[i]
-            pred = t0 + np.sqrt(rel[:, 0] ** 2 + rel[:, 1] ** 2 + dz2) / self.c
-            got = np.array([times[j] for times, j in zip(by_node.values(), chosen[:, i], strict=True)])
-            members = [seed] + [picks_of[node_ids[k]][chosen[k, i]]
-                                for k in np.flatnonzero(np.abs(got - pred) < tol_fine)]
-            key = frozenset(id(p) for p in members)
-            if len(members) >= a.min_nodes and key not in seen:
-                seen.add(key)
-                # Cheap negative evidence at the grid point before any solve.
-                if self._evidence(fine_pts[i], t0, {p.node_id for p in members}, tol_fine) == "accept":
-                    sets.append((members, fine_pts[i], t0))
+            ks = np.flatnonzero(fits[:, m_i])
+            if len(ks) + 1 < a.min_nodes:
+                continue
+            key = ks.tobytes() + ch[ks, m_i].tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+            members = [seed] + [picks_of[node_ids[k]][ch[k, m_i]] for k in ks.tolist()]
+            # Cheap negative evidence at the grid point before any solve.
+            t0 = float(t0s[m_i])
+            if self._evidence(xy_top[m_i], t0, {p.node_id for p in members}, tol_fine) == "accept":
+                sets.append((members, xy_top[m_i], t0))
         # Locate candidates best first; the set that explains the most nodes
         # with the best fit wins (periodic fire makes shifted sets nearly fit
         # too). A set whose every member is used cannot be beaten by a later,
@@ -794,83 +848,30 @@ class Associator:
     QUICK_EVIDENCE_S = 0.002
 
     @staticmethod
-    def _support_cached(diffs, t_seed, by_node, tol):
-        """:meth:`_support` on the coarse grid from cached travel-time differences (same result).
+    def _partner_onsets(by_node: dict[str, np.ndarray], t_seed: float) -> tuple[np.ndarray, np.ndarray]:
+        """Partner onsets relative to the seed, concatenated, and each node's slice starts (see grid_kernels)."""
+        lens = np.fromiter((len(t) for t in by_node.values()), dtype=np.intp, count=len(by_node))
+        starts = np.zeros(len(lens) + 1, dtype=np.intp)
+        np.cumsum(lens, out=starts[1:])
+        return np.concatenate(list(by_node.values())) - t_seed, starts
 
-        ``tol``: one tolerance (s), or per node an array of tolerances at the grid
-        points (:meth:`_seed_tolerances`); misfits are scored relative to it.
+    def _support_cached(self, tab: SeedTable, rows: np.ndarray, t_seed: float, by_node: dict[str, np.ndarray],
+                        want_chosen: bool = True):
+        """Score the coarse grid of a seed's table (cached travel-time differences and per-node tolerances).
+
+        Returns (G,) scores (nodes explained less the mean squared misfit in units of the
+        tolerance) and (K, G) the index of each node's chosen pick.
         """
-        if np.ndim(tol) == 0:
-            tol = [tol] * len(diffs)
-        n = len(diffs[0])
-        count = np.zeros(n)
-        sq = np.zeros(n)
-        chosen = np.empty((len(by_node), n), dtype=np.intp)
-        for k, (times, dk, tk) in enumerate(zip(by_node.values(), diffs, tol, strict=True)):
-            rel = times - t_seed
-            if len(rel) == 1:
-                j = np.zeros(n, dtype=np.intp)
-                err = np.abs(rel[0] - dk)
-            else:
-                j = np.searchsorted(rel, dk)
-                np.clip(j, 1, len(rel) - 1, out=j)
-                e1 = np.abs(rel[j] - dk)
-                e0 = np.abs(rel[j - 1] - dk)
-                closer = e1 < e0
-                j -= ~closer
-                err = np.where(closer, e1, e0)
-            np.minimum(err, tk, out=err)
-            count += err < tk
-            err /= tk
-            sq += err * err
-            chosen[k] = j
-        return count - sq / (len(by_node) + 1), chosen
+        rel, starts = self._partner_onsets(by_node, t_seed)
+        return grid_kernels.support_table(rel, starts, tab.diff, tab.tol, rows, want_chosen)
 
-    @staticmethod
-    def _nearest(rel_times: list[np.ndarray], pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per node k and grid point g: |error| (s) and index of node k's pick nearest ``pred[k, g]``.
-
-        ``rel_times``: each node's sorted pick times, seconds relative to the
-        seed; ``pred`` (K, G) predicted arrivals, same reference. All nodes in
-        one ``searchsorted``: node k's times and predictions are shifted by k
-        blocks (wider than twice any |time|) so that the concatenation stays
-        sorted. On the fine stages (G ~ 10^3) a loop over nodes cost ~15 numpy
-        calls per node, most of the search; on the coarse grid (G ~ 5,000)
-        the (K, G) temporaries outgrow the cache and the loop is faster.
-        """
-        k_n = len(rel_times)
-        lens = np.fromiter((len(t) for t in rel_times), dtype=np.intp, count=k_n)
-        start = np.zeros(k_n, dtype=np.intp)
-        np.cumsum(lens[:-1], out=start[1:])
-        cat = np.concatenate(rel_times)
-        block = 2.0 * max(float(np.abs(cat).max()), float(np.abs(pred).max())) + 1.0
-        shift = np.arange(k_n, dtype=float) * block
-        cat += np.repeat(shift, lens)
-        p = pred + shift[:, None]
-        j = np.searchsorted(cat, p.ravel()).reshape(p.shape)
-        np.maximum(j, (start + np.minimum(lens - 1, 1))[:, None], out=j)
-        np.minimum(j, (start + lens - 1)[:, None], out=j)
-        e1 = np.abs(cat[j] - p)
-        e0 = np.abs(cat[j - 1] - p)
-        e0[(j - 1) < start[:, None]] = np.inf  # a single pick: no left neighbour in its block
-        closer = e1 < e0
-        j -= ~closer
-        j -= start[:, None]
-        return np.where(closer, e1, e0), j
-
-    def _support(self, grid, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2):
+    def _support(self, grid, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2, want_chosen=True):
         """For each grid point: how many nodes have a pick near the predicted arrival (score), and which."""
-        # Times relative to the seed's onset: the emission time at each point is -T(seed).
-        t0 = -np.sqrt((grid[:, 0] - r_seed[0]) ** 2 + (grid[:, 1] - r_seed[1]) ** 2 + seed_dz2) / self.c
-        dx = grid[None, :, 0] - node_xy[:, 0, None]
-        dy = grid[None, :, 1] - node_xy[:, 1, None]
-        pred = t0[None, :] + np.sqrt(dx * dx + dy * dy + dz2[:, None]) / self.c
-        err, chosen = self._nearest([t - seed.t_s for t in by_node.values()], pred)
-        np.minimum(err, tol, out=err)
-        count = np.count_nonzero(err < tol, axis=0)
-        sq = np.einsum("kg,kg->g", err, err)
-        # Most nodes explained first; among those, the smallest squared misfit.
-        return count - sq / (tol**2 * (len(by_node) + 1)), chosen
+        rel, starts = self._partner_onsets(by_node, seed.t_s)
+        return grid_kernels.support_points(rel, starts, np.ascontiguousarray(grid, dtype=float),
+                                           np.asarray(r_seed[:2], float), float(seed_dz2),
+                                           np.ascontiguousarray(node_xy, dtype=float), np.asarray(dz2, float),
+                                           1.0 / self.c, float(tol), want_chosen)
 
     def _fit(self, members: list[Pick]) -> tuple[Solution, list[Pick]] | None:
         """Locate a candidate set; return (solution, the picks it used) if it fits and silent nodes agree."""
@@ -998,27 +999,18 @@ class Associator:
         of a busy network.
         """
         a = self.cfg.association
-        pos = np.array([xy[0], xy[1], self.cfg.location.source_height_m])
-        silent = agree = pending = 0
-        wm = self.watermark_s - self.DELIVERY_MARGIN_S
-        ids, xyz = self._recent_nodes()
+        ids, xyz, onsets, starts, index = self._recent_onsets()
         if not ids:
             return "accept" if len(members) >= a.min_nodes else "wait"
-        inr = np.flatnonzero(np.hypot(xyz[:, 0] - pos[0], xyz[:, 1] - pos[1]) <= a.max_range_m)
-        preds = (t0_s + self._travel_many(pos, xyz[inr])).tolist()
-        for i, pred in zip(inr.tolist(), preds, strict=True):
-            nid = ids[i]
-            if nid in members:
-                continue
-            times = self.recent[nid]
-            if (times and times[-1] > pred + tol_s) or wm > pred + tol_s:
-                j = bisect.bisect_left(times, pred - tol_s)
-                if j < len(times) and times[j] <= pred + tol_s:
-                    agree += 1
-                else:
-                    silent += 1
-            else:
-                pending += 1
+        member = np.zeros(len(ids), dtype=np.bool_)
+        for n in members:
+            i = index.get(n)
+            if i is not None:
+                member[i] = True
+        wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
+        silent, agree, pending = grid_kernels.silent_counts(
+            float(xy[0]), float(xy[1]), self.cfg.location.source_height_m, float(t0_s), float(tol_s),
+            self.watermark_s - self.DELIVERY_MARGIN_S, xyz, member, onsets, starts, self.c, wind, a.max_range_m)
         n_sup = len(members) + agree
         if silent > max(1, int(a.max_silent_fraction * (n_sup + silent))):
             return "reject"

@@ -6,7 +6,15 @@ firing position, kept unchanged in ``enu_m``):
 
 * ``test_XXX.audio.<serial>.wav`` + ``.json`` -> one node per sensor; the
   sidecar's ``timestamp`` (GPS-disciplined UTC of the first sample) is
-  ``start_time_ns``, ``location`` the node's ``enu_m``;
+  ``start_time_ns``. The node's ``enu_m`` is the sensor position the deployed
+  system itself used, from ``allpulses.json`` (``location_error`` ~3 cm,
+  the same for a serial in every test): the sidecars' ``location`` is a
+  different, noisy fix per recording (measured against the pulse-list
+  positions: median 3.5 m, up to 15 m horizontally and 26 m vertically, and
+  the same sensor moves by up to 40 m between tests), and with 4-6 nodes
+  each such metre lands in the located shot. Order: the median over this
+  test's pulses of that serial, else over the firing position's other tests
+  (sibling folders), else the sidecar (logged);
 * ``test_XXX.survey.json`` -> one ``gunshot`` event per round at the surveyed
   firing position (about 2.5 m accuracy);
 * ``test_XXX.weather.json`` -> ``environment.temperature_c`` (and wind);
@@ -114,6 +122,25 @@ def _wind_enu(speed_mps: float, from_deg: float) -> list[float] | None:
     return [speed_mps * math.sin(to), speed_mps * math.cos(to)]
 
 
+def _pulse_positions(test_dir: Path) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Sensor positions (local metres) from the pulse lists: (this test's, the firing position's).
+
+    Each is the per-axis median over the pulses of a serial; the second pools
+    every ``test_*/*.allpulses.json`` beside this test (same firing position,
+    same frame). Missing or unreadable sibling files are skipped.
+    """
+    def medians(files: list[Path]) -> dict[str, list[float]]:
+        got: dict[str, list[list[float]]] = {}
+        for f in files:
+            for p in _load(f, list[_Pulse]):
+                got.setdefault(p.serial_number, []).append(p.location.enu())
+        return {k: np.median(np.array(v), axis=0).tolist() for k, v in got.items()}
+
+    own = sorted(test_dir.glob("*.allpulses.json"))
+    siblings = sorted(test_dir.parent.glob("test_*/*.allpulses.json"))
+    return medians(own), medians(siblings)
+
+
 def _round_times(test_dir: Path, name: str, survey: _Survey, c_mps: float) -> list[tuple[int, dict]]:
     """Per round: (emission time ns, properties) from the published pulses and the survey."""
     pulses_p, tuples_p = test_dir / f"{name}.allpulses.json", test_dir / f"{name}.nlos-tuples.json"
@@ -164,9 +191,14 @@ def import_pittsburgh_test(test_dir: str | Path, out_dir: str | Path) -> Bundle:
         wind_enu_mps=_wind_enu(weather.speed, weather.direction) if weather else None,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    own_pos, fp_pos = _pulse_positions(test_dir)
     nodes = []
     for meta_p in sorted(test_dir.glob(f"{name}.audio.*.json")):
         meta = _load(meta_p, _AudioMeta)
+        enu = own_pos.get(meta.serial_number) or fp_pos.get(meta.serial_number)
+        if enu is None:
+            log.warning("%s: %s not in any pulse list; using the sidecar's position", test_dir, meta.serial_number)
+            enu = meta.location.enu()
         wav = meta_p.with_suffix(".wav")
         if not wav.exists():
             raise RecordingImportError(f"{meta_p}: audio file {wav.name} is missing")
@@ -174,7 +206,7 @@ def import_pittsburgh_test(test_dir: str | Path, out_dir: str | Path) -> Bundle:
         nodes.append(NodeEntry(
             node_id=meta.serial_number, audio=fname, sample_rate_hz=rate,
             start_time_ns=iso_to_ns(meta.timestamp, f"{meta_p}: timestamp"),
-            enu_m=meta.location.enu(), full_scale_spl_db=FULL_SCALE_SPL_DB,
+            enu_m=enu, full_scale_spl_db=FULL_SCALE_SPL_DB,
         ))
     if not nodes:
         raise RecordingImportError(f"{test_dir}: no {name}.audio.<serial>.json sidecars")

@@ -1,9 +1,10 @@
 """The associator's fast paths give the same answers as the plain computations (no timing here).
 
 * the per-node pool index (sorted arrays) returns exactly the picks a scan of the pool would;
-* the cached coarse-grid travel-time tables give the same support scores and choices as
-  the direct grid evaluation;
-* the vectorised negative-evidence travel times equal the scalar ones (with wind);
+* the compiled support scores (cached coarse tables and refinement points) equal a brute-force
+  evaluation over every pick, and the cached tables equal the geometry;
+* the compiled negative-evidence counts equal a plain count (with wind); the vectorised travel
+  times equal the scalar ones;
 * reverberation tails: a much weaker pick soon after a louder one at the same node never
   seeds a shot, but can still join one;
 * a 4-node array (no redundant node beyond min_nodes) is searched at all;
@@ -50,30 +51,93 @@ def test_pool_window_equals_scan():
     assert all(p.t_s > 5.0 for p in pool)
 
 
-def test_cached_coarse_support_equals_direct():
+def _plain_support(pred_rel: np.ndarray, tol: np.ndarray, by_node: dict, t_seed: float):
+    """Reference: score and chosen pick per point, by brute force over every pick of every node."""
+    k_n, g_n = pred_rel.shape
+    count = np.zeros(g_n)
+    sq = np.zeros(g_n)
+    chosen = np.zeros((k_n, g_n), dtype=int)
+    for k, times in enumerate(by_node.values()):
+        err = np.abs((times - t_seed)[:, None] - pred_rel[k][None, :])
+        chosen[k] = np.argmin(err, axis=0)  # first minimum: the earlier pick on a tie
+        e = np.minimum(err.min(axis=0), tol[k])
+        count += e < tol[k]
+        sq += (e / tol[k]) ** 2
+    return count - sq / (k_n + 1), chosen
+
+
+def test_compiled_support_equals_plain_evaluation():
     rng = np.random.default_rng(4)
     nodes = grid(5, 4, 250.0, seed=4)
-    p = make_pipeline(nodes)
-    a = p.assoc
+    a = make_pipeline(nodes).assoc
     seed_id = "N07"
     seed = _pick(seed_id, 1.0, 0)
     others = [n for n in nodes if n != seed_id]
     by_node = {n: np.sort(rng.uniform(0.0, 2.0, rng.integers(1, 6))) for n in others}
-    pts, diffs = a._seed_table(seed_id, others)
+    tab, rows = a._seed_table(seed_id, others)
+    # Coarse stage: cached differences and per-node tolerances.
+    s1, c1 = a._support_cached(tab, rows, seed.t_s, by_node)
+    s0, c0 = _plain_support(tab.diff[rows], tab.tol[rows], by_node, seed.t_s)
+    np.testing.assert_allclose(s1, s0, rtol=0, atol=1e-9)
+    assert (c1 == c0).mean() > 0.999  # ties at the ulp level may pick the other neighbour
+    # The cached differences are the geometry's.
     r_seed = a.registry.enu(seed_id)
-    node_xy = np.array([a.registry.enu(n)[:2] for n in others])
     h = a.cfg.location.source_height_m
+    node_xy = np.array([a.registry.enu(n)[:2] for n in others])
     dz2 = np.array([(a.registry.enu(n)[2] - h) ** 2 for n in others])
-    tol = np.sqrt(2) * a.cfg.association.grid_step_m / C + a.cfg.association.match_tolerance_s
-    s1, c1 = a._support_cached(diffs, seed.t_s, by_node, tol)
-    s2, c2 = a._support(pts, seed, r_seed, node_xy, by_node, tol, dz2, float((r_seed[2] - h) ** 2))
-    np.testing.assert_allclose(s1, s2, rtol=0, atol=1e-9)
-    agree = (c1 == c2).mean()
-    assert agree > 0.999  # ties at the ulp level may pick the other neighbour
-    # The cache is reused, and rebuilt when positions change.
-    assert a._seed_table(seed_id, others)[1][0] is diffs[0]
+    seed_dz2 = float((r_seed[2] - h) ** 2)
+    t_s = np.sqrt(((tab.pts - r_seed[:2]) ** 2).sum(axis=1) + seed_dz2) / C
+    t_k = np.sqrt(((tab.pts[None] - node_xy[:, None]) ** 2).sum(axis=2) + dz2[:, None]) / C
+    np.testing.assert_allclose(tab.diff[rows], t_k - t_s, rtol=0, atol=1e-12)
+    # Refinement stages: points scored from the geometry with one tolerance.
+    pts = tab.pts[rng.choice(len(tab.pts), 300, replace=False)] + rng.uniform(-5, 5, (300, 2))
+    tol = 0.01
+    s2, c2 = a._support(pts, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2)
+    pred = (np.sqrt(((pts[None] - node_xy[:, None]) ** 2).sum(axis=2) + dz2[:, None])
+            - np.sqrt(((pts - r_seed[:2]) ** 2).sum(axis=1) + seed_dz2)) / C
+    s0, c0 = _plain_support(pred, np.full((len(others), len(pts)), tol), by_node, seed.t_s)
+    np.testing.assert_allclose(s2, s0, rtol=0, atol=1e-9)
+    assert (c2 == c0).mean() > 0.999
+    # Without chosen indices the scores are the same.
+    np.testing.assert_array_equal(a._support_cached(tab, rows, seed.t_s, by_node, want_chosen=False)[0], s1)
+    # The table is reused, and rebuilt when positions change.
+    assert a._seed_table(seed_id, others)[0] is tab
     a.registry.version += 1
-    assert a._seed_table(seed_id, others)[1][0] is not diffs[0]
+    assert a._seed_table(seed_id, others)[0] is not tab
+
+
+def test_compiled_evidence_equals_plain_count_with_wind():
+    """The compiled negative-evidence counts equal a plain count over every node (wind included)."""
+    from shotline.hub import grid_kernels
+
+    rng = np.random.default_rng(8)
+    nodes = grid(5, 4, 250.0, seed=8)
+    a = make_pipeline(nodes).assoc
+    a.set_weather(wind_enu_mps=(5.0, -2.0))
+    ids = list(nodes)
+    for n in ids:
+        a.recent[n] = sorted(rng.uniform(0.0, 4.0, rng.integers(0, 8)).tolist())
+    a._recent_version += 1
+    got_ids, xyz, onsets, starts, index = a._recent_onsets()
+    assert sorted(got_ids) == sorted(ids)
+    for _ in range(100):
+        src = np.r_[rng.uniform(-600, 600, 2), a.cfg.location.source_height_m]
+        t0, tol, wm = float(rng.uniform(0, 3)), float(rng.uniform(0.001, 0.05)), float(rng.uniform(0, 4))
+        member = rng.random(len(got_ids)) < 0.3
+        got = grid_kernels.silent_counts(src[0], src[1], src[2], t0, tol, wm, xyz, member, onsets, starts,
+                                         a.c, a.wind_enu_mps, a.cfg.association.max_range_m)
+        want = [0, 0, 0]
+        for i, n in enumerate(got_ids):
+            r = a.registry.enu(n)
+            if member[i] or np.hypot(*(r[:2] - src[:2])) > a.cfg.association.max_range_m:
+                continue
+            pred = t0 + a._travel(src, r)
+            times = np.array(a.recent[n])
+            if (len(times) and times[-1] > pred + tol) or wm > pred + tol:
+                want[1 if np.any(np.abs(times - pred) <= tol) else 0] += 1
+            else:
+                want[2] += 1
+        assert tuple(got) == tuple(want)
 
 
 def test_vectorised_travel_equals_scalar_with_wind():
@@ -139,8 +203,8 @@ def test_per_node_coarse_tolerance_keeps_every_true_source_fully_explained():
     a = make_pipeline(nodes).assoc
     seed_id = "N07"
     others = [n for n in nodes if n != seed_id]
-    pts, diffs = a._seed_table(seed_id, others)
-    tols = a._seed_tolerances(seed_id, others)
+    tab, rows = a._seed_table(seed_id, others)
+    pts, tols = tab.pts, tab.tol[rows]
     step = a.cfg.association.grid_step_m
     common = np.sqrt(2) * step / C + a.cfg.association.match_tolerance_s
     assert np.mean([t.mean() for t in tols]) < 0.8 * common
@@ -151,5 +215,5 @@ def test_per_node_coarse_tolerance_keeps_every_true_source_fully_explained():
         src = np.r_[pts[cell] + rng.uniform(-step / 2, step / 2, 2), h]
         t_seed = 1.0 + float(np.linalg.norm(r_seed - src)) / C
         by_node = {n: np.array([1.0 + float(np.linalg.norm(a.registry.enu(n) - src)) / C]) for n in others}
-        score, _ = a._support_cached(diffs, t_seed, by_node, tols)
+        score, _ = a._support_cached(tab, rows, t_seed, by_node)
         assert np.ceil(score[cell]) == len(others)

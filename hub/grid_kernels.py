@@ -1,0 +1,214 @@
+"""Compiled inner loops of the association's hypothesis search (numba).
+
+The search scores thousands of hypothetical source points per seed pick,
+against every partner node's pooled onsets (:meth:`shotline.hub.associate.Associator._hypothesise`).
+As numpy code each node cost a dozen whole-array passes and temporaries; here
+each point and node costs one binary search in a handful of onsets, with no
+temporaries. The arithmetic is the numpy version's, step for step, so the
+scores agree to rounding (tests/hub/test_throughput.py checks it against a
+plain evaluation).
+
+Conventions: times in seconds relative to the seed pick's onset; each
+partner node's onsets are sorted and concatenated in ``rel`` with node k's
+slice ``rel[starts[k]:starts[k + 1]]`` (at least one onset per node).
+Score of a point: the number of nodes with an onset within their tolerance,
+less the mean squared misfit in units of the tolerance (misfits beyond it
+count as 1), so that more nodes explained always ranks first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _nearest_in(rel: np.ndarray, lo: int, hi: int, x: float) -> tuple[float, int]:
+    """|error| and index (relative to ``lo``) of the onset in ``rel[lo:hi]`` nearest ``x``.
+
+    Ties go to the earlier onset (as numpy's searchsorted followed by a strict comparison).
+    """
+    n = hi - lo
+    if n == 1:
+        return abs(rel[lo] - x), 0
+    # first index j in [1, n - 1] with rel[lo + j] >= x (searchsorted 'left', clipped to [1, n - 1])
+    a, b = 0, n
+    while a < b:
+        mid = (a + b) >> 1
+        if rel[lo + mid] < x:
+            a = mid + 1
+        else:
+            b = mid
+    j = min(max(a, 1), n - 1)
+    e1 = abs(rel[lo + j] - x)
+    e0 = abs(rel[lo + j - 1] - x)
+    if e1 < e0:
+        return e1, j
+    return e0, j - 1
+
+
+@njit(cache=True)
+def support_table(rel, starts, diff, tol, rows, want_chosen):
+    """Score every grid point from cached arrival differences.
+
+    Parameters
+    ----------
+    rel, starts
+        Partner onsets (s, relative to the seed) and slice starts, (K + 1,).
+    diff, tol
+        (R, G) per table row: predicted arrival minus the seed's arrival at each
+        grid point (s), and the match tolerance there (s).
+    rows
+        (K,) table row of each partner node.
+    want_chosen
+        Whether to return the chosen onsets (a stage that only ranks points
+        skips writing K x G indices).
+
+    Returns
+    -------
+    (G,) scores and (K, G) index of the chosen onset within each node's slice
+    ((K, 0) without ``want_chosen``).
+    """
+    k_n = rows.shape[0]
+    g_n = diff.shape[1]
+    count = np.zeros(g_n)
+    sq = np.zeros(g_n)
+    chosen = np.empty((k_n, g_n if want_chosen else 0), dtype=np.intp)
+    # Node by node along contiguous table rows (a point-major loop strides across rows and
+    # misses the cache on every access).
+    for k in range(k_n):
+        r = rows[k]
+        lo = starts[k]
+        hi = starts[k + 1]
+        for g in range(g_n):
+            tk = tol[r, g]
+            err, j = _nearest_in(rel, lo, hi, diff[r, g])
+            if want_chosen:
+                chosen[k, g] = j
+            if err < tk:
+                count[g] += 1.0
+                e = err / tk
+                sq[g] += e * e
+            else:
+                sq[g] += 1.0
+    return count - sq / (k_n + 1), chosen
+
+
+@njit(cache=True)
+def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol, want_chosen):
+    """Score arbitrary points (the refinement stages): arrivals predicted from the geometry.
+
+    Parameters
+    ----------
+    pts
+        (G, 2) hypothetical source points, ENU metres.
+    seed_xy, seed_dz2
+        The seed node's horizontal position (m) and squared height offset to the source (m^2).
+    node_xy, dz2
+        (K, 2) partner positions (m) and (K,) squared height offsets (m^2).
+    inv_c
+        1 / speed of sound (s/m).
+    tol
+        One match tolerance (s).
+    want_chosen
+        As :func:`support_table`.
+
+    Returns
+    -------
+    (G,) scores and (K, G) chosen onset indices, as :func:`support_table`.
+    """
+    k_n = node_xy.shape[0]
+    g_n = pts.shape[0]
+    score = np.empty(g_n)
+    chosen = np.empty((k_n, g_n if want_chosen else 0), dtype=np.intp)
+    inv = 1.0 / (tol * tol * (k_n + 1))
+    for g in range(g_n):
+        x = pts[g, 0]
+        y = pts[g, 1]
+        dxs = x - seed_xy[0]
+        dys = y - seed_xy[1]
+        t0 = -np.sqrt(dxs * dxs + dys * dys + seed_dz2) * inv_c
+        count = 0.0
+        sq = 0.0
+        for k in range(k_n):
+            dx = x - node_xy[k, 0]
+            dy = y - node_xy[k, 1]
+            pred = t0 + np.sqrt(dx * dx + dy * dy + dz2[k]) * inv_c
+            err, j = _nearest_in(rel, starts[k], starts[k + 1], pred)
+            if want_chosen:
+                chosen[k, g] = j
+            if err < tol:
+                count += 1.0
+            else:
+                err = tol
+            sq += err * err
+        score[g] = count - sq * inv
+    return score, chosen
+
+
+@njit(cache=True)
+def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, c, wind, max_range):
+    """Negative evidence at a hypothesised source: (silent, agree, pending) counts over non-member nodes.
+
+    Parameters
+    ----------
+    x, y, z, t0
+        Source position (ENU m) and emission time (s, the associator's reference).
+    tol
+        Window (s) around each predicted arrival in which a pick agrees.
+    watermark
+        Time (s) up to which every node is taken to have reported (watermark less a delivery margin).
+    xyz, member
+        (M, 3) node positions (m) and whether each node is a member of the hypothesis.
+    onsets, starts
+        Every recent onset of every node (s), sorted per node and concatenated; node i's
+        slice is ``onsets[starts[i]:starts[i + 1]]`` (may be empty).
+    c, wind
+        Speed of sound (m/s) and uniform wind (3,) m/s (zeros for still air).
+    max_range
+        Only nodes within this horizontal distance (m) are expected to hear the source.
+
+    A node is *decided* when its latest onset, or the watermark, is past the predicted
+    arrival plus ``tol``; decided nodes agree (an onset within ``tol`` of the arrival) or
+    are silent; the others are pending. Travel times as ``Associator._travel``.
+    """
+    silent = 0
+    agree = 0
+    pending = 0
+    a_w = c * c - (wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2])
+    still = wind[0] == 0.0 and wind[1] == 0.0 and wind[2] == 0.0
+    for i in range(xyz.shape[0]):
+        if member[i]:
+            continue
+        dx = xyz[i, 0] - x
+        dy = xyz[i, 1] - y
+        if dx * dx + dy * dy > max_range * max_range:
+            continue
+        dz = xyz[i, 2] - z
+        d2 = dx * dx + dy * dy + dz * dz
+        if still:
+            tt = np.sqrt(d2) / c
+        elif d2 > 0.0:
+            dw = dx * wind[0] + dy * wind[1] + dz * wind[2]
+            tt = d2 / (dw + np.sqrt(dw * dw + a_w * d2))
+        else:
+            tt = 0.0
+        pred = t0 + tt
+        lo = starts[i]
+        hi = starts[i + 1]
+        if (hi > lo and onsets[hi - 1] > pred + tol) or watermark > pred + tol:
+            # first onset >= pred - tol
+            a, b = lo, hi
+            while a < b:
+                mid = (a + b) >> 1
+                if onsets[mid] < pred - tol:
+                    a = mid + 1
+                else:
+                    b = mid
+            if a < hi and onsets[a] <= pred + tol:
+                agree += 1
+            else:
+                silent += 1
+        else:
+            pending += 1
+    return silent, agree, pending
