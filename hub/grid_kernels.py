@@ -23,28 +23,28 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
-def _nearest_in(rel: np.ndarray, lo: int, hi: int, x: float) -> tuple[float, int]:
-    """|error| and index (relative to ``lo``) of the onset in ``rel[lo:hi]`` nearest ``x``.
+def _nearest_from(rel: np.ndarray, lo: int, hi: int, x: float, hint: int) -> tuple[float, int, int]:
+    """|error| and index (relative to ``lo``) of the onset in ``rel[lo:hi]`` nearest ``x``, and the new hint.
 
-    Ties go to the earlier onset (as numpy's searchsorted followed by a strict comparison).
+    ``hint``: the insertion index found for the previous, nearby ``x`` (grid points are
+    visited in spatial order, so predicted times change little from one to the next and
+    a short walk replaces a binary search). Ties go to the earlier onset (as numpy's
+    searchsorted followed by a strict comparison).
     """
     n = hi - lo
     if n == 1:
-        return abs(rel[lo] - x), 0
-    # first index j in [1, n - 1] with rel[lo + j] >= x (searchsorted 'left', clipped to [1, n - 1])
-    a, b = 0, n
-    while a < b:
-        mid = (a + b) >> 1
-        if rel[lo + mid] < x:
-            a = mid + 1
-        else:
-            b = mid
+        return abs(rel[lo] - x), 0, 0
+    a = hint
+    while a < n and rel[lo + a] < x:
+        a += 1
+    while a > 0 and rel[lo + a - 1] >= x:
+        a -= 1
     j = min(max(a, 1), n - 1)
     e1 = abs(rel[lo + j] - x)
     e0 = abs(rel[lo + j - 1] - x)
     if e1 < e0:
-        return e1, j
-    return e0, j - 1
+        return e1, j, a
+    return e0, j - 1, a
 
 
 @njit(cache=True)
@@ -80,9 +80,10 @@ def support_table(rel, starts, diff, tol, rows, want_chosen):
         r = rows[k]
         lo = starts[k]
         hi = starts[k + 1]
+        hint = 0
         for g in range(g_n):
             tk = tol[r, g]
-            err, j = _nearest_in(rel, lo, hi, diff[r, g])
+            err, j, hint = _nearest_from(rel, lo, hi, diff[r, g], hint)
             if want_chosen:
                 chosen[k, g] = j
             if err < tk:
@@ -119,31 +120,31 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
     """
     k_n = node_xy.shape[0]
     g_n = pts.shape[0]
-    score = np.empty(g_n)
+    count = np.zeros(g_n)
+    sq = np.zeros(g_n)
+    t0 = np.empty(g_n)
     chosen = np.empty((k_n, g_n if want_chosen else 0), dtype=np.intp)
-    inv = 1.0 / (tol * tol * (k_n + 1))
     for g in range(g_n):
-        x = pts[g, 0]
-        y = pts[g, 1]
-        dxs = x - seed_xy[0]
-        dys = y - seed_xy[1]
-        t0 = -np.sqrt(dxs * dxs + dys * dys + seed_dz2) * inv_c
-        count = 0.0
-        sq = 0.0
-        for k in range(k_n):
-            dx = x - node_xy[k, 0]
-            dy = y - node_xy[k, 1]
-            pred = t0 + np.sqrt(dx * dx + dy * dy + dz2[k]) * inv_c
-            err, j = _nearest_in(rel, starts[k], starts[k + 1], pred)
+        dxs = pts[g, 0] - seed_xy[0]
+        dys = pts[g, 1] - seed_xy[1]
+        t0[g] = -np.sqrt(dxs * dxs + dys * dys + seed_dz2) * inv_c
+    for k in range(k_n):
+        lo = starts[k]
+        hi = starts[k + 1]
+        hint = 0
+        for g in range(g_n):
+            dx = pts[g, 0] - node_xy[k, 0]
+            dy = pts[g, 1] - node_xy[k, 1]
+            pred = t0[g] + np.sqrt(dx * dx + dy * dy + dz2[k]) * inv_c
+            err, j, hint = _nearest_from(rel, lo, hi, pred, hint)
             if want_chosen:
                 chosen[k, g] = j
             if err < tol:
-                count += 1.0
+                count[g] += 1.0
             else:
                 err = tol
-            sq += err * err
-        score[g] = count - sq * inv
-    return score, chosen
+            sq[g] += err * err
+    return count - sq / (tol * tol * (k_n + 1)), chosen
 
 
 @njit(cache=True)

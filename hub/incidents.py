@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -60,18 +61,27 @@ def shooter_groups(shots: list[ShotState]) -> list[list[ShotState]]:
     max(SHOOTER_SEPARATION_M, 3 x (its CEP95 + the group's)) of it; otherwise it starts a new one.
     """
     groups: list[list[ShotState]] = []
+    # Per group: running sums of east and north (m) and the smallest CEP95 (m), so that each
+    # shot costs one pass over the groups (an incident of automatic fire holds hundreds of shots).
+    sums: list[list[float]] = []
     for s in sorted(shots, key=lambda s: s.t0_s):
-        best, best_d = None, np.inf
-        for g in groups:
-            c = np.mean([x.enu_m[:2] for x in g], axis=0)
-            cep = min(x.solution.cep95_m for x in g)
-            d = float(np.hypot(*(s.enu_m[:2] - c)))
-            if d <= max(SHOOTER_SEPARATION_M, 3 * (s.solution.cep95_m + cep)) and d < best_d:
-                best, best_d = g, d
-        if best is None:
+        x, y = float(s.enu_m[0]), float(s.enu_m[1])
+        cep_s = s.solution.cep95_m
+        best, best_d = -1, math.inf
+        for k, g in enumerate(groups):
+            sx, sy, cep = sums[k]
+            d = math.hypot(x - sx / len(g), y - sy / len(g))
+            if d <= max(SHOOTER_SEPARATION_M, 3 * (cep_s + cep)) and d < best_d:
+                best, best_d = k, d
+        if best < 0:
             groups.append([s])
+            sums.append([x, y, cep_s])
         else:
-            best.append(s)
+            groups[best].append(s)
+            acc = sums[best]
+            acc[0] += x
+            acc[1] += y
+            acc[2] = min(acc[2], cep_s)
     return groups
 
 
