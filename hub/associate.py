@@ -67,6 +67,12 @@ class Pick:
     """Shots whose solution rejected this pick (it is not offered to them again)."""
     settled: bool = False
     """Searched again after its wait window (see :meth:`Associator.retry`)."""
+    waiting: tuple | None = None
+    """The candidate sets its last search left waiting for pending nodes (decided at retry)."""
+    undecided: bool = True
+    """No search from this pick has been decided yet: never searched (too few partners), a
+    hypothesis waited for pending nodes, or the pick came back to the pool from a shot. Only
+    undecided picks are searched again at :meth:`Associator.retry`."""
     tail: bool = False
     """Much weaker than a pick of the same node just before it: likely its reverberation
     (``association.reverb_s`` / ``reverb_drop_db``). Never seeds or supports a new shot."""
@@ -119,6 +125,8 @@ class PickPool:
         self._sorted: dict[str, tuple[np.ndarray, list[Pick]]] = {}
 
     def append(self, p: Pick) -> None:
+        p.undecided = True
+        p.waiting = None
         self._by_node.setdefault(p.node_id, {})[id(p)] = p
         self._sorted.pop(p.node_id, None)
 
@@ -238,6 +246,8 @@ class Associator:
         self.n_quick_rejects = 0
         self.n_cut_sets = 0
         self._recent_version = 0
+        self._waited = False
+        """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self._onsets_cache: tuple | None = None
 
     # -- helpers -------------------------------------------------------------
@@ -457,13 +467,33 @@ class Associator:
             self.watermark_s, (watermark_ns - self.t_ref_ns) / 1e9)
         due = self.watermark_s - self.DELIVERY_MARGIN_S - self.cfg.association.max_range_m / self.c
         out = []
-        for p in sorted((p for p in self.pool if not p.settled and p.t_s < due), key=lambda p: p.t_s):
+        # A search that was decided (every candidate set rejected by silent nodes or by its fit)
+        # gives the same answer again: partners that arrived since seeded searches of their own,
+        # which find this pick if it belongs with them. Searches that waited are decided here.
+        for p in sorted((p for p in self.pool if not p.settled and p.undecided and p.t_s < due),
+                        key=lambda p: p.t_s):
             p.settled = True
             if p in self.pool:
-                shot = self._hypothesise(p)
+                shot = self._hypothesise(p) if p.waiting is None else self._decide_waiting(p)
                 if shot is not None:
                     out.append(shot)
         return out
+
+    def _decide_waiting(self, seed: Pick) -> ShotState | None:
+        """Decide the candidate sets a search from ``seed`` left waiting, now that the pending nodes have had
+        their chance (no new grid search: partners that arrived since searched themselves)."""
+        a = self.cfg.association
+        waiting, n_partners = seed.waiting
+        seed.waiting = None
+        sets = []
+        for members, xy, t0, tol_s in waiting:
+            kept = [p for p in members if p in self.pool]
+            if len(kept) < max(a.min_nodes, 0.75 * len(members)):
+                continue  # most of it went to a shot meanwhile: what is left is that shot's leftovers
+            members = kept
+            if self._evidence(xy, t0, {p.node_id for p in members}, tol_s) == "accept":
+                sets.append((members, xy, t0))
+        return self._decide(sets, n_partners, [], 0.0) if sets else None
 
     def expire(self, watermark_ns: int) -> None:
         """Forget picks and shots that can no longer change (older than the wait window)."""
@@ -612,6 +642,16 @@ class Associator:
         if len(picks_of) + 1 < a.min_nodes:
             return None
         self.n_searches += 1
+        self._waited = False
+        try:
+            return self._search(seed, picks_of, by_node, r_seed)
+        finally:
+            seed.undecided = self._waited
+
+    def _search(self, seed: Pick, picks_of: dict[str, list[Pick]], by_node: dict[str, np.ndarray],
+                r_seed: np.ndarray) -> ShotState | None:
+        """The grid search of :meth:`_hypothesise` over the seed's partner picks."""
+        a = self.cfg.association
         node_ids = list(by_node)
         node_xy = np.array([self.registry.enu(n)[:2] for n in node_ids])
         # Node heights enter the predicted ranges (masts and roofs): vertical
@@ -677,6 +717,7 @@ class Associator:
         got = rel_cat[starts[:-1, None] + ch] + seed.t_s
         fits = np.abs(got - pred) < tol_fine
         sets: list[tuple[list[Pick], np.ndarray, float]] = []
+        waiting: list[tuple[list[Pick], np.ndarray, float, float]] = []
         seen: set[bytes] = set()
         for m_i in range(len(order)):
             if len(sets) >= self.N_FINE:
@@ -691,8 +732,25 @@ class Associator:
             members = [seed] + [picks_of[node_ids[k]][ch[k, m_i]] for k in ks.tolist()]
             # Cheap negative evidence at the grid point before any solve.
             t0 = float(t0s[m_i])
-            if self._evidence(xy_top[m_i], t0, {p.node_id for p in members}, tol_fine) == "accept":
+            ev = self._evidence(xy_top[m_i], t0, {p.node_id for p in members}, tol_fine)
+            if ev == "accept":
                 sets.append((members, xy_top[m_i], t0))
+            elif ev == "wait" and len(waiting) < self.N_FINE:
+                waiting.append((members, xy_top[m_i], t0, tol_fine))
+        shot = self._decide(sets, len(node_ids), waiting, tol_fine)
+        if self._waited:
+            seed.waiting = (waiting, len(node_ids))
+        return shot
+
+    def _decide(self, sets: list[tuple[list[Pick], np.ndarray, float]], n_partners: int,
+                waiting: list[tuple[list[Pick], np.ndarray, float, float]], tol_s: float) -> ShotState | None:
+        """Locate candidate sets (best first) and make a shot of the best one that fits, if any.
+
+        ``n_partners``: nodes with candidate picks besides the seed's. Sets whose
+        fit waited for pending nodes are added to ``waiting`` (with ``tol_s``,
+        their evidence window) for :meth:`retry`.
+        """
+        a = self.cfg.association
         # Locate candidates best first; the set that explains the most nodes
         # with the best fit wins (periodic fire makes shifted sets nearly fit
         # too). A set whose every member is used cannot be beaten by a later,
@@ -705,11 +763,15 @@ class Associator:
             if len(members) >= self.QUICK_MIN_SET and not self._quick_consensus(members, xy, t0):
                 self.n_quick_rejects += 1
                 continue
+            waited, self._waited = self._waited, False
             fit = self._fit(members)
+            if self._waited:
+                waiting.append((members, xy, t0, tol_s))
+            self._waited = self._waited or waited
             if fit is None:
                 continue
             sol, used = fit
-            if len(members) >= 2 * a.min_nodes and len(used) <= a.min_nodes and len(node_ids) + 1 >= 2 * a.min_nodes:
+            if len(members) >= 2 * a.min_nodes and len(used) <= a.min_nodes and n_partners + 1 >= 2 * a.min_nodes:
                 # The robust solve cut a larger candidate set down to min_nodes: with one
                 # redundant pick such a remnant fits by chance (dense fire: 8 of 9 false
                 # shots of the dense scene). Where twice min_nodes nodes could take part, a
@@ -1015,6 +1077,7 @@ class Associator:
         if silent > max(1, int(a.max_silent_fraction * (n_sup + silent))):
             return "reject"
         if pending and n_sup < max(a.min_nodes, math.ceil(self.CONFIRM_FRACTION * (n_sup + silent + pending))):
+            self._waited = True
             return "wait"
         return "accept"
 
