@@ -52,6 +52,13 @@ log = logging.getLogger(__name__)
 
 _NO_WIND = np.zeros(3)
 
+
+def _concat(lists) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted per-node lists of times (s) -> (concatenation, slice starts (len + 1,))."""
+    starts = np.zeros(len(lists) + 1, dtype=np.intp)
+    np.cumsum([len(t) for t in lists], out=starts[1:])
+    return np.fromiter(itertools.chain.from_iterable(lists), dtype=float, count=int(starts[-1])), starts
+
 #: Emission times of an echo ghost and its direct shot agree within this (s), plus their sigmas.
 GHOST_T0_TOL_S = 0.002
 
@@ -235,6 +242,8 @@ class Associator:
         self.shots: list[ShotState] = []
         self.recent: dict[str, list[float]] = {}
         """Sorted onset times (s) of every recent pick per node, associated or not."""
+        self.claimed: dict[str, list[float]] = {}
+        """Sorted onset times (s) of the recent picks that shots hold, per node (:meth:`_evidence`)."""
         self.n_expired_unassociated = 0
         self.n_echo_ghosts = 0
         self.n_fragments = 0
@@ -295,20 +304,25 @@ class Associator:
             self._recent_cache = (key, ids, xyz)
         return self._recent_cache[1], self._recent_cache[2]
 
-    def _recent_onsets(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    def _recent_onsets(self):
         """:meth:`_recent_nodes` with every node's recent onsets concatenated (s) and slice starts,
-        and each node's index (cached until a pick is added or expired)."""
+        each node's index, and the onsets that shots hold, concatenated with their slice starts
+        (cached until a pick is added, claimed or expired)."""
         got = self._onsets_cache
         if got is None or got[0] != self._recent_version or got[1] is not self._recent_cache:
             ids, xyz = self._recent_nodes()
-            lists = [self.recent[n] for n in ids]
-            starts = np.zeros(len(ids) + 1, dtype=np.intp)
-            np.cumsum([len(t) for t in lists], out=starts[1:])
-            onsets = np.fromiter(itertools.chain.from_iterable(lists), dtype=float, count=int(starts[-1]))
+            onsets, starts = _concat([self.recent[n] for n in ids])
+            claimed, c_starts = _concat([self.claimed.get(n, ()) for n in ids])
             index = {n: i for i, n in enumerate(ids)}
             got = self._onsets_cache = (self._recent_version, self._recent_cache, ids, np.ascontiguousarray(xyz),
-                                        onsets, starts, index)
-        return got[2], got[3], got[4], got[5], got[6]
+                                        onsets, starts, index, claimed, c_starts)
+        return got[2], got[3], got[4], got[5], got[6], got[7], got[8]
+
+    def _unclaim(self, p: Pick) -> None:
+        times = self.claimed.get(p.node_id, [])
+        k = bisect.bisect_left(times, p.t_s)
+        if k < len(times) and times[k] == p.t_s:
+            del times[k]
 
     def _travel_many(self, src: np.ndarray, nodes: np.ndarray) -> np.ndarray:
         """Travel times (s) from an ENU source to nodes (M, 3), current c and wind (as :meth:`_travel`)."""
@@ -424,7 +438,7 @@ class Associator:
                     self.pool.append(old)
                 merged[nid] = p
             trusted = list(merged.values())
-            sol = self._solve(trusted)
+            sol = self._solve(trusted, near=shot)
             if sol is None:
                 # The joined picks spoil the fit: keep the last good solution.
                 for p in pending.values():
@@ -446,7 +460,7 @@ class Associator:
                         self.pool.append(p)
                         del picks[p.node_id]
                 kept = [p for p, u in zip(trusted, sol.used, strict=True) if u]
-                sol2 = self._solve(kept)
+                sol2 = self._solve(kept, near=shot)
                 if sol2 is not None and sol2.used.all():
                     sol = sol2
                 else:
@@ -506,7 +520,7 @@ class Associator:
         self.shots = [
             s for s in self.shots if s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c
         ]
-        for times in self.recent.values():
+        for times in itertools.chain(self.recent.values(), self.claimed.values()):
             del times[: bisect.bisect_left(times, w - 2 * horizon)]
         self._recent_version += 1
 
@@ -1061,7 +1075,7 @@ class Associator:
         of a busy network.
         """
         a = self.cfg.association
-        ids, xyz, onsets, starts, index = self._recent_onsets()
+        ids, xyz, onsets, starts, index, claimed, c_starts = self._recent_onsets()
         if not ids:
             return "accept" if len(members) >= a.min_nodes else "wait"
         member = np.zeros(len(ids), dtype=np.bool_)
@@ -1072,7 +1086,8 @@ class Associator:
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
         silent, agree, pending = grid_kernels.silent_counts(
             float(xy[0]), float(xy[1]), self.cfg.location.source_height_m, float(t0_s), float(tol_s),
-            self.watermark_s - self.DELIVERY_MARGIN_S, xyz, member, onsets, starts, self.c, wind, a.max_range_m)
+            self.watermark_s - self.DELIVERY_MARGIN_S, xyz, member, onsets, starts, claimed, c_starts,
+            self.c, wind, a.max_range_m)
         n_sup = len(members) + agree
         if silent > max(1, int(a.max_silent_fraction * (n_sup + silent))):
             return "reject"
@@ -1100,7 +1115,8 @@ class Associator:
             return 3, pos, loc.source_height_m
         return 2, pos, loc.source_height_m
 
-    def _solve(self, picks: list[Pick]) -> Solution | None:
+    def _solve(self, picks: list[Pick], near: ShotState | None = None) -> Solution | None:
+        """Locate picks robustly; ``near``: a shot whose solution is close (started from, no consensus search)."""
         a = self.cfg.association
         loc = self.cfg.location
         if len(picks) < a.min_nodes:
@@ -1116,7 +1132,15 @@ class Associator:
             wind = wind[:2]
         kw = dict(c_mps=self.c, sigma_s=sig, dims=dims, source_height_m=height, robust=True, wind_enu_mps=wind)
         try:
-            sol = locate(pos_used, t - t_base, solve_c=loc.solve_speed_of_sound, **kw)
+            sol = None
+            if near is not None and not loc.solve_speed_of_sound:
+                sol = locate(pos_used, t - t_base, start=(near.enu_m, near.t0_s - t_base), **kw)
+                if not (sol.converged and sol.n_used == len(picks)):
+                    # A pick does not fit where the shot was: let the consensus decide afresh
+                    # (the joined picks may move the shot to where it really is).
+                    sol = None
+            if sol is None:
+                sol = locate(pos_used, t - t_base, solve_c=loc.solve_speed_of_sound, **kw)
             if loc.solve_speed_of_sound and sol.covariance.shape[0] > dims + 1:
                 c_sig = float(np.sqrt(sol.covariance[-1, -1]))
                 if not (c_sig <= loc.max_speed_of_sound_sigma_mps and 300.0 <= sol.c_mps <= 380.0):
@@ -1130,6 +1154,13 @@ class Associator:
         return dataclasses.replace(sol, t0_s=sol.t0_s + t_base)
 
     def _set_solution(self, shot: ShotState, picks: dict[str, Pick], sol: Solution, received_ns: int) -> None:
+        for p in shot.picks.values():
+            if picks.get(p.node_id) is not p:
+                self._unclaim(p)
+        for p in picks.values():
+            if shot.picks.get(p.node_id) is not p:
+                bisect.insort(self.claimed.setdefault(p.node_id, []), p.t_s)
+        self._recent_version += 1
         shot.picks = picks
         shot.solution = sol
         pos = np.asarray(sol.position_m, dtype=float)

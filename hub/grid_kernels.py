@@ -148,7 +148,8 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
 
 
 @njit(cache=True)
-def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, c, wind, max_range):
+def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, claimed, c_starts, c, wind,
+                  max_range):
     """Negative evidence at a hypothesised source: (silent, agree, pending) counts over non-member nodes.
 
     Parameters
@@ -164,14 +165,19 @@ def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, c, w
     onsets, starts
         Every recent onset of every node (s), sorted per node and concatenated; node i's
         slice is ``onsets[starts[i]:starts[i + 1]]`` (may be empty).
+    claimed, c_starts
+        The same for the onsets that located shots hold (a subset of ``onsets``).
     c, wind
         Speed of sound (m/s) and uniform wind (3,) m/s (zeros for still air).
     max_range
         Only nodes within this horizontal distance (m) are expected to hear the source.
 
     A node is *decided* when its latest onset, or the watermark, is past the predicted
-    arrival plus ``tol``; decided nodes agree (an onset within ``tol`` of the arrival) or
-    are silent; the others are pending. Travel times as ``Associator._travel``.
+    arrival plus ``tol``; decided nodes agree (an onset within ``tol`` of the arrival that
+    no shot holds) or are silent; the others are pending. An onset that a shot holds is
+    explained by that shot (the node heard the other source, not this one): an echo ghost
+    or a chance alignment near a burst must not count the burst's own arrivals as support.
+    Travel times as ``Associator._travel``.
     """
     silent = 0
     agree = 0
@@ -206,10 +212,29 @@ def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, c, w
                     a = mid + 1
                 else:
                     b = mid
-            if a < hi and onsets[a] <= pred + tol:
+            free = False
+            while a < hi and onsets[a] <= pred + tol:
+                if not _holds(claimed, c_starts[i], c_starts[i + 1], onsets[a]):
+                    free = True
+                    break
+                a += 1
+            if free:
                 agree += 1
             else:
                 silent += 1
         else:
             pending += 1
     return silent, agree, pending
+
+
+@njit(cache=True, inline="always")
+def _holds(times: np.ndarray, lo: int, hi: int, t: float) -> bool:
+    """Whether sorted ``times[lo:hi]`` contains exactly ``t``."""
+    a, b = lo, hi
+    while a < b:
+        mid = (a + b) >> 1
+        if times[mid] < t:
+            a = mid + 1
+        else:
+            b = mid
+    return a < hi and times[a] == t

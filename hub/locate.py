@@ -440,6 +440,7 @@ def locate(
     model_floor_s: float = 100e-6,
     cov_scaling: str = "auto",
     max_subsets: int = MAX_SUBSETS,
+    start: tuple[np.ndarray, float] | None = None,
 ) -> Solution:
     """Locate an impulsive source from arrival times at N nodes.
 
@@ -481,6 +482,11 @@ def locate(
         residuals prove the given sigma too optimistic.
     max_subsets
         Closed-form subsets are enumerated up to this many, sampled (seeded) beyond.
+    start
+        (position, emission time) of a known nearby solution, in the coordinates and time
+        reference of ``positions_m`` and ``times_s`` (a shot re-located after more picks
+        joined): the fit starts there instead of from closed-form candidates and their
+        consensus. Ignored with ``solve_c``.
 
     Returns
     -------
@@ -519,62 +525,69 @@ def locate(
         max_out = max(0, min(int(max_outliers), n - min_used))
     can_reject = can_reject and max_out > 0
     stages = ["bancroft"]
-
-    # 1-2. closed-form candidates and consensus
     fit_c = solve_c and n >= dims + 3
-    subsets = [np.arange(n)[None, :]]
-    if can_reject:
-        subsets.append(_subsets(n, dims + 2, max_subsets))
-        stages.append("consensus(msac)")
-    cand = np.concatenate([_candidates(prob, s) for s in subsets])
-    if fit_c:
-        # Known-c candidates carry c_ref; unknown-c ones (subsets of dims + 3)
-        # their own estimate. Scoring each with its own c lets the consensus
-        # pick up a c far from c_ref (a cold night is 5 % slower) while outliers
-        # are still being sorted out.
-        cand = np.column_stack([cand, np.full(len(cand), prob.c_ref)])
-        subsets_c = [np.arange(n)[None, :]]
-        if can_reject and n > dims + 3:
-            subsets_c.append(_subsets(n, dims + 3, max_subsets))
-        rows_c = np.concatenate([np.pad(sub, ((0, 0), (0, n - sub.shape[1])), mode="edge")
-                                 for sub in subsets_c])
-        masks = np.zeros((len(rows_c), n), bool)
-        np.put_along_axis(masks, rows_c, True, axis=1)
-        cand_c = np.concatenate([_candidates(prob, s, unknown_c=True, keep_all=True)
-                                 for s in subsets_c])
-        # The linear unknown-c algebra drops the ties between its unknowns:
-        # polish each fix on its own subset before scoring, and discard
-        # unphysical speeds.
-        cand_c = _local_refine(prob, cand_c, thr, True, iters=3, masks=masks)
-        keep = np.all(np.isfinite(cand_c), axis=1)
-        keep &= (cand_c[:, -1] > 0.5 * prob.c_ref) & (cand_c[:, -1] < 2.0 * prob.c_ref)
-        cand_c = cand_c[keep]
-        cand = np.concatenate([cand, cand_c])
-    if len(cand) == 0:
-        # Every algebraic fix degenerate (cannot happen for validated geometry,
-        # kept as a safety net): start at the earliest node, emitted when it heard it.
-        i0 = int(np.argmin(prob.t))
-        x0 = np.r_[prob.nodes[i0, :dims], prob.c_ref * prob.t[i0]]
-        if fit_c:
-            x0 = np.r_[x0, prob.c_ref]
-        stages.append("fallback(earliest)")
+
+    if start is not None and not fit_c:
+        # A known nearby solution (a shot re-located with a few more picks): the consensus
+        # search is not needed to find the basin; the robust fit below still rejects outliers.
+        s_pos = np.asarray(start[0], float).ravel()
+        x0 = np.r_[s_pos[:dims] - origin[:dims], prob.c_ref * (float(start[1]) - t_ref)]
+        stages = ["start"]
     else:
-        cost = _score(prob, cand, thr)
-        cost[~np.isfinite(cost)] = np.inf
-        best = int(np.argmin(cost))
-        suspects = cost[best] > 0 and np.any(
-            np.abs(_batch_res_jac(prob, cand[best : best + 1], fit_c)[0][0]) > thr
-        )
-        if fit_c or (can_reject and suspects):
-            top = np.argsort(cost, kind="stable")[:_LO_CANDIDATES]
-            top = top[np.isfinite(cost[top])]
-            refined = _local_refine(prob, cand[top], thr, fit_c)
-            cost_r = _score(prob, refined, thr)
-            cost_r[~np.all(np.isfinite(refined), axis=1)] = np.inf
-            if np.min(cost_r) < cost[best]:
-                cand, cost, best = refined, cost_r, int(np.argmin(cost_r))
-            stages[-1] += "+lo"
-        x0 = cand[best].copy()
+        # 1-2. closed-form candidates and consensus
+        subsets = [np.arange(n)[None, :]]
+        if can_reject:
+            subsets.append(_subsets(n, dims + 2, max_subsets))
+            stages.append("consensus(msac)")
+        cand = np.concatenate([_candidates(prob, s) for s in subsets])
+        if fit_c:
+            # Known-c candidates carry c_ref; unknown-c ones (subsets of dims + 3)
+            # their own estimate. Scoring each with its own c lets the consensus
+            # pick up a c far from c_ref (a cold night is 5 % slower) while outliers
+            # are still being sorted out.
+            cand = np.column_stack([cand, np.full(len(cand), prob.c_ref)])
+            subsets_c = [np.arange(n)[None, :]]
+            if can_reject and n > dims + 3:
+                subsets_c.append(_subsets(n, dims + 3, max_subsets))
+            rows_c = np.concatenate([np.pad(sub, ((0, 0), (0, n - sub.shape[1])), mode="edge")
+                                     for sub in subsets_c])
+            masks = np.zeros((len(rows_c), n), bool)
+            np.put_along_axis(masks, rows_c, True, axis=1)
+            cand_c = np.concatenate([_candidates(prob, s, unknown_c=True, keep_all=True)
+                                     for s in subsets_c])
+            # The linear unknown-c algebra drops the ties between its unknowns:
+            # polish each fix on its own subset before scoring, and discard
+            # unphysical speeds.
+            cand_c = _local_refine(prob, cand_c, thr, True, iters=3, masks=masks)
+            keep = np.all(np.isfinite(cand_c), axis=1)
+            keep &= (cand_c[:, -1] > 0.5 * prob.c_ref) & (cand_c[:, -1] < 2.0 * prob.c_ref)
+            cand_c = cand_c[keep]
+            cand = np.concatenate([cand, cand_c])
+        if len(cand) == 0:
+            # Every algebraic fix degenerate (cannot happen for validated geometry,
+            # kept as a safety net): start at the earliest node, emitted when it heard it.
+            i0 = int(np.argmin(prob.t))
+            x0 = np.r_[prob.nodes[i0, :dims], prob.c_ref * prob.t[i0]]
+            if fit_c:
+                x0 = np.r_[x0, prob.c_ref]
+            stages.append("fallback(earliest)")
+        else:
+            cost = _score(prob, cand, thr)
+            cost[~np.isfinite(cost)] = np.inf
+            best = int(np.argmin(cost))
+            suspects = cost[best] > 0 and np.any(
+                np.abs(_batch_res_jac(prob, cand[best : best + 1], fit_c)[0][0]) > thr
+            )
+            if fit_c or (can_reject and suspects):
+                top = np.argsort(cost, kind="stable")[:_LO_CANDIDATES]
+                top = top[np.isfinite(cost[top])]
+                refined = _local_refine(prob, cand[top], thr, fit_c)
+                cost_r = _score(prob, refined, thr)
+                cost_r[~np.all(np.isfinite(refined), axis=1)] = np.inf
+                if np.min(cost_r) < cost[best]:
+                    cand, cost, best = refined, cost_r, int(np.argmin(cost_r))
+                stages[-1] += "+lo"
+            x0 = cand[best].copy()
 
     # 3. robust fit on all nodes from the consensus seed, then reject
     used = np.ones(n, bool)

@@ -107,7 +107,8 @@ def test_compiled_support_equals_plain_evaluation():
 
 
 def test_compiled_evidence_equals_plain_count_with_wind():
-    """The compiled negative-evidence counts equal a plain count over every node (wind included)."""
+    """The compiled negative-evidence counts equal a plain count over every node (wind included);
+    an onset that a shot holds never agrees with another hypothesis."""
     from shotline.hub import grid_kernels
 
     rng = np.random.default_rng(8)
@@ -117,15 +118,16 @@ def test_compiled_evidence_equals_plain_count_with_wind():
     ids = list(nodes)
     for n in ids:
         a.recent[n] = sorted(rng.uniform(0.0, 4.0, rng.integers(0, 8)).tolist())
+        a.claimed[n] = [t for t in a.recent[n] if rng.random() < 0.4]  # held by shots
     a._recent_version += 1
-    got_ids, xyz, onsets, starts, index = a._recent_onsets()
+    got_ids, xyz, onsets, starts, index, claimed, c_starts = a._recent_onsets()
     assert sorted(got_ids) == sorted(ids)
     for _ in range(100):
         src = np.r_[rng.uniform(-600, 600, 2), a.cfg.location.source_height_m]
         t0, tol, wm = float(rng.uniform(0, 3)), float(rng.uniform(0.001, 0.05)), float(rng.uniform(0, 4))
         member = rng.random(len(got_ids)) < 0.3
         got = grid_kernels.silent_counts(src[0], src[1], src[2], t0, tol, wm, xyz, member, onsets, starts,
-                                         a.c, a.wind_enu_mps, a.cfg.association.max_range_m)
+                                         claimed, c_starts, a.c, a.wind_enu_mps, a.cfg.association.max_range_m)
         want = [0, 0, 0]
         for i, n in enumerate(got_ids):
             r = a.registry.enu(n)
@@ -134,7 +136,8 @@ def test_compiled_evidence_equals_plain_count_with_wind():
             pred = t0 + a._travel(src, r)
             times = np.array(a.recent[n])
             if (len(times) and times[-1] > pred + tol) or wm > pred + tol:
-                want[1 if np.any(np.abs(times - pred) <= tol) else 0] += 1
+                free = [t for t in a.recent[n] if abs(t - pred) <= tol and t not in a.claimed[n]]
+                want[1 if free else 0] += 1
             else:
                 want[2] += 1
         assert tuple(got) == tuple(want)
