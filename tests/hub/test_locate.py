@@ -392,3 +392,64 @@ def test_solve_c_with_an_echo():
         err = err2d(sol, src)
         assert err < 5 * np.sqrt(np.trace(sol.position_cov_m2)) + 0.05
         assert abs(sol.c_mps - c_true) < 5 * np.sqrt(sol.covariance[3, 3]) + 0.01
+
+
+# ------------------------------------------------------------------ written-out solver, warm start
+
+
+def test_written_out_least_squares_matches_scipy():
+    """The hand-written Levenberg-Marquardt (plain and Cauchy) reaches scipy's optimum."""
+    from scipy.optimize import least_squares
+
+    from shotline.hub.locate import _levenberg_marquardt, _Problem
+
+    rng = np.random.default_rng(31)
+    for k in range(60):
+        src = inside_source(rng) if k % 2 else np.r_[rng.uniform(-800, 1600, 2), H_SRC]
+        t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
+        if k % 3 == 0:
+            t[rng.integers(len(NODES))] += rng.uniform(5e-3, 30e-3)  # an echo for the robust loss
+        origin = NODES.mean(axis=0)
+        prob = _Problem(nodes=NODES - origin, t=t - t.min(), sig=np.full(len(t), SIGMA), c_ref=C, dims=2,
+                        height=H_SRC - origin[2], wind=None)
+        # Plain: a start tens of metres off, as a closed-form fix from noisy picks can be. Cauchy: from
+        # near the source, as the locator uses it (the consensus seed); far off, the non-convex loss
+        # has other minima, where scipy's trf also stops early.
+        # A start tens of metres off, as a closed-form fix from noisy picks can be.
+        p0 = np.r_[src[:2] - origin[:2] + rng.normal(0, 20, 2), C * (12.345 - t.min()) + rng.normal(0, 20)]
+        ours = _levenberg_marquardt(prob, slice(None), p0)
+        ref = least_squares(prob.whitened, p0, jac=prob.jac, x_scale="jac", method="lm")
+        assert ours.success
+        np.testing.assert_allclose(ours.x, ref.x, rtol=0, atol=1e-4)  # metres (x, y, c t0)
+        # Cauchy loss: scipy's trf often stops early on this non-convex cost (so it is no
+        # reference for the optimum); ours must end at a stationary point no worse than it.
+        p0 = np.r_[src[:2] - origin[:2] + rng.normal(0, 1, 2), C * (12.345 - t.min()) + rng.normal(0, 1)]
+        ours = _levenberg_marquardt(prob, slice(None), p0, f_scale=2.0)
+        ref = least_squares(prob.whitened, p0, jac=prob.jac, x_scale="jac", loss="cauchy", f_scale=2.0)
+
+        def cauchy(x, prob=prob):
+            return float(4.0 * np.sum(np.log1p((prob.whitened(x) / 2.0) ** 2)))
+
+        assert ours.success and cauchy(ours.x) <= cauchy(ref.x) * (1 + 1e-9)
+        r, j = prob.whitened_jac(ours.x)
+        grad = j.T @ (r / (1 + (r / 2.0) ** 2))
+        # stationary: the gradient is ~1e-8 m of parameter change away from zero
+        assert np.linalg.norm(grad) < 1e-5 * np.linalg.norm(j) * (1 + np.linalg.norm(r))
+
+
+def test_start_from_a_nearby_solution_gives_the_consensus_fix():
+    """Re-locating from a known nearby solution (a shot that gained picks) gives the same fix as
+    the full closed-form consensus, also when one pick is an echo."""
+    rng = np.random.default_rng(32)
+    for k in range(50):
+        src = inside_source(rng)
+        t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
+        if k % 2:
+            t[rng.integers(len(NODES))] += rng.uniform(5e-3, 30e-3)
+        full = locate(NODES, t, c_mps=C, source_height_m=H_SRC)
+        near = (src[:2] + rng.normal(0, 2.0, 2), 12.345 + rng.normal(0, 2e-3))
+        warm = locate(NODES, t, c_mps=C, source_height_m=H_SRC, start=near)
+        assert warm.method.startswith("start")
+        np.testing.assert_array_equal(warm.used, full.used)
+        assert np.hypot(*(warm.position_m[:2] - full.position_m[:2])) < 1e-4
+        assert abs(warm.t0_s - full.t0_s) < 1e-9

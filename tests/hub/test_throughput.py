@@ -220,3 +220,27 @@ def test_per_node_coarse_tolerance_keeps_every_true_source_fully_explained():
         by_node = {n: np.array([1.0 + float(np.linalg.norm(a.registry.enu(n) - src)) / C]) for n in others}
         score, _ = a._support_cached(tab, rows, t_seed, by_node)
         assert np.ceil(score[cell]) == len(others)
+
+
+def test_picks_held_by_a_shot_do_not_support_another_hypothesis():
+    """The associator records which onsets shots hold; at a hypothesis that predicts exactly those
+    onsets (a second source at the shot's place and time, made of 4 spare picks), the other nodes
+    are silent rather than agreeing, so it is rejected. Without the record it would be accepted."""
+    rng = np.random.default_rng(12)
+    nodes = grid(4, 3, 300.0, seed=12)
+    src = np.array([40.0, -30.0, 1.5])
+    p = make_pipeline(nodes)
+    incs = run(p, arrivals(nodes, src, T0_NS, rng))
+    shot = incs[0].shots[0]
+    a = p.assoc
+    held = {n: list(v) for n, v in a.claimed.items() if v}
+    assert set(held) == {r.node_id for r in shot.residuals if r.used}
+    assert all(len(v) == 1 for v in held.values())
+    t0 = (shot.time_ns - a.t_ref_ns) / 1e9
+    xy = np.array(a.registry.frame.to_enu(shot.position.lat_deg, shot.position.lon_deg, shot.position.alt_m)[:2])
+    members = set(list(nodes)[:4])
+    a.watermark_s = t0 + 10.0  # every node has had its chance to report
+    assert a._evidence(xy, t0, members, 0.005) == "reject"
+    a.claimed.clear()
+    a._recent_version += 1
+    assert a._evidence(xy, t0, members, 0.005) == "accept"
