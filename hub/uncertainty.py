@@ -13,6 +13,7 @@ Conventions (see docs/location.md):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -92,12 +93,39 @@ def cep_radius_m(cov_en_m2: np.ndarray, probability: float = 0.5) -> float:
     if rho > 1.0 - 1e-12:
         return s1 * k_circ
     b = _COS2 + rho * rho * _SIN2
-    # Bracket: P(0) = 0 < p, and the ellipse lies inside the 1-sigma_major
-    # circle, so the circular radius k_circ already holds at least p.
+    # Newton's method on P(r) = p from the tabulated root at this axis ratio (dP/dr is
+    # analytic: mean_phi r / b exp(-r^2 / 2b)); P is smooth and increasing in r, so from
+    # within a percent of the root it converges in 2-3 steps. A hub computes two radii per
+    # solution, thousands per second in a busy night: this is ~5x cheaper than bracketing.
+    grid_rho, grid_k = _cep_table(probability)
+    r = float(np.interp(rho, grid_rho, grid_k))
+    for _ in range(8):
+        e = np.exp(-0.5 * r * r / b)
+        f = 1.0 - float(np.mean(e)) - probability
+        df = float(np.mean(r / b * e))
+        if df <= 0.0:
+            break
+        step = f / df
+        r -= step
+        if abs(step) <= 1e-12 * r:
+            return s1 * r
+    # Not converged (cannot happen for rho in (0, 1); kept as a safety net): bracket the root.
     lo = 0.0
     hi = k_circ * (1 + 1e-9)
     r = brentq(lambda x: _p_inside(x, b) - probability, lo, hi, xtol=1e-13, rtol=1e-11)
     return s1 * float(r)
+
+
+@functools.lru_cache(maxsize=16)
+def _cep_table(probability: float) -> tuple[np.ndarray, np.ndarray]:
+    """CEP radius in units of the major-axis sigma on a grid of axis ratios rho in [0, 1] (bracketed roots)."""
+    rho = np.linspace(0.0, 1.0, 129)
+    k_circ = math.sqrt(-2.0 * math.log1p(-probability))
+    k = np.empty_like(rho)
+    for i, q in enumerate(rho):
+        b = _COS2 + q * q * _SIN2
+        k[i] = brentq(lambda x, b=b: _p_inside(x, b) - probability, 0.0, k_circ * (1 + 1e-9), xtol=1e-13, rtol=1e-11)
+    return rho, k
 
 
 def crlb_covariance(
