@@ -599,7 +599,7 @@ def locate(
         # echo at a node near the source cannot drag a weakly constrained fix by
         # metres (soft_l1 does, measured); the consensus seed keeps it out of the
         # spurious minima that redescending losses have far from the truth.
-        x0 = _levenberg_marquardt(prob, slice(None), x0, f_scale=_ROBUST_F_SCALE).x
+        x0 = _levenberg_marquardt(prob, slice(None), x0, f_scale=_ROBUST_F_SCALE, step_tol_m=1e-3, gain_tol=1e-6).x
         stages.append("lsq(cauchy)")
         used = _inliers(np.abs(prob.whitened(x0)), thr, max_out, min_used)
     if fit_c and used.sum() < dims + 3:
@@ -694,7 +694,8 @@ class _Fit:
 
 
 def _levenberg_marquardt(
-    prob: _Problem, idx: np.ndarray | slice, p0: np.ndarray, f_scale: float | None = None, max_iter: int = 50
+    prob: _Problem, idx: np.ndarray | slice, p0: np.ndarray, f_scale: float | None = None, max_iter: int = 50,
+    step_tol_m: float = 1e-7, gain_tol: float = 1e-10,
 ) -> _Fit:
     """Least squares of the whitened residuals of nodes ``idx`` from ``p0``; Cauchy loss with ``f_scale``.
 
@@ -706,8 +707,11 @@ def _levenberg_marquardt(
     sum f^2 ln(1 + (r / f)^2), minimised by iteratively reweighted steps
     (weights 1 / (1 + (r / f)^2), the loss' own curvature weights), each
     step accepted only if it lowers that cost. Converged when a step changes
-    the cost by less than 1e-10 relative or moves no parameter by more than
-    1e-10 relative + 0.1 um (parameters in metres: x, y[, z], c t0; c in m/s).
+    the cost by less than ``gain_tol`` relative or moves no parameter by more
+    than 1e-10 relative + ``step_tol_m`` (parameters in metres: x, y[, z],
+    c t0; c in m/s). Reweighting converges only linearly, so the robust stage,
+    which just sorts inliers from outliers for the plain fit that follows,
+    stops at a millimetre.
     """
 
     def cost_of(r: np.ndarray) -> float:
@@ -739,8 +743,8 @@ def _levenberg_marquardt(
             if lam > 1e12:
                 # No step lowers the cost: at a minimum to machine precision.
                 return _Fit(p, bool(np.all(np.isfinite(p))), it)
-        small_step = np.all(np.abs(step) <= 1e-10 * np.abs(p) + 1e-7)
-        small_gain = cost - cost_new <= 1e-10 * max(cost, 1e-300)
+        small_step = np.all(np.abs(step) <= 1e-10 * np.abs(p) + step_tol_m)
+        small_gain = cost - cost_new <= gain_tol * max(cost, 1e-300)
         p, r, j, cost = p_new, r_new, j_new, cost_new
         lam = lam * 0.1 if lam > 1e-6 else 0.0
         if small_step or small_gain:
