@@ -171,13 +171,16 @@ class PickPool:
     def node_ids(self):
         return [k for k, d in self._by_node.items() if d]
 
-    def window(self, node_id: str, t_lo: float, t_hi: float) -> tuple[np.ndarray, list[Pick]]:
-        """A node's pooled picks with onsets in [t_lo, t_hi] s: (sorted times, picks)."""
+    def window(self, node_id: str, t_lo: float, t_hi: float, tails: bool = True) -> tuple[np.ndarray, list[Pick]]:
+        """A node's pooled picks with onsets in [t_lo, t_hi] s: (sorted times, picks); without
+        reverberation tails if ``tails`` is false (they never seed or support a new shot)."""
         got = self._sorted.get(node_id)
         if got is None:
             ps = sorted(self._by_node.get(node_id, {}).values(), key=lambda p: p.t_s)
-            got = self._sorted[node_id] = (np.array([p.t_s for p in ps]), ps)
-        times, ps = got
+            direct = [p for p in ps if not p.tail]
+            got = self._sorted[node_id] = (np.array([p.t_s for p in ps]), ps,
+                                           np.array([p.t_s for p in direct]), direct)
+        times, ps = (got[0], got[1]) if tails else (got[2], got[3])
         i = int(np.searchsorted(times, t_lo, side="left"))
         j = int(np.searchsorted(times, t_hi, side="right"))
         return times[i:j], ps[i:j]
@@ -714,7 +717,12 @@ class Associator:
         h = a.grid_step_m / np.sqrt(2)
         uk = self._unit(tab.pts, node)
         g = np.minimum(self.COARSE_TOL_FACTOR * np.hypot(*(uk - tab.u_seed).T), 2.0)
-        return g * h / self.c + a.match_tolerance_s
+        tol = g * h / self.c + a.match_tolerance_s
+        # Points beyond max_range_m of the node (farther than a cell's half-diagonal): it cannot hear
+        # a source there, so it never supports one (tolerance 0 marks them for the kernel).
+        far = np.hypot(tab.pts[:, 0] - node[0], tab.pts[:, 1] - node[1]) > a.max_range_m + h
+        tol[far] = 0.0
+        return tol
 
     def _unit(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Horizontal part of the unit vectors (G, 2) from sources at ``pts`` to a node (range gradient)."""
@@ -736,15 +744,9 @@ class Associator:
             # Physically possible partner: the time difference cannot exceed
             # the travel time between the two nodes.
             half = d / self.c + a.match_tolerance_s
-            times, ps = self.pool.window(nid, seed.t_s - half, seed.t_s + half)
-            if not ps:
-                continue
-            if any(p.tail for p in ps):
-                ps = [p for p in ps if not p.tail]
-                if not ps:
-                    continue
-                times = np.array([p.t_s for p in ps])
-            picks_of[nid], by_node[nid] = ps, times
+            times, ps = self.pool.window(nid, seed.t_s - half, seed.t_s + half, tails=False)
+            if ps:
+                picks_of[nid], by_node[nid] = ps, times
         if len(picks_of) + 1 < a.min_nodes:
             return None
         self.n_searches += 1
@@ -1039,7 +1041,8 @@ class Associator:
         return grid_kernels.support_points(rel, starts, np.ascontiguousarray(grid, dtype=float),
                                            np.asarray(r_seed[:2], float), float(seed_dz2),
                                            np.ascontiguousarray(node_xy, dtype=float), np.asarray(dz2, float),
-                                           1.0 / self.c, float(tol), want_chosen)
+                                           1.0 / self.c, float(tol), self.cfg.association.max_range_m,
+                                           want_chosen)
 
     def _fit(self, members: list[Pick]) -> tuple[Solution, list[Pick]] | None:
         """Locate a candidate set; return (solution, the picks it used) if it fits and silent nodes agree."""

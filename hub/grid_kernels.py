@@ -57,7 +57,8 @@ def support_table(rel, starts, diff, tol, rows, want_chosen):
         Partner onsets (s, relative to the seed) and slice starts, (K + 1,).
     diff, tol
         (R, G) per table row: predicted arrival minus the seed's arrival at each
-        grid point (s), and the match tolerance there (s).
+        grid point (s), and the match tolerance there (s); a tolerance of 0 marks a
+        point the node cannot hear (beyond the audible range): always a miss, not searched.
     rows
         (K,) table row of each partner node.
     want_chosen
@@ -83,6 +84,11 @@ def support_table(rel, starts, diff, tol, rows, want_chosen):
         hint = 0
         for g in range(g_n):
             tk = tol[r, g]
+            if tk <= 0.0:
+                sq[g] += 1.0
+                if want_chosen:
+                    chosen[k, g] = 0
+                continue
             err, j, hint = _nearest_from(rel, lo, hi, diff[r, g], hint)
             if want_chosen:
                 chosen[k, g] = j
@@ -96,7 +102,7 @@ def support_table(rel, starts, diff, tol, rows, want_chosen):
 
 
 @njit(cache=True)
-def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol, want_chosen):
+def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol, max_range, want_chosen):
     """Score arbitrary points (the refinement stages): arrivals predicted from the geometry.
 
     Parameters
@@ -111,6 +117,8 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
         1 / speed of sound (s/m).
     tol
         One match tolerance (s).
+    max_range
+        A node farther than this (m, horizontally) from a point cannot hear it: a miss.
     want_chosen
         As :func:`support_table`.
 
@@ -124,6 +132,7 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
     sq = np.zeros(g_n)
     t0 = np.empty(g_n)
     chosen = np.empty((k_n, g_n if want_chosen else 0), dtype=np.intp)
+    r2 = max_range * max_range
     for g in range(g_n):
         dxs = pts[g, 0] - seed_xy[0]
         dys = pts[g, 1] - seed_xy[1]
@@ -135,6 +144,11 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
         for g in range(g_n):
             dx = pts[g, 0] - node_xy[k, 0]
             dy = pts[g, 1] - node_xy[k, 1]
+            if dx * dx + dy * dy > r2:
+                sq[g] += tol * tol
+                if want_chosen:
+                    chosen[k, g] = 0
+                continue
             pred = t0[g] + np.sqrt(dx * dx + dy * dy + dz2[k]) * inv_c
             err, j, hint = _nearest_from(rel, lo, hi, pred, hint)
             if want_chosen:

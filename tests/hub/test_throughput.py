@@ -60,9 +60,10 @@ def _plain_support(pred_rel: np.ndarray, tol: np.ndarray, by_node: dict, t_seed:
     for k, times in enumerate(by_node.values()):
         err = np.abs((times - t_seed)[:, None] - pred_rel[k][None, :])
         chosen[k] = np.argmin(err, axis=0)  # first minimum: the earlier pick on a tie
-        e = np.minimum(err.min(axis=0), tol[k])
-        count += e < tol[k]
-        sq += (e / tol[k]) ** 2
+        heard = tol[k] > 0  # tolerance 0: the node cannot hear that point (a miss)
+        e = np.where(heard, np.minimum(err.min(axis=0), tol[k]), 1.0)
+        count += heard & (e < tol[k])
+        sq += np.where(heard, (e / np.where(heard, tol[k], 1.0)) ** 2, 1.0)
     return count - sq / (k_n + 1), chosen
 
 
@@ -79,7 +80,9 @@ def test_compiled_support_equals_plain_evaluation():
     s1, c1 = a._support_cached(tab, rows, seed.t_s, by_node)
     s0, c0 = _plain_support(tab.diff[rows], tab.tol[rows], by_node, seed.t_s)
     np.testing.assert_allclose(s1, s0, rtol=0, atol=1e-9)
-    assert (c1 == c0).mean() > 0.999  # ties at the ulp level may pick the other neighbour
+    heard = tab.tol[rows] > 0
+    assert (~heard).any() and heard.mean() > 0.5  # points beyond max_range of a node: it cannot hear them
+    assert (c1[heard] == c0[heard]).mean() > 0.999  # ties at the ulp level may pick the other neighbour
     # The cached differences are the geometry's.
     r_seed = a.registry.enu(seed_id)
     h = a.cfg.location.source_height_m
@@ -95,9 +98,10 @@ def test_compiled_support_equals_plain_evaluation():
     s2, c2 = a._support(pts, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2)
     pred = (np.sqrt(((pts[None] - node_xy[:, None]) ** 2).sum(axis=2) + dz2[:, None])
             - np.sqrt(((pts - r_seed[:2]) ** 2).sum(axis=1) + seed_dz2)) / C
-    s0, c0 = _plain_support(pred, np.full((len(others), len(pts)), tol), by_node, seed.t_s)
+    heard = np.hypot(*(pts[None] - node_xy[:, None]).transpose(2, 0, 1)) <= a.cfg.association.max_range_m
+    s0, c0 = _plain_support(pred, np.where(heard, tol, 0.0), by_node, seed.t_s)
     np.testing.assert_allclose(s2, s0, rtol=0, atol=1e-9)
-    assert (c2 == c0).mean() > 0.999
+    assert (c2[heard] == c0[heard]).mean() > 0.999
     # Without chosen indices the scores are the same.
     np.testing.assert_array_equal(a._support_cached(tab, rows, seed.t_s, by_node, want_chosen=False)[0], s1)
     # The table is reused, and rebuilt when positions change.
@@ -219,7 +223,8 @@ def test_per_node_coarse_tolerance_keeps_every_true_source_fully_explained():
         t_seed = 1.0 + float(np.linalg.norm(r_seed - src)) / C
         by_node = {n: np.array([1.0 + float(np.linalg.norm(a.registry.enu(n) - src)) / C]) for n in others}
         score, _ = a._support_cached(tab, rows, t_seed, by_node)
-        assert np.ceil(score[cell]) == len(others)
+        n_heard = int(np.count_nonzero(tols[:, cell] > 0))  # nodes within max_range of the cell
+        assert np.ceil(score[cell] + (len(others) - n_heard) / (len(others) + 1)) == n_heard
 
 
 def test_picks_held_by_a_shot_do_not_support_another_hypothesis():
