@@ -37,6 +37,7 @@ import dataclasses
 import itertools
 import logging
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -199,23 +200,27 @@ class SeedTable:
         self.u_seed = u_seed
         """(G, 2) horizontal unit vectors from each point towards the seed node."""
         self.row: dict[str, int] = {}
-        self.diff = np.empty((0, len(pts)))
-        self.tol = np.empty((0, len(pts)))
+        # float32: the coarse stage matches within milliseconds (float32 resolves ~0.5 us at
+        # 6 s), and a city's tables are then half the memory.
+        self.diff = np.empty((0, len(pts)), dtype=np.float32)
+        self.tol = np.empty((0, len(pts)), dtype=np.float32)
 
-    def add(self, node_id: str, diff: np.ndarray, tol: np.ndarray) -> int:
-        """Append a node's row (growing the buffers by doubling); return its index."""
+    def new_row(self, node_id: str) -> int:
+        """Reserve a row for a node (growing the buffers by doubling); return its index."""
         k = len(self.row)
         if k == len(self.diff):
             cap = max(8, 2 * k)
             for name in ("diff", "tol"):
                 old = getattr(self, name)
-                new = np.empty((cap, old.shape[1]))
+                new = np.empty((cap, old.shape[1]), dtype=old.dtype)
                 new[:k] = old
                 setattr(self, name, new)
-        self.diff[k] = diff
-        self.tol[k] = tol
         self.row[node_id] = k
         return k
+
+    @property
+    def nbytes(self) -> int:
+        return self.diff.nbytes + self.tol.nbytes
 
 
 class Associator:
@@ -237,8 +242,8 @@ class Associator:
         self.pool = PickPool()
         self._levels: dict[str, list[tuple[float, float]]] = {}
         """Recent (onset s, peak dBFS) per node, in onset order: the reverberation test."""
-        self._tables: dict[str, SeedTable] = {}
-        """Per seed node: its coarse grid and cached tables."""
+        self._tables: OrderedDict[str, SeedTable] = OrderedDict()
+        """Per seed node: its coarse grid and cached tables (least recently used first)."""
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray]] = {}
         self._recent_cache: tuple | None = None
         """Per seed node: (key, nodes within reach, their distances to it, m)."""
@@ -688,21 +693,32 @@ class Associator:
         if tab is None or tab.key != key:
             r = self.registry.enu(seed_id)
             pts = self._coarse_grid() + r[:2]
+            if tab is not None:
+                del self._tables[seed_id]
             tab = self._tables[seed_id] = SeedTable(key, pts, self._range(pts, r) / self.c, self._unit(pts, r))
+        else:
+            self._tables.move_to_end(seed_id)
         rows = np.empty(len(node_ids), dtype=np.intp)
         for i, n in enumerate(node_ids):
             row = tab.row.get(n)
             if row is None:
-                r = self.registry.enu(n)
-                row = tab.add(n, self._range(tab.pts, r) / self.c - tab.t_seed, self._coarse_tolerance(tab, r))
+                row = tab.new_row(n)
+                self._fill_row(tab, row, self.registry.enu(n))
             rows[i] = row
+        # A city's tables would not fit (up to ~8 MB per seed node): the least recently used go
+        # once they hold more than MAX_TABLE_BYTES (never the one in use).
+        total = sum(t.nbytes for t in self._tables.values())
+        while total > self.MAX_TABLE_BYTES and len(self._tables) > 1:
+            total -= self._tables.pop(next(iter(self._tables))).nbytes
         return tab, rows
 
-    #: Safety factor on the local gradient bound of the coarse tolerance (see :meth:`_coarse_tolerance`).
+    #: Memory (bytes) the cached seed tables may hold; the least recently used are dropped beyond it.
+    MAX_TABLE_BYTES = 512 * 2**20
+    #: Safety factor on the local gradient bound of the coarse tolerance (see :meth:`_fill_row`).
     COARSE_TOL_FACTOR = 1.5
 
-    def _coarse_tolerance(self, tab: SeedTable, node: np.ndarray) -> np.ndarray:
-        """A node's coarse-grid match tolerance (s) at every coarse point of a seed's table.
+    def _fill_row(self, tab: SeedTable, row: int, node: np.ndarray) -> None:
+        """Fill a node's table row: arrival difference to the seed (s) and coarse match tolerance (s).
 
         A source anywhere in a cell of half-diagonal h is matched at the cell's
         centre within the change of the arrival difference across the cell:
@@ -714,15 +730,13 @@ class Associator:
         bound matched some pick at nearly every node everywhere.
         """
         a = self.cfg.association
-        h = a.grid_step_m / np.sqrt(2)
-        uk = self._unit(tab.pts, node)
-        g = np.minimum(self.COARSE_TOL_FACTOR * np.hypot(*(uk - tab.u_seed).T), 2.0)
-        tol = g * h / self.c + a.match_tolerance_s
-        # Points beyond max_range_m of the node (farther than a cell's half-diagonal): it cannot hear
-        # a source there, so it never supports one (tolerance 0 marks them for the kernel).
-        far = np.hypot(tab.pts[:, 0] - node[0], tab.pts[:, 1] - node[1]) > a.max_range_m + h
-        tol[far] = 0.0
-        return tol
+        loc = self.cfg.location
+        dz2 = 0.0 if loc.mode == "2d" else float((node[2] - loc.source_height_m) ** 2)
+        # Points beyond max_range_m of the node (farther than a cell's half-diagonal) get tolerance 0:
+        # it cannot hear a source there, so it never supports one.
+        grid_kernels.table_row(tab.pts, tab.t_seed, tab.u_seed, float(node[0]), float(node[1]), dz2, 1.0 / self.c,
+                               a.grid_step_m / np.sqrt(2), self.COARSE_TOL_FACTOR, a.match_tolerance_s,
+                               a.max_range_m, tab.diff[row], tab.tol[row])
 
     def _unit(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Horizontal part of the unit vectors (G, 2) from sources at ``pts`` to a node (range gradient)."""

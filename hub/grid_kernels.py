@@ -252,3 +252,32 @@ def _holds(times: np.ndarray, lo: int, hi: int, t: float) -> bool:
         else:
             b = mid
     return a < hi and times[a] == t
+
+
+@njit(cache=True)
+def table_row(pts, t_seed, u_seed, node_x, node_y, dz2, inv_c, half_diag, factor, match_tol, max_range,
+              diff_out, tol_out):
+    """Fill one seed-table row for a node: arrival difference (s) and coarse tolerance (s) per grid point.
+
+    ``pts`` (G, 2) grid points (m); ``t_seed`` (G,) travel time to the seed (s); ``u_seed``
+    (G, 2) horizontal unit vectors towards the seed; ``dz2`` the node's squared height offset
+    to the source (m^2); ``half_diag`` the cell half-diagonal (m); ``factor`` the safety factor
+    on the gradient bound. Tolerance = min(factor |u_k - u_seed|, 2) h / c + match_tol, and 0 at
+    points farther than ``max_range`` + h horizontally (the node cannot hear them): the
+    formula of ``Associator._fill_row``, in one pass without temporaries.
+    """
+    far2 = (max_range + half_diag) * (max_range + half_diag)
+    for g in range(pts.shape[0]):
+        dx = node_x - pts[g, 0]
+        dy = node_y - pts[g, 1]
+        h2 = dx * dx + dy * dy
+        rng = np.sqrt(h2 + dz2)
+        diff_out[g] = rng * inv_c - t_seed[g]
+        if h2 > far2:
+            tol_out[g] = 0.0
+            continue
+        inv = 1.0 / max(rng, 1e-6)
+        ex = dx * inv - u_seed[g, 0]
+        ey = dy * inv - u_seed[g, 1]
+        grad = min(factor * np.sqrt(ex * ex + ey * ey), 2.0)
+        tol_out[g] = grad * half_diag * inv_c + match_tol

@@ -88,6 +88,7 @@ class NodeRegistry:
         self.nodes: dict[str, NodeInfo] = {}
         self.version = 0
         """Incremented whenever a node position changes (caches of geometry key on it)."""
+        self._extent: tuple[int, float] | None = None
         for node_id, pos in (overrides or {}).items():
             self._set_position(self._get(node_id), pos, surveyed=True)
 
@@ -140,13 +141,28 @@ class NodeRegistry:
         return [k for k, v in self.nodes.items() if v.enu_m is not None]
 
     def extent_m(self) -> float:
-        """Largest distance between two located nodes, metres (0 with fewer than two)."""
+        """Largest horizontal distance between two located nodes, metres (0 with fewer than two).
+
+        Cached until a position changes; the farthest pair lies on the convex hull, so a city
+        of 10,000 nodes costs a hull and a few hundred vertices, not 10^8 pairs (the hub asks
+        for this on every detection: the wait window depends on it).
+        """
+        if self._extent is not None and self._extent[0] == self.version:
+            return self._extent[1]
         pts = [v.enu_m for v in self.nodes.values() if v.enu_m is not None]
-        if len(pts) < 2:
-            return 0.0
-        p = np.array(pts)[:, :2]
-        d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
-        return float(d.max())
+        p = np.array(pts).reshape(-1, 3)[:, :2]
+        if len(p) > 16:
+            from scipy.spatial import ConvexHull, QhullError
+
+            try:
+                p = p[ConvexHull(p).vertices]
+            except QhullError:
+                pass  # collinear or coincident: all pairs (a line of nodes is short enough)
+        ext = 0.0
+        if len(p) >= 2:
+            ext = float(np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1)).max())
+        self._extent = (self.version, ext)
+        return ext
 
     def set_enu(self, node_id: str, enu_m) -> None:
         """Set a surveyed node position in the local ENU frame (metres); the frame must be fixed."""
