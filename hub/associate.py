@@ -245,8 +245,8 @@ class Associator:
         self._tables: OrderedDict[str, SeedTable] = OrderedDict()
         """Per seed node: its coarse grid and cached tables (least recently used first)."""
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray]] = {}
-        self._recent_cache: tuple | None = None
         """Per seed node: (key, nodes within reach, their distances to it, m)."""
+        self._recent_cache: tuple | None = None
         self.shots: list[ShotState] = []
         self.recent: dict[str, list[float]] = {}
         """Sorted onset times (s) of every recent pick per node, associated or not."""
@@ -837,7 +837,8 @@ class Associator:
         pred = t0s[None, :] + np.sqrt(ex * ex + ey * ey + dz2[:, None]) / self.c
         ch = chosen[:, order]
         got = rel_cat[starts[:-1, None] + ch] + seed.t_s
-        fits = np.abs(got - pred) < tol_fine
+        # A node beyond max_range_m of the point cannot hear it (the kernel did not choose a pick there).
+        fits = (np.abs(got - pred) < tol_fine) & (ex * ex + ey * ey <= a.max_range_m**2)
         sets: list[tuple[list[Pick], np.ndarray, float]] = []
         waiting: list[tuple[list[Pick], np.ndarray, float, float]] = []
         seen: set[bytes] = set()
