@@ -244,6 +244,8 @@ class Associator:
         """Recent (onset s, peak dBFS) per node, in onset order: the reverberation test."""
         self._tables: OrderedDict[str, SeedTable] = OrderedDict()
         """Per seed node: its coarse grid and cached tables (least recently used first)."""
+        self._table_bytes = 0
+        """Memory the cached tables hold (bytes)."""
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray]] = {}
         """Per seed node: (key, nodes within reach, their distances to it, m)."""
         self._recent_cache: tuple | None = None
@@ -335,18 +337,6 @@ class Associator:
         k = bisect.bisect_left(times, p.t_s)
         if k < len(times) and times[k] == p.t_s:
             del times[k]
-
-    def _travel_many(self, src: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-        """Travel times (s) from an ENU source to nodes (M, 3), current c and wind (as :meth:`_travel`)."""
-        d = nodes - src
-        d2 = np.einsum("ij,ij->i", d, d)
-        if self.wind_enu_mps is None:
-            return np.sqrt(d2) / self.c
-        w = self.wind_enu_mps
-        dw = d @ w
-        root = np.sqrt(dw * dw + (self.c * self.c - float(w @ w)) * d2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(d2 > 0, d2 / (dw + root), 0.0)
 
     def _travel(self, src: np.ndarray, node: np.ndarray) -> float:
         """Travel time (s) from an ENU source to a node with the current c and wind."""
@@ -506,6 +496,8 @@ class Associator:
         """
         a = self.cfg.association
         n_cur = len(shot.picks)
+        if n_cur >= 2 * a.min_nodes:
+            return False  # many picks: the robust consensus outvotes echoes (as in _first_arrivals)
         options = {nid: [p] for nid, p in shot.picks.items()}
         for nid in self.pool.node_ids():
             if nid in options or self.registry.enu(nid) is None:
@@ -516,13 +508,9 @@ class Associator:
             if ps:
                 options[nid] = [min(ps, key=lambda q: abs(q.t_s - pred))]
         if len(options) >= 2 * a.min_nodes:
-            return False  # the robust consensus of many picks outvotes echoes (as in _first_arrivals)
+            return False
         for ps in options.values():
-            p = ps[0]
-            _, win = self.pool.window(p.node_id, p.t_s - a.reverb_s, p.t_s - a.match_tolerance_s)
-            alts = [q for q in win if q is not p and not q.tail and q.trusted
-                    and q.det.peak_dbfs >= p.det.peak_dbfs - a.reverb_drop_db]
-            ps += alts[-self.REFINE_ALTS:]
+            ps += self._earlier_alternatives(ps[0], self.REFINE_ALTS)
         if len(options) == n_cur and all(len(o) == 1 for o in options.values()):
             return False
         combos = sorted(itertools.product(*options.values()), key=lambda c: sum(q.t_s for q in c))
@@ -694,10 +682,11 @@ class Associator:
             r = self.registry.enu(seed_id)
             pts = self._coarse_grid() + r[:2]
             if tab is not None:
-                del self._tables[seed_id]
+                self._table_bytes -= self._tables.pop(seed_id).nbytes
             tab = self._tables[seed_id] = SeedTable(key, pts, self._range(pts, r) / self.c, self._unit(pts, r))
         else:
             self._tables.move_to_end(seed_id)
+        before = tab.nbytes
         rows = np.empty(len(node_ids), dtype=np.intp)
         for i, n in enumerate(node_ids):
             row = tab.row.get(n)
@@ -707,9 +696,9 @@ class Associator:
             rows[i] = row
         # A city's tables would not fit (up to ~8 MB per seed node): the least recently used go
         # once they hold more than MAX_TABLE_BYTES (never the one in use).
-        total = sum(t.nbytes for t in self._tables.values())
-        while total > self.MAX_TABLE_BYTES and len(self._tables) > 1:
-            total -= self._tables.pop(next(iter(self._tables))).nbytes
+        self._table_bytes += tab.nbytes - before
+        while self._table_bytes > self.MAX_TABLE_BYTES and len(self._tables) > 1:
+            self._table_bytes -= self._tables.pop(next(iter(self._tables))).nbytes
         return tab, rows
 
     #: Memory (bytes) the cached seed tables may hold; the least recently used are dropped beyond it.
@@ -943,12 +932,7 @@ class Associator:
             return members, sol
         options = []
         for p in members:
-            # Within the match tolerance two picks are one arrival to the association (the
-            # locator's weights decide between them): only clearly earlier picks are tried.
-            _, ps = self.pool.window(p.node_id, p.t_s - a.reverb_s, p.t_s - a.match_tolerance_s)
-            alts = [q for q in ps if q is not p and not q.tail and q.trusted
-                    and q.det.peak_dbfs >= p.det.peak_dbfs - a.reverb_drop_db]
-            options.append([p] + alts[-self.FIRST_ARRIVAL_ALTS:])
+            options.append([p] + self._earlier_alternatives(p, self.FIRST_ARRIVAL_ALTS))
         if all(len(o) == 1 for o in options):
             return members, sol
         combos = sorted(itertools.product(*options), key=lambda c: sum(q.t_s for q in c))
@@ -964,6 +948,18 @@ class Associator:
                 log.debug("first arrivals replace %d picks", sum(q is not p for q, p in zip(combo, members, strict=True)))
                 return fit[1], fit[0]
         return members, sol
+
+    def _earlier_alternatives(self, p: Pick, n: int) -> list[Pick]:
+        """The latest ``n`` pooled picks of ``p``'s node that may be the direct arrival ``p`` echoes.
+
+        Up to ``reverb_s`` earlier, no more than ``reverb_drop_db`` weaker, trusted, not tails.
+        Within the match tolerance two picks are one arrival to the association (the locator's
+        weights decide between them): only clearly earlier picks qualify.
+        """
+        a = self.cfg.association
+        _, ps = self.pool.window(p.node_id, p.t_s - a.reverb_s, p.t_s - a.match_tolerance_s, tails=False)
+        alts = [q for q in ps if q is not p and q.trusted and q.det.peak_dbfs >= p.det.peak_dbfs - a.reverb_drop_db]
+        return alts[-n:]
 
     def _coarse_grid(self) -> np.ndarray:
         """Offsets (m) of the coarse hypothesis grid: a disc of radius max_range_m (cached)."""

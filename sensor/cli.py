@@ -189,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    placeholders = _placeholders(args.config)
-    if placeholders:
+    unfilled = _unfilled_keys(args.config)
+    if unfilled:
         # The example config ships with CHANGE-ME values that are valid
         # syntax; a node must not start (or pass a check) with them.
-        print(f"config error: {args.config}: fill in the CHANGE-ME values of {', '.join(placeholders)}",
+        print(f"config error: {args.config}: fill in the CHANGE-ME values of {', '.join(unfilled)}",
               file=sys.stderr)
         return 2
     if args.cmd == "check-config":
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     return _run(cfg)
 
 
-def _placeholders(path: str) -> list[str]:
+def _unfilled_keys(path: str) -> list[str]:
     """Keys (``table.key``) whose value still contains ``CHANGE-ME``."""
     import tomllib
 
