@@ -272,6 +272,8 @@ class Associator:
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self._onsets_cache: tuple | None = None
+        self._onset_sigma_max = 0.0
+        """Largest ``onset_sigma_s`` of any detection taken (s)."""
 
     # -- helpers -------------------------------------------------------------
     def _rel(self, t_ns: int) -> float:
@@ -298,6 +300,11 @@ class Associator:
 
     def _sigma(self, pick: Pick) -> float:
         return max(self.cfg.location.timing_sigma_s, pick.det.onset_sigma_s)
+
+    @property
+    def _sigma_max(self) -> float:
+        """The largest timing sigma (s) of any pick so far (bounds the attach tolerance)."""
+        return max(self.cfg.location.timing_sigma_s, self._onset_sigma_max)
 
     def set_weather(self, temperature_c: float | None = None, wind_enu_mps=None) -> None:
         """Use a measured air temperature (°C) and/or wind (east, north m/s) from now on."""
@@ -332,6 +339,11 @@ class Associator:
                                         onsets, starts, index, claimed, c_starts)
         return got[2], got[3], got[4], got[5], got[6], got[7], got[8]
 
+    def _recent_index(self, node_ids: list[str]) -> np.ndarray:
+        """Indices of ``node_ids`` in :meth:`_recent_onsets` (each must have a recent pick)."""
+        index = self._recent_onsets()[4]
+        return np.array([index[n] for n in node_ids], dtype=np.intp)
+
     def _unclaim(self, p: Pick) -> None:
         times = self.claimed.get(p.node_id, [])
         k = bisect.bisect_left(times, p.t_s)
@@ -355,6 +367,7 @@ class Associator:
         if self.registry.enu(det.node_id) is None:
             raise KeyError(det.node_id)
         pick = Pick(det, self._rel(det.onset_time_ns), received_ns)
+        self._onset_sigma_max = max(self._onset_sigma_max, det.onset_sigma_s)
         if pick.trusted:
             bisect.insort(self.recent.setdefault(det.node_id, []), pick.t_s)
             self._recent_version += 1
@@ -645,6 +658,20 @@ class Associator:
         best.dirty = True
         return best
 
+    def _near_arrivals(self, shot: ShotState) -> list[Pick]:
+        """Pooled picks within the widest possible attach tolerance of the shot's predicted arrival at
+        their node (a superset of those :meth:`_attach` may give it; in range of the shot)."""
+        a = self.cfg.association
+        half = 0.02 + 5 * self._sigma_max + a.match_tolerance_s
+        out: list[Pick] = []
+        for nid in self.pool.node_ids():
+            r = self.registry.enu(nid)
+            if r is None:
+                continue
+            pred = shot.t0_s + self._travel(shot.enu_m, r)
+            out += self.pool.window(nid, pred - half, pred + half)[1]
+        return out
+
     def _attach_tolerance(self, shot: ShotState, pick: Pick) -> float:
         a = self.cfg.association
         if not pick.trusted:
@@ -751,6 +778,9 @@ class Associator:
             if ps:
                 picks_of[nid], by_node[nid] = ps, times
         if len(picks_of) + 1 < a.min_nodes:
+            # Too few partners now: every set this pick could belong to has a later-arriving
+            # member, whose own search sees this pick. Nothing to search again at retry.
+            seed.undecided = False
             return None
         self.n_searches += 1
         self._waited = False
@@ -831,24 +861,29 @@ class Associator:
         sets: list[tuple[list[Pick], np.ndarray, float]] = []
         waiting: list[tuple[list[Pick], np.ndarray, float, float]] = []
         seen: set[bytes] = set()
-        for m_i in range(len(order)):
+        big = np.flatnonzero(fits.sum(axis=0) + 1 >= a.min_nodes)
+        # Cheap negative evidence at the grid points before any solve (all at once: a dozen points a search).
+        verdicts = dict(zip(big.tolist(), self._evidence_many(
+            xy_top[big], t0s[big], self._recent_index(node_ids), fits[:, big], seed.node_id, tol_fine), strict=True))
+        for m_i in big.tolist():
             if len(sets) >= self.N_FINE:
                 break
             ks = np.flatnonzero(fits[:, m_i])
-            if len(ks) + 1 < a.min_nodes:
-                continue
             key = ks.tobytes() + ch[ks, m_i].tobytes()
             if key in seen:
                 continue
             seen.add(key)
+            ev = verdicts[m_i]
+            if ev == "reject":
+                continue
             members = [seed] + [picks_of[node_ids[k]][ch[k, m_i]] for k in ks.tolist()]
-            # Cheap negative evidence at the grid point before any solve.
             t0 = float(t0s[m_i])
-            ev = self._evidence(xy_top[m_i], t0, {p.node_id for p in members}, tol_fine)
             if ev == "accept":
                 sets.append((members, xy_top[m_i], t0))
-            elif ev == "wait" and len(waiting) < self.N_FINE:
-                waiting.append((members, xy_top[m_i], t0, tol_fine))
+            else:
+                self._waited = True
+                if len(waiting) < self.N_FINE:
+                    waiting.append((members, xy_top[m_i], t0, tol_fine))
         shot = self._decide(sets, len(node_ids), waiting, tol_fine)
         if self._waited:
             seed.waiting = (waiting, len(node_ids))
@@ -1149,9 +1184,10 @@ class Associator:
         )
         self._set_solution(shot, picks, sol, max(p.received_ns for p in picks.values()))
         self.shots.append(shot)
-        # Pooled picks that arrived before the shot existed may belong to it.
+        # Pooled picks that arrived before the shot existed may belong to it: per node, those
+        # within the widest attach tolerance of the predicted arrival, offered in onset order.
         joined = False
-        for p in sorted(self.pool, key=lambda p: p.t_s):
+        for p in sorted(self._near_arrivals(shot), key=lambda p: p.t_s):
             if self._attach(p, only=shot) is shot:
                 self.pool.remove(p)
                 joined = True
@@ -1180,27 +1216,55 @@ class Associator:
         and model tolerance: a wider one would find some pick at every node
         of a busy network.
         """
-        a = self.cfg.association
         ids, xyz, onsets, starts, index, claimed, c_starts = self._recent_onsets()
         if not ids:
-            return "accept" if len(members) >= a.min_nodes else "wait"
+            return "accept" if len(members) >= self.cfg.association.min_nodes else "wait"
         member = np.zeros(len(ids), dtype=np.bool_)
         for n in members:
             i = index.get(n)
             if i is not None:
                 member[i] = True
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
-        pending0 = 0 if self._retrying else self._unheard_in_range(xy)
         silent, agree, pending = grid_kernels.silent_counts(
             float(xy[0]), float(xy[1]), self.cfg.location.source_height_m, float(t0_s), float(tol_s),
             self.watermark_s - self.DELIVERY_MARGIN_S, xyz, member, onsets, starts, claimed, c_starts,
-            self.c, wind, a.max_range_m)
-        pending += pending0
-        n_sup = len(members) + agree
+            self.c, wind, self.cfg.association.max_range_m)
+        pending += 0 if self._retrying else self._unheard_in_range(xy)
+        got = self._verdict(len(members), silent, agree, pending)
+        if got == "wait":
+            self._waited = True
+        return got
+
+    def _evidence_many(self, xy: np.ndarray, t0_s: np.ndarray, member_idx: np.ndarray, fits: np.ndarray,
+                       seed_id: str, tol_s: float) -> list[str]:
+        """:meth:`_evidence` at P hypotheses at once (without setting ``_waited``): sources ``xy`` (P, 2) m,
+        emission times ``t0_s`` (P,) s; the members are the seed's node and, per hypothesis, the partner
+        nodes where ``fits`` (K, P) holds, ``member_idx`` (K,) their indices in :meth:`_recent_onsets`."""
+        ids, xyz, onsets, starts, index, claimed, c_starts = self._recent_onsets()
+        n_mem = fits.sum(axis=0) + 1
+        if not ids:
+            return ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
+        member = np.zeros((len(xy), len(ids)), dtype=np.bool_)
+        member[:, member_idx] = fits.T
+        member[:, index[seed_id]] = True
+        wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
+        counts = grid_kernels.silent_counts_many(
+            np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.cfg.location.source_height_m,
+            np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, member,
+            onsets, starts, claimed, c_starts, self.c, wind, self.cfg.association.max_range_m)
+        out = []
+        for g in range(len(xy)):
+            pending = int(counts[g, 2]) + (0 if self._retrying else self._unheard_in_range(xy[g]))
+            out.append(self._verdict(int(n_mem[g]), int(counts[g, 0]), int(counts[g, 1]), pending))
+        return out
+
+    def _verdict(self, n_members: int, silent: int, agree: int, pending: int) -> str:
+        """The rule of :meth:`_evidence` from its counts: "accept", "reject" or "wait"."""
+        a = self.cfg.association
+        n_sup = n_members + agree
         if silent > max(1, int(a.max_silent_fraction * (n_sup + silent))):
             return "reject"
         if pending and n_sup < max(a.min_nodes, math.ceil(self.CONFIRM_FRACTION * (n_sup + silent + pending))):
-            self._waited = True
             return "wait"
         return "accept"
 

@@ -196,49 +196,73 @@ def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, clai
     silent = 0
     agree = 0
     pending = 0
-    a_w = c * c - (wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2])
-    still = wind[0] == 0.0 and wind[1] == 0.0 and wind[2] == 0.0
     for i in range(xyz.shape[0]):
         if member[i]:
             continue
-        dx = xyz[i, 0] - x
-        dy = xyz[i, 1] - y
-        if dx * dx + dy * dy > max_range * max_range:
-            continue
-        dz = xyz[i, 2] - z
-        d2 = dx * dx + dy * dy + dz * dz
-        if still:
-            tt = np.sqrt(d2) / c
-        elif d2 > 0.0:
-            dw = dx * wind[0] + dy * wind[1] + dz * wind[2]
-            tt = d2 / (dw + np.sqrt(dw * dw + a_w * d2))
-        else:
-            tt = 0.0
-        pred = t0 + tt
-        lo = starts[i]
-        hi = starts[i + 1]
-        if (hi > lo and onsets[hi - 1] > pred + tol) or watermark > pred + tol:
-            # first onset >= pred - tol
-            a, b = lo, hi
-            while a < b:
-                mid = (a + b) >> 1
-                if onsets[mid] < pred - tol:
-                    a = mid + 1
-                else:
-                    b = mid
-            free = False
-            while a < hi and onsets[a] <= pred + tol:
-                if not _holds(claimed, c_starts[i], c_starts[i + 1], onsets[a]):
-                    free = True
-                    break
-                a += 1
-            if free:
-                agree += 1
-            else:
-                silent += 1
-        else:
+        st = _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, starts, claimed, c_starts, c, wind, max_range)
+        if st == 0:
+            silent += 1
+        elif st == 1:
+            agree += 1
+        elif st == 2:
             pending += 1
     return silent, agree, pending
+
+
+@njit(cache=True)
+def silent_counts_many(xs, ys, z, t0s, tol, watermark, xyz, member, onsets, starts, claimed, c_starts, c, wind,
+                       max_range):
+    """:func:`silent_counts` at P hypotheses at once: ``xs``, ``ys``, ``t0s`` (P,), ``member`` (P, M).
+
+    Returns (P, 3) counts (silent, agree, pending).
+    """
+    out = np.zeros((xs.shape[0], 3), dtype=np.int64)
+    for g in range(xs.shape[0]):
+        for i in range(xyz.shape[0]):
+            if member[g, i]:
+                continue
+            st = _node_state(i, xs[g], ys[g], z, t0s[g], tol, watermark, xyz, onsets, starts, claimed, c_starts,
+                             c, wind, max_range)
+            if st >= 0:
+                out[g, st] += 1
+    return out
+
+
+@njit(cache=True, inline="always")
+def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, starts, claimed, c_starts, c, wind, max_range):
+    """Node i at a hypothesis: 0 silent, 1 agrees, 2 pending, -1 out of range (see :func:`silent_counts`)."""
+    dx = xyz[i, 0] - x
+    dy = xyz[i, 1] - y
+    if dx * dx + dy * dy > max_range * max_range:
+        return -1
+    dz = xyz[i, 2] - z
+    d2 = dx * dx + dy * dy + dz * dz
+    if wind[0] == 0.0 and wind[1] == 0.0 and wind[2] == 0.0:
+        tt = np.sqrt(d2) / c
+    elif d2 > 0.0:
+        a_w = c * c - (wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2])
+        dw = dx * wind[0] + dy * wind[1] + dz * wind[2]
+        tt = d2 / (dw + np.sqrt(dw * dw + a_w * d2))
+    else:
+        tt = 0.0
+    pred = t0 + tt
+    lo = starts[i]
+    hi = starts[i + 1]
+    if (hi > lo and onsets[hi - 1] > pred + tol) or watermark > pred + tol:
+        # first onset >= pred - tol
+        a, b = lo, hi
+        while a < b:
+            mid = (a + b) >> 1
+            if onsets[mid] < pred - tol:
+                a = mid + 1
+            else:
+                b = mid
+        while a < hi and onsets[a] <= pred + tol:
+            if not _holds(claimed, c_starts[i], c_starts[i + 1], onsets[a]):
+                return 1
+            a += 1
+        return 0
+    return 2
 
 
 @njit(cache=True, inline="always")
