@@ -473,6 +473,11 @@ class Associator:
                         shot.rejected_residuals[p.node_id] = float(r)
                         p.rejected_by.add(shot.shot_id)
                         self.pool.append(p)
+                        if abs(r) <= self.cfg.association.match_tolerance_s:
+                            # This shot's own arrival, off by more than the fit allows (model error:
+                            # a source height or a node position off), not another source's: it
+                            # stays a partner for other searches but seeds none of its own at retry.
+                            p.undecided = False
                         del picks[p.node_id]
                 kept = [p for p, u in zip(trusted, sol.used, strict=True) if u]
                 sol2 = self._solve(kept, near=shot)
