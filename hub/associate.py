@@ -265,6 +265,7 @@ class Associator:
         self.n_quick_rejects = 0
         self.n_cut_sets = 0
         self.n_refined = 0
+        self.n_burst_rejects = 0
         self._retrying = False
         """True while :meth:`retry` decides: nodes that never reported are no longer pending."""
         self._unheard_cache: tuple | None = None
@@ -398,8 +399,11 @@ class Associator:
         t, peak = pick.t_s, pick.det.peak_dbfs
         k = bisect.bisect_left(lv, (t, -math.inf))
         lv.insert(k, (t, peak))
-        if len(lv) > 64 and lv[0][0] < t - 2 * a.reverb_s - 1.0:
-            del lv[: bisect.bisect_left(lv, (t - a.reverb_s, -math.inf))]
+        # Kept for the reverberation test and the burst test (:meth:`_burst_inconsistent`), around
+        # any pick that may still be decided (the wait window).
+        keep = max(a.reverb_s, self.BURST_WINDOW_S) + self.horizon_s()
+        if len(lv) > 64 and lv[0][0] < t - 2 * keep - 1.0:
+            del lv[: bisect.bisect_left(lv, (t - keep, -math.inf))]
             k = bisect.bisect_left(lv, (t, -math.inf))
         if a.reverb_s <= 0:
             return False
@@ -1111,6 +1115,9 @@ class Associator:
             return None
         if self._silent_nodes_agree(sol, {p.node_id for p in members}) != "accept":
             return None
+        if len(members) < 2 * self.cfg.association.min_nodes and self._burst_inconsistent(members):
+            self.n_burst_rejects += 1
+            return None
         return sol, members
 
     def _small_set_fits(self, sol: Solution, members: list[Pick]) -> bool:
@@ -1163,6 +1170,63 @@ class Associator:
     FRAGMENT_T0_S = 0.03
     """Two sets from one place whose emission times differ by less than this (s) are one shot
     (no firearm fires faster than ~1,800 rounds/min = 33 ms)."""
+
+    #: Burst consistency of small sets (:meth:`_burst_inconsistent`): other rounds are looked for
+    #: within this many seconds of each member (semi-automatic intervals 0.4-1.8 s on Pittsburgh) ...
+    BURST_WINDOW_S = 2.0
+    #: ... a node with no pick at all within this (s) of another round's predicted time there
+    #: contradicts that round (a round's own later arrivals and echoes at a node lie within ~35 ms) ...
+    BURST_FAR_S = 0.05
+    #: ... and this many member nodes must show the other round (same offset, same level).
+    BURST_MIN_SUPPORT = 2
+
+    def _burst_inconsistent(self, members: list[Pick]) -> bool:
+        """Whether a small candidate set mixes picks of different rounds of one burst.
+
+        Rounds fired from one place reach every node with the same arrival-time
+        differences and, from the same gun, at about the same level: seen from
+        each member node relative to its member pick, the other rounds of a burst
+        sit at one common offset D at every member. A chance set made of picks
+        of different rounds (Pittsburgh FP2: semi-automatic fire, the direct
+        arrival of one round with echoes of another, 100-900 ms apart) does
+        not: another round lines up at some members while the others have
+        nothing at all within ``BURST_FAR_S`` of where it would be.
+
+        Refused: no offset is supported by every member, and some offset is
+        supported (a pick within 3 sqrt(2) timing sigmas, the difference of two
+        picks, and within ``reverb_drop_db`` of the member's level) by at least
+        ``BURST_MIN_SUPPORT`` members with every other member clearly silent
+        there (it has other picks in the window, none within ``BURST_FAR_S``).
+        A node that heard nothing else is no evidence; a set of one round with
+        no other rounds near is never refused. Uses the picks the hub has when
+        it decides (any state: pooled, held, tails), so a chance set formed
+        before the next round arrives is not caught; fire at a perfectly
+        constant rate defeats it.
+        """
+        tol = 3.0 * math.sqrt(2.0) * self.cfg.location.timing_sigma_s
+        level_db = self.cfg.association.reverb_drop_db
+        w = self.BURST_WINDOW_S
+        seqs = []
+        for p in members:
+            lv = self._levels.get(p.node_id, [])
+            lo = bisect.bisect_left(lv, (p.t_s - w, -math.inf))
+            hi = bisect.bisect_right(lv, (p.t_s + w, math.inf))
+            offs = [(t - p.t_s, pk) for t, pk in lv[lo:hi] if abs(t - p.t_s) >= self.FRAGMENT_T0_S]
+            seqs.append((p.t_s, p.det.peak_dbfs, lv, offs))
+        bad = False
+        for d in sorted(d for _, pk0, _, offs in seqs for d, pk in offs if abs(pk - pk0) <= level_db):
+            sup = far = 0
+            for t, pk0, lv, offs in seqs:
+                dt, pk = _nearest_level(lv, t + d)
+                if dt <= tol and abs(pk - pk0) <= level_db:
+                    sup += 1
+                elif offs and dt > self.BURST_FAR_S:
+                    far += 1
+            if sup == len(seqs):
+                return False  # another round lines up at every member node: one place, one burst
+            if sup >= self.BURST_MIN_SUPPORT and far and sup + far == len(seqs):
+                bad = True  # lines up at some members, clearly absent at all the others
+        return bad
 
     def _create(self, members: list[Pick], sol: Solution) -> ShotState | None:
         """Make a shot of a fitted set, take its picks out of the pool, attach pooled picks that fit."""
@@ -1367,6 +1431,16 @@ class Associator:
         shot.t0_s = sol.t0_s
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
+
+
+def _nearest_level(lv: list[tuple[float, float]], t: float) -> tuple[float, float]:
+    """In a node's sorted (onset s, peak dBFS) history: |onset - t| (s) and the peak of the onset nearest ``t``."""
+    j = bisect.bisect_left(lv, (t, -math.inf))
+    best = (math.inf, 0.0)
+    for k in (j - 1, j):
+        if 0 <= k < len(lv) and abs(lv[k][0] - t) < best[0]:
+            best = (abs(lv[k][0] - t), lv[k][1])
+    return best
 
 
 def _chi2_sf(x: float, dof: int) -> float:

@@ -311,3 +311,35 @@ def test_first_arrival_wins_over_an_echo_set_that_fits_elsewhere():
     assert len(shots) == 1
     assert np.linalg.norm(shot_enu(shots[0]) - src[:2]) < 3.0
     assert shots[0].n_nodes == 4
+
+
+def test_burst_check_refuses_a_set_that_mixes_rounds_of_one_burst():
+    """Rounds from one place line up at every node with one offset; a set mixing two rounds does not."""
+    from shotline.core import messages as m
+    from shotline.hub.associate import Pick
+
+    rng = np.random.default_rng(5)
+    nodes = grid(3, 2, 200.0, seed=5)
+    a = make_pipeline(nodes).assoc
+    a._rel(T0_NS)
+    src = np.array([60.0, 30.0, 1.5])
+    rounds_s = [0.0, 0.6, 1.3]  # semi-automatic fire
+    by_round = []
+    for t0 in rounds_s:
+        dets = arrivals(nodes, src, T0_NS + int(t0 * 1e9), rng)
+        by_round.append([Pick(m.decode(detection(nid, t)[1], m.Detection), a._rel(t), 0) for nid, t in dets])
+    for picks in by_round:
+        for pk in picks:
+            a._is_tail(pk)  # records (onset, level) per node, as add() does
+
+    one_round = by_round[1]
+    assert not a._burst_inconsistent(one_round)
+    mixed = by_round[0][:2] + by_round[1][2:]  # round 1 at two nodes, round 2 at the others
+    assert a._burst_inconsistent(mixed)
+
+    # A lone shot (no other rounds near) is never refused.
+    b = make_pipeline(nodes).assoc
+    b._rel(T0_NS)
+    for pk in by_round[0]:
+        b._is_tail(pk)
+    assert not b._burst_inconsistent(by_round[0])
