@@ -920,7 +920,7 @@ class Associator:
                 self.n_quick_rejects += 1
                 continue
             waited, self._waited = self._waited, False
-            fit = self._fit(members)
+            fit = self._fit(members, start=(xy, t0))
             if self._waited:
                 waiting.append((members, xy, t0, tol_s))
             self._waited = self._waited or waited
@@ -1099,16 +1099,20 @@ class Associator:
                                            1.0 / self.c, float(tol), self.cfg.association.max_range_m,
                                            want_chosen)
 
-    def _fit(self, members: list[Pick]) -> tuple[Solution, list[Pick]] | None:
-        """Locate a candidate set; return (solution, the picks it used) if it fits and silent nodes agree."""
-        sol = self._solve(members)
+    def _fit(self, members: list[Pick], start: tuple[np.ndarray, float] | None = None
+             ) -> tuple[Solution, list[Pick]] | None:
+        """Locate a candidate set; return (solution, the picks it used) if it fits and silent nodes agree.
+
+        ``start``: the grid point (ENU m, emission time s) the set was chosen at (see :meth:`_solve`).
+        """
+        sol = self._solve(members, start=start)
         if sol is None:
             return None
         if not sol.used.all():
             # Keep the solution aligned with the picks it holds: rejected
             # picks go back to the pool, where they may belong to another shot.
             members = [p for p, u in zip(members, sol.used, strict=True) if u]
-            sol = self._solve(members)
+            sol = self._solve(members, start=None if start is None else (np.asarray(sol.position_m), sol.t0_s))
             if sol is None or not sol.used.all():
                 return None
         if not self._small_set_fits(sol, members):
@@ -1377,8 +1381,12 @@ class Associator:
             return 3, pos, loc.source_height_m
         return 2, pos, loc.source_height_m
 
-    def _solve(self, picks: list[Pick], near: ShotState | None = None) -> Solution | None:
-        """Locate picks robustly; ``near``: a shot whose solution is close (started from, no consensus search)."""
+    def _solve(self, picks: list[Pick], near: ShotState | None = None,
+               start: tuple[np.ndarray, float] | None = None) -> Solution | None:
+        """Locate picks robustly; ``near``: a shot whose solution is close (started from, no consensus search;
+        the consensus decides if a pick does not fit there). ``start``: (ENU position m, emission time s) of
+        the grid point the picks were chosen at (within a fine cell of their source): the robust fit
+        starts there, and its outcome stands."""
         a = self.cfg.association
         loc = self.cfg.location
         if len(picks) < a.min_nodes:
@@ -1395,7 +1403,12 @@ class Associator:
         kw = dict(c_mps=self.c, sigma_s=sig, dims=dims, source_height_m=height, robust=True, wind_enu_mps=wind)
         try:
             sol = None
-            if near is not None and not loc.solve_speed_of_sound:
+            if start is not None and not loc.solve_speed_of_sound:
+                xyz = np.array([start[0][0], start[0][1], loc.source_height_m])
+                sol = locate(pos_used, t - t_base, start=(xyz, start[1] - t_base), **kw)
+                if not sol.converged:
+                    sol = None
+            elif near is not None and not loc.solve_speed_of_sound:
                 sol = locate(pos_used, t - t_base, start=(near.enu_m, near.t0_s - t_base), **kw)
                 if not (sol.converged and sol.n_used == len(picks)):
                     # A pick does not fit where the shot was: let the consensus decide afresh
