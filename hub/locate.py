@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import chi2
 
+from . import lm_kernel
 from .closed_form import bancroft_batch, linear_unknown_c_batch
 from .uncertainty import (
     cep_radius_m,
@@ -686,6 +687,9 @@ def locate(
     )
 
 
+_STILL_AIR = np.zeros(3)
+
+
 @dataclass
 class _Fit:
     x: np.ndarray
@@ -695,7 +699,7 @@ class _Fit:
 
 def _levenberg_marquardt(
     prob: _Problem, idx: np.ndarray | slice, p0: np.ndarray, f_scale: float | None = None, max_iter: int = 50,
-    step_tol_m: float = 1e-7, gain_tol: float = 1e-10,
+    step_tol_m: float = 1e-7, gain_tol: float = 1e-10, compiled: bool = True,
 ) -> _Fit:
     """Least squares of the whitened residuals of nodes ``idx`` from ``p0``; Cauchy loss with ``f_scale``.
 
@@ -712,7 +716,17 @@ def _levenberg_marquardt(
     c t0; c in m/s). Reweighting converges only linearly, so the robust stage,
     which just sorts inliers from outliers for the plain fit that follows,
     stops at a millimetre.
+
+    Fits with a known c run compiled (:mod:`.lm_kernel`, the same steps; ``compiled=False``
+    runs this numpy version, which also solves for c).
     """
+    if compiled and not prob.solve_c:
+        ix = np.arange(len(prob.t)) if isinstance(idx, slice) else np.asarray(idx, dtype=np.intp)
+        x, ok, it = lm_kernel.levenberg_marquardt(
+            prob.nodes, prob.t, prob.sig, ix, np.array(p0, dtype=float), prob.dims, prob.height, prob.c_ref,
+            _STILL_AIR if prob.wind is None else prob.wind, -1.0 if f_scale is None else float(f_scale),
+            max_iter, step_tol_m, gain_tol)
+        return _Fit(x, bool(ok), int(it))
 
     def cost_of(r: np.ndarray) -> float:
         if f_scale is None:

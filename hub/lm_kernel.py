@@ -1,0 +1,182 @@
+"""Compiled Levenberg-Marquardt for the locator's known-speed-of-sound fits (numba).
+
+The hub locates every candidate set and re-locates every shot that gains
+picks: thousands of small problems (3-4 parameters, 4-30 residuals) a
+second in a dense scene, where numpy's per-call overhead was most of the
+cost (~0.1-0.2 ms per fit). This is :func:`shotline.hub.locate._levenberg_marquardt`
+with :meth:`shotline.hub.locate._Problem.whitened_jac` inlined, step for step
+(same cost, damping, acceptance and stopping rules), for fits that do not
+solve for c; tests/hub/test_locate.py checks the two against each other.
+
+Conventions as the locator's conditioned problem: node positions centred (m),
+times relative to the earliest arrival (s), parameters (x, y[, z], c_ref t0) in
+metres.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _res_jac(nodes, t, sig, idx, p, dims, height, c, wind, still, r, j):
+    """Whitened residuals (observed - predicted) / sigma into ``r`` and their Jacobian into ``j``."""
+    sx = p[0]
+    sy = p[1]
+    sz = p[2] if dims == 3 else height
+    d0 = p[dims]
+    a_w = c * c - (wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2])
+    for k in range(idx.shape[0]):
+        i = idx[k]
+        dx = nodes[i, 0] - sx
+        dy = nodes[i, 1] - sy
+        dz = nodes[i, 2] - sz
+        dist2 = dx * dx + dy * dy + dz * dz
+        if still:
+            dist = np.sqrt(dist2)
+            tt = dist / c
+            inv = 1.0 / (-c * max(dist, 1e-9))
+            gx = dx * inv
+            gy = dy * inv
+            gz = dz * inv
+        else:
+            dw = dx * wind[0] + dy * wind[1] + dz * wind[2]
+            root = max(np.sqrt(dw * dw + a_w * dist2), 1e-9 * c)
+            tt = dist2 / (dw + root)
+            gx = -(dx - tt * wind[0]) / root
+            gy = -(dy - tt * wind[1]) / root
+            gz = -(dz - tt * wind[2]) / root
+        s = sig[i]
+        r[k] = (t[i] - d0 / c - tt) / s
+        j[k, 0] = -gx / s
+        j[k, 1] = -gy / s
+        if dims == 3:
+            j[k, 2] = -gz / s
+        j[k, dims] = -1.0 / c / s
+
+
+@njit(cache=True)
+def _cost(r, f_scale):
+    out = 0.0
+    if f_scale <= 0.0:
+        for k in range(r.shape[0]):
+            out += r[k] * r[k]
+        return out
+    for k in range(r.shape[0]):
+        q = r[k] / f_scale
+        out += np.log1p(q * q)
+    return f_scale * f_scale * out
+
+
+@njit(cache=True)
+def _solve_small(a, b, out):
+    """Solve a x = b (n <= 5) by Gaussian elimination with partial pivoting; False if singular."""
+    n = b.shape[0]
+    m = a.copy()
+    v = b.copy()
+    for col in range(n):
+        piv = col
+        big = abs(m[col, col])
+        for row in range(col + 1, n):
+            if abs(m[row, col]) > big:
+                big = abs(m[row, col])
+                piv = row
+        if big == 0.0 or not np.isfinite(big):
+            return False
+        if piv != col:
+            for k in range(n):
+                tmp = m[col, k]
+                m[col, k] = m[piv, k]
+                m[piv, k] = tmp
+            tmp = v[col]
+            v[col] = v[piv]
+            v[piv] = tmp
+        for row in range(col + 1, n):
+            f = m[row, col] / m[col, col]
+            if f != 0.0:
+                for k in range(col, n):
+                    m[row, k] -= f * m[col, k]
+                v[row] -= f * v[col]
+    for row in range(n - 1, -1, -1):
+        acc = v[row]
+        for k in range(row + 1, n):
+            acc -= m[row, k] * out[k]
+        out[row] = acc / m[row, row]
+    return True
+
+
+@njit(cache=True)
+def levenberg_marquardt(nodes, t, sig, idx, p0, dims, height, c, wind, f_scale, max_iter, step_tol_m, gain_tol):
+    """Least squares of the whitened residuals of nodes ``idx`` from ``p0``; Cauchy loss when ``f_scale`` > 0.
+
+    Parameters as ``_levenberg_marquardt`` (``wind`` (3,) m/s, zeros for still air).
+    Returns (parameters, success, iterations).
+    """
+    n_par = dims + 1
+    n = idx.shape[0]
+    still = wind[0] == 0.0 and wind[1] == 0.0 and wind[2] == 0.0
+    p = p0.copy()
+    r = np.empty(n)
+    j = np.zeros((n, n_par))
+    _res_jac(nodes, t, sig, idx, p, dims, height, c, wind, still, r, j)
+    cost = _cost(r, f_scale)
+    r_new = np.empty(n)
+    j_new = np.zeros((n, n_par))
+    a = np.empty((n_par, n_par))
+    g = np.empty(n_par)
+    step = np.empty(n_par)
+    p_new = np.empty(n_par)
+    lam = 0.0  # Gauss-Newton while it lowers the cost; damped only when it does not
+    for it in range(1, max_iter + 1):
+        # a = jw^T j, g = jw^T r with Cauchy weights 1 / (1 + (r / f)^2)
+        for u in range(n_par):
+            g[u] = 0.0
+            for v in range(n_par):
+                a[u, v] = 0.0
+        for k in range(n):
+            w = 1.0
+            if f_scale > 0.0:
+                q = r[k] / f_scale
+                w = 1.0 / (1.0 + q * q)
+            for u in range(n_par):
+                ju = j[k, u] * w
+                g[u] += ju * r[k]
+                for v in range(n_par):
+                    a[u, v] += ju * j[k, v]
+        while True:
+            m = a.copy()
+            for u in range(n_par):
+                m[u, u] += lam * max(a[u, u], 1e-30)
+            ok = _solve_small(m, -g, step)
+            if ok:
+                for u in range(n_par):
+                    if not np.isfinite(step[u]):
+                        ok = False
+            if ok:
+                for u in range(n_par):
+                    p_new[u] = p[u] + step[u]
+                _res_jac(nodes, t, sig, idx, p_new, dims, height, c, wind, still, r_new, j_new)
+                cost_new = _cost(r_new, f_scale)
+                if np.isfinite(cost_new) and cost_new <= cost:
+                    break
+            lam = max(lam * 10.0, 1e-4)
+            if lam > 1e12:
+                # No step lowers the cost: at a minimum to machine precision.
+                fin = True
+                for u in range(n_par):
+                    fin = fin and np.isfinite(p[u])
+                return p, fin, it
+        small_step = True
+        for u in range(n_par):
+            if abs(step[u]) > 1e-10 * abs(p[u]) + step_tol_m:
+                small_step = False
+        small_gain = cost - cost_new <= gain_tol * max(cost, 1e-300)
+        p[:] = p_new
+        r[:] = r_new
+        j[:, :] = j_new
+        cost = cost_new
+        lam = lam * 0.1 if lam > 1e-6 else 0.0
+        if small_step or small_gain:
+            return p, True, it
+    return p, False, max_iter
