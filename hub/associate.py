@@ -47,18 +47,13 @@ from shotline.core import messages as m
 from . import grid_kernels
 from .config import HubConfig
 from .locate import LocateError, Solution, locate
+from .onset_store import NodeGrid, OnsetStore
 from .registry import NodeRegistry
 
 log = logging.getLogger(__name__)
 
 _NO_WIND = np.zeros(3)
 
-
-def _concat(lists) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted per-node lists of times (s) -> (concatenation, slice starts (len + 1,))."""
-    starts = np.zeros(len(lists) + 1, dtype=np.intp)
-    np.cumsum([len(t) for t in lists], out=starts[1:])
-    return np.fromiter(itertools.chain.from_iterable(lists), dtype=float, count=int(starts[-1])), starts
 
 #: Emission times of an echo ghost and its direct shot agree within this (s), plus their sigmas.
 GHOST_T0_TOL_S = 0.002
@@ -248,12 +243,11 @@ class Associator:
         """Memory the cached tables hold (bytes)."""
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray]] = {}
         """Per seed node: (key, nodes within reach, their distances to it, m)."""
-        self._recent_cache: tuple | None = None
+        self._rows_cache: tuple | None = None
         self.shots: list[ShotState] = []
-        self.recent: dict[str, list[float]] = {}
-        """Sorted onset times (s) of every recent pick per node, associated or not."""
-        self.claimed: dict[str, list[float]] = {}
-        """Sorted onset times (s) of the recent picks that shots hold, per node (:meth:`_evidence`)."""
+        self.onsets = OnsetStore()
+        """Per node, the sorted onset times (s) of every recent trusted pick (associated or not) and of
+        those that shots hold (:meth:`_evidence`)."""
         self.n_expired_unassociated = 0
         self.n_echo_ghosts = 0
         self.n_fragments = 0
@@ -269,10 +263,8 @@ class Associator:
         self._retrying = False
         """True while :meth:`retry` decides: nodes that never reported are no longer pending."""
         self._unheard_cache: tuple | None = None
-        self._recent_version = 0
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
-        self._onsets_cache: tuple | None = None
         self._onset_sigma_max = 0.0
         """Largest ``onset_sigma_s`` of any detection taken (s)."""
 
@@ -317,39 +309,21 @@ class Associator:
             w = np.asarray(wind_enu_mps, float).ravel()
             self.wind_enu_mps = np.array([w[0], w[1], 0.0])
 
-    def _recent_nodes(self) -> tuple[list[str], np.ndarray]:
-        """Located nodes that have reported picks, and their ENU positions (M, 3) m (cached)."""
-        key = (self.registry.version, len(self.recent))
-        if self._recent_cache is None or self._recent_cache[0] != key:
-            ids = [n for n in self.recent if self.registry.enu(n) is not None]
-            xyz = np.array([self.registry.enu(n) for n in ids]).reshape(-1, 3)
-            self._recent_cache = (key, ids, xyz)
-        return self._recent_cache[1], self._recent_cache[2]
-
-    def _recent_onsets(self):
-        """:meth:`_recent_nodes` with every node's recent onsets concatenated (s) and slice starts,
-        each node's index, and the onsets that shots hold, concatenated with their slice starts
-        (cached until a pick is added, claimed or expired)."""
-        got = self._onsets_cache
-        if got is None or got[0] != self._recent_version or got[1] is not self._recent_cache:
-            ids, xyz = self._recent_nodes()
-            onsets, starts = _concat([self.recent[n] for n in ids])
-            claimed, c_starts = _concat([self.claimed.get(n, ()) for n in ids])
-            index = {n: i for i, n in enumerate(ids)}
-            got = self._onsets_cache = (self._recent_version, self._recent_cache, ids, np.ascontiguousarray(xyz),
-                                        onsets, starts, index, claimed, c_starts)
-        return got[2], got[3], got[4], got[5], got[6], got[7], got[8]
-
-    def _recent_index(self, node_ids: list[str]) -> np.ndarray:
-        """Indices of ``node_ids`` in :meth:`_recent_onsets` (each must have a recent pick)."""
-        index = self._recent_onsets()[4]
-        return np.array([index[n] for n in node_ids], dtype=np.intp)
+    def _rows(self) -> tuple[np.ndarray, NodeGrid]:
+        """Positions (R, 3) m of the onset store's rows (far away for a node without a position) and a
+        spatial index over them (cached until a node reports for the first time or positions change)."""
+        key = (self.registry.version, len(self.onsets), self.cfg.association.max_range_m)
+        if self._rows_cache is None or self._rows_cache[0] != key:
+            xyz = np.full((len(self.onsets), 3), 1e18)
+            for r, n in enumerate(self.onsets.ids):
+                pos = self.registry.enu(n)
+                if pos is not None:
+                    xyz[r] = pos
+            self._rows_cache = (key, xyz, NodeGrid(xyz, self.cfg.association.max_range_m))
+        return self._rows_cache[1], self._rows_cache[2]
 
     def _unclaim(self, p: Pick) -> None:
-        times = self.claimed.get(p.node_id, [])
-        k = bisect.bisect_left(times, p.t_s)
-        if k < len(times) and times[k] == p.t_s:
-            del times[k]
+        self.onsets.release(p.node_id, p.t_s)
 
     def _travel(self, src: np.ndarray, node: np.ndarray) -> float:
         """Travel time (s) from an ENU source to a node with the current c and wind."""
@@ -370,8 +344,7 @@ class Associator:
         pick = Pick(det, self._rel(det.onset_time_ns), received_ns)
         self._onset_sigma_max = max(self._onset_sigma_max, det.onset_sigma_s)
         if pick.trusted:
-            bisect.insort(self.recent.setdefault(det.node_id, []), pick.t_s)
-            self._recent_version += 1
+            self.onsets.add(det.node_id, pick.t_s)
             pick.tail = self._is_tail(pick)
         if self._attach(pick) is not None:
             return []
@@ -418,15 +391,18 @@ class Associator:
         """For in-range nodes without a used pick in ``shot``: residual (s) of their pick nearest the
         predicted arrival, within ``window_s`` (a clock or position error too large for the fit)."""
         out = {}
-        for nid, times in self.recent.items():
-            if nid in shot.picks or not times:
+        xyz, grid = self._rows()
+        for row in grid.near(shot.enu_m[0], shot.enu_m[1], self.cfg.association.max_range_m).tolist():
+            nid = self.onsets.ids[row]
+            times = self.onsets.times(nid)
+            if nid in shot.picks or not len(times):
                 continue
             r = self.registry.enu(nid)
             if r is None or math.hypot(r[0] - shot.enu_m[0], r[1] - shot.enu_m[1]) > self.cfg.association.max_range_m:
                 continue
             pred = shot.t0_s + self._travel(shot.enu_m, r)
-            j = bisect.bisect_left(times, pred)
-            best = min((times[k] - pred for k in (j - 1, j) if 0 <= k < len(times)), key=abs)
+            j = int(np.searchsorted(times, pred))
+            best = min((float(times[k]) - pred for k in (j - 1, j) if 0 <= k < len(times)), key=abs)
             if abs(best) <= window_s:
                 out[nid] = best
         return out
@@ -538,7 +514,6 @@ class Associator:
         combos = sorted(itertools.product(*options.values()), key=lambda c: sum(q.t_s for q in c))
         for p in shot.picks.values():  # its own picks are no other shot's while it is re-fitted
             self._unclaim(p)
-        self._recent_version += 1
         waited, best = self._waited, None
         try:
             for combo in combos[:self.REFINE_MAX_SETS]:
@@ -556,8 +531,7 @@ class Associator:
         finally:
             self._waited = waited
             for p in shot.picks.values():
-                bisect.insort(self.claimed.setdefault(p.node_id, []), p.t_s)
-            self._recent_version += 1
+                self.onsets.hold(p.node_id, p.t_s)
         if best is None or {id(p) for p in best[1]} == {id(p) for p in shot.picks.values()}:
             return False
         self.n_refined += 1
@@ -630,9 +604,7 @@ class Associator:
         self.shots = [
             s for s in self.shots if s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c
         ]
-        for times in itertools.chain(self.recent.values(), self.claimed.values()):
-            del times[: bisect.bisect_left(times, w - 2 * horizon)]
-        self._recent_version += 1
+        self.onsets.trim(w - 2 * horizon)
 
     # -- attaching to a known shot -----------------------------------------
     def _attach(self, pick: Pick, only: ShotState | None = None) -> ShotState | None:
@@ -869,20 +841,22 @@ class Associator:
         fits = (np.abs(got - pred) < tol_fine) & (ex * ex + ey * ey <= a.max_range_m**2)
         sets: list[tuple[list[Pick], np.ndarray, float]] = []
         waiting: list[tuple[list[Pick], np.ndarray, float, float]] = []
+        # Each candidate set once (neighbouring fine points often choose the same picks), then the cheap
+        # negative evidence at their grid points before any solve, all at once.
         seen: set[bytes] = set()
-        big = np.flatnonzero(fits.sum(axis=0) + 1 >= a.min_nodes)
-        # Cheap negative evidence at the grid points before any solve (all at once: a dozen points a search).
-        verdicts = dict(zip(big.tolist(), self._evidence_many(
-            xy_top[big], t0s[big], self._recent_index(node_ids), fits[:, big], seed.node_id, tol_fine), strict=True))
-        for m_i in big.tolist():
+        first = []
+        for m_i in np.flatnonzero(fits.sum(axis=0) + 1 >= a.min_nodes).tolist():
+            ks = np.flatnonzero(fits[:, m_i])
+            key = ks.tobytes() + ch[ks, m_i].tobytes()
+            if key not in seen:
+                seen.add(key)
+                first.append(m_i)
+        verdicts = self._evidence_many(xy_top[first], t0s[first], np.array([self.onsets.row[n] for n in node_ids], dtype=np.intp), fits[:, first],
+                                       seed.node_id, tol_fine) if first else []
+        for m_i, ev in zip(first, verdicts, strict=True):
             if len(sets) >= self.N_FINE:
                 break
             ks = np.flatnonzero(fits[:, m_i])
-            key = ks.tobytes() + ch[ks, m_i].tobytes()
-            if key in seen:
-                continue
-            seen.add(key)
-            ev = verdicts[m_i]
             if ev == "reject":
                 continue
             members = [seed] + [picks_of[node_ids[k]][ch[k, m_i]] for k in ks.tolist()]
@@ -1289,18 +1263,16 @@ class Associator:
         and model tolerance: a wider one would find some pick at every node
         of a busy network.
         """
-        ids, xyz, onsets, starts, index, claimed, c_starts = self._recent_onsets()
-        if not ids:
+        if not len(self.onsets):
             return "accept" if len(members) >= self.cfg.association.min_nodes else "wait"
-        member = np.zeros(len(ids), dtype=np.bool_)
-        for n in members:
-            i = index.get(n)
-            if i is not None:
-                member[i] = True
+        xyz, grid = self._rows()
+        nodes = grid.near(float(xy[0]), float(xy[1]), self.cfg.association.max_range_m)
+        member = np.isin(nodes, [self.onsets.row[n] for n in members if n in self.onsets])
+        st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
         silent, agree, pending = grid_kernels.silent_counts(
             float(xy[0]), float(xy[1]), self.cfg.location.source_height_m, float(t0_s), float(tol_s),
-            self.watermark_s - self.DELIVERY_MARGIN_S, xyz, member, onsets, starts, claimed, c_starts,
+            self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member, st.onsets, st.n, st.held, st.n_held,
             self.c, wind, self.cfg.association.max_range_m)
         pending += 0 if self._retrying else self._unheard_in_range(xy)
         got = self._verdict(len(members), silent, agree, pending)
@@ -1312,19 +1284,23 @@ class Associator:
                        seed_id: str, tol_s: float) -> list[str]:
         """:meth:`_evidence` at P hypotheses at once (without setting ``_waited``): sources ``xy`` (P, 2) m,
         emission times ``t0_s`` (P,) s; the members are the seed's node and, per hypothesis, the partner
-        nodes where ``fits`` (K, P) holds, ``member_idx`` (K,) their indices in :meth:`_recent_onsets`."""
-        ids, xyz, onsets, starts, index, claimed, c_starts = self._recent_onsets()
+        nodes where ``fits`` (K, P) holds, ``member_idx`` (K,) their rows in the onset store (the
+        hypotheses lie within ``max_range_m`` of the seed's node)."""
         n_mem = fits.sum(axis=0) + 1
-        if not ids:
+        if not len(self.onsets):
             return ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
-        member = np.zeros((len(xy), len(ids)), dtype=np.bool_)
-        member[:, member_idx] = fits.T
-        member[:, index[seed_id]] = True
+        xyz, grid = self._rows()
+        r_seed = self.registry.enu(seed_id)
+        nodes = grid.near(float(r_seed[0]), float(r_seed[1]), 2 * self.cfg.association.max_range_m)
+        member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
+        member[:, np.searchsorted(nodes, member_idx)] = fits.T
+        member[:, np.searchsorted(nodes, self.onsets.row[seed_id])] = True
+        st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
         counts = grid_kernels.silent_counts_many(
             np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.cfg.location.source_height_m,
-            np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, member,
-            onsets, starts, claimed, c_starts, self.c, wind, self.cfg.association.max_range_m)
+            np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
+            st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m)
         out = []
         for g in range(len(xy)):
             pending = int(counts[g, 2]) + (0 if self._retrying else self._unheard_in_range(xy[g]))
@@ -1351,9 +1327,9 @@ class Associator:
         the wait window has passed (:meth:`retry`) they are left out: a node
         that never reports is not evidence.
         """
-        key = (self.registry.version, len(self.recent))
+        key = (self.registry.version, len(self.onsets))
         if self._unheard_cache is None or self._unheard_cache[0] != key:
-            ids = [n for n in self.registry.located_ids() if n not in self.recent]
+            ids = [n for n in self.registry.located_ids() if n not in self.onsets]
             xy_n = np.array([self.registry.enu(n)[:2] for n in ids]).reshape(-1, 2)
             self._unheard_cache = (key, xy_n)
         xy_n = self._unheard_cache[1]
@@ -1434,8 +1410,7 @@ class Associator:
                 self._unclaim(p)
         for p in picks.values():
             if shot.picks.get(p.node_id) is not p:
-                bisect.insort(self.claimed.setdefault(p.node_id, []), p.t_s)
-        self._recent_version += 1
+                self.onsets.hold(p.node_id, p.t_s)
         shot.picks = picks
         shot.solution = sol
         pos = np.asarray(sol.position_m, dtype=float)

@@ -162,8 +162,7 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
 
 
 @njit(cache=True)
-def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, claimed, c_starts, c, wind,
-                  max_range):
+def silent_counts(x, y, z, t0, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range):
     """Negative evidence at a hypothesised source: (silent, agree, pending) counts over non-member nodes.
 
     Parameters
@@ -174,12 +173,15 @@ def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, clai
         Window (s) around each predicted arrival in which a pick agrees.
     watermark
         Time (s) up to which every node is taken to have reported (watermark less a delivery margin).
-    xyz, member
-        (M, 3) node positions (m) and whether each node is a member of the hypothesis.
-    onsets, starts
-        Every recent onset of every node (s), sorted per node and concatenated; node i's
-        slice is ``onsets[starts[i]:starts[i + 1]]`` (may be empty).
-    claimed, c_starts
+    xyz
+        (R, 3) node positions (m), one per row of the onset store.
+    nodes, member
+        (K,) the rows to count (those that may be in range: a spatial-index superset) and whether
+        each is a member of the hypothesis.
+    onsets, n_on
+        (R, W) every node's recent onsets (s), each row sorted, and (R,) how many each row holds
+        (:class:`shotline.hub.onset_store.OnsetStore`).
+    held, n_held
         The same for the onsets that located shots hold (a subset of ``onsets``).
     c, wind
         Speed of sound (m/s) and uniform wind (3,) m/s (zeros for still air).
@@ -196,10 +198,10 @@ def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, clai
     silent = 0
     agree = 0
     pending = 0
-    for i in range(xyz.shape[0]):
-        if member[i]:
+    for k in range(nodes.shape[0]):
+        if member[k]:
             continue
-        st = _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, starts, claimed, c_starts, c, wind, max_range)
+        st = _node_state(nodes[k], x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held, c, wind, max_range)
         if st == 0:
             silent += 1
         elif st == 1:
@@ -210,18 +212,18 @@ def silent_counts(x, y, z, t0, tol, watermark, xyz, member, onsets, starts, clai
 
 
 @njit(cache=True)
-def silent_counts_many(xs, ys, z, t0s, tol, watermark, xyz, member, onsets, starts, claimed, c_starts, c, wind,
+def silent_counts_many(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind,
                        max_range):
-    """:func:`silent_counts` at P hypotheses at once: ``xs``, ``ys``, ``t0s`` (P,), ``member`` (P, M).
+    """:func:`silent_counts` at P hypotheses at once: ``xs``, ``ys``, ``t0s`` (P,), ``member`` (P, K).
 
     Returns (P, 3) counts (silent, agree, pending).
     """
     out = np.zeros((xs.shape[0], 3), dtype=np.int64)
     for g in range(xs.shape[0]):
-        for i in range(xyz.shape[0]):
-            if member[g, i]:
+        for k in range(nodes.shape[0]):
+            if member[g, k]:
                 continue
-            st = _node_state(i, xs[g], ys[g], z, t0s[g], tol, watermark, xyz, onsets, starts, claimed, c_starts,
+            st = _node_state(nodes[k], xs[g], ys[g], z, t0s[g], tol, watermark, xyz, onsets, n_on, held, n_held,
                              c, wind, max_range)
             if st >= 0:
                 out[g, st] += 1
@@ -229,8 +231,8 @@ def silent_counts_many(xs, ys, z, t0s, tol, watermark, xyz, member, onsets, star
 
 
 @njit(cache=True, inline="always")
-def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, starts, claimed, c_starts, c, wind, max_range):
-    """Node i at a hypothesis: 0 silent, 1 agrees, 2 pending, -1 out of range (see :func:`silent_counts`)."""
+def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held, c, wind, max_range):
+    """Row i at a hypothesis: 0 silent, 1 agrees, 2 pending, -1 out of range (see :func:`silent_counts`)."""
     dx = xyz[i, 0] - x
     dy = xyz[i, 1] - y
     if dx * dx + dy * dy > max_range * max_range:
@@ -246,19 +248,18 @@ def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, starts, claimed, c_
     else:
         tt = 0.0
     pred = t0 + tt
-    lo = starts[i]
-    hi = starts[i + 1]
-    if (hi > lo and onsets[hi - 1] > pred + tol) or watermark > pred + tol:
+    hi = n_on[i]
+    if (hi > 0 and onsets[i, hi - 1] > pred + tol) or watermark > pred + tol:
         # first onset >= pred - tol
-        a, b = lo, hi
+        a, b = 0, hi
         while a < b:
             mid = (a + b) >> 1
-            if onsets[mid] < pred - tol:
+            if onsets[i, mid] < pred - tol:
                 a = mid + 1
             else:
                 b = mid
-        while a < hi and onsets[a] <= pred + tol:
-            if not _holds(claimed, c_starts[i], c_starts[i + 1], onsets[a]):
+        while a < hi and onsets[i, a] <= pred + tol:
+            if not _holds(held[i], 0, n_held[i], onsets[i, a]):
                 return 1
             a += 1
         return 0

@@ -251,7 +251,7 @@ def test_quick_consensus_screens_chance_sets_but_passes_a_real_shot_with_outlier
             det = m.decode(detection(nid, t)[1], m.Detection)
             out.append(Pick(det, a._rel(t), 0))
         for pk in out:
-            a.recent.setdefault(pk.node_id, []).append(pk.t_s)
+            a.onsets.add(pk.node_id, pk.t_s)
         return out
 
     true = picks(dets)

@@ -120,27 +120,35 @@ def test_compiled_evidence_equals_plain_count_with_wind():
     a = make_pipeline(nodes).assoc
     a.set_weather(wind_enu_mps=(5.0, -2.0))
     ids = list(nodes)
+    recent, held = {}, {}
     for n in ids:
-        a.recent[n] = sorted(rng.uniform(0.0, 4.0, rng.integers(0, 8)).tolist())
-        a.claimed[n] = [t for t in a.recent[n] if rng.random() < 0.4]  # held by shots
-    a._recent_version += 1
-    got_ids, xyz, onsets, starts, index, claimed, c_starts = a._recent_onsets()
-    assert sorted(got_ids) == sorted(ids)
+        recent[n] = sorted(rng.uniform(0.0, 4.0, rng.integers(0, 8)).tolist())
+        held[n] = [t for t in recent[n] if rng.random() < 0.4]  # held by shots
+        for t in rng.permutation(recent[n]):  # in any order: the store keeps each row sorted
+            a.onsets.add(n, float(t))
+        for t in held[n]:
+            a.onsets.hold(n, t)
+    xyz, index = a._rows()
+    st = a.onsets
     for _ in range(100):
         src = np.r_[rng.uniform(-600, 600, 2), a.cfg.location.source_height_m]
         t0, tol, wm = float(rng.uniform(0, 3)), float(rng.uniform(0.001, 0.05)), float(rng.uniform(0, 4))
-        member = rng.random(len(got_ids)) < 0.3
-        got = grid_kernels.silent_counts(src[0], src[1], src[2], t0, tol, wm, xyz, member, onsets, starts,
-                                         claimed, c_starts, a.c, a.wind_enu_mps, a.cfg.association.max_range_m)
+        nodes_k = index.near(src[0], src[1], a.cfg.association.max_range_m)
+        member = rng.random(len(nodes_k)) < 0.3
+        got = grid_kernels.silent_counts(src[0], src[1], src[2], t0, tol, wm, xyz, nodes_k, member, st.onsets, st.n,
+                                         st.held, st.n_held, a.c, a.wind_enu_mps, a.cfg.association.max_range_m)
+        is_member = {st.ids[r] for r, mm in zip(nodes_k, member, strict=True) if mm}
         want = [0, 0, 0]
-        for i, n in enumerate(got_ids):
+        for n in ids:
             r = a.registry.enu(n)
-            if member[i] or np.hypot(*(r[:2] - src[:2])) > a.cfg.association.max_range_m:
+            if n not in st:
+                continue  # never reported: not a row (the associator counts such nodes as pending itself)
+            if n in is_member or np.hypot(*(r[:2] - src[:2])) > a.cfg.association.max_range_m:
                 continue
             pred = t0 + a._travel(src, r)
-            times = np.array(a.recent[n])
+            times = np.array(recent[n])
             if (len(times) and times[-1] > pred + tol) or wm > pred + tol:
-                free = [t for t in a.recent[n] if abs(t - pred) <= tol and t not in a.claimed[n]]
+                free = [t for t in recent[n] if abs(t - pred) <= tol and t not in held[n]]
                 want[1 if free else 0] += 1
             else:
                 want[2] += 1
@@ -227,7 +235,7 @@ def test_picks_held_by_a_shot_do_not_support_another_hypothesis():
     incs = run(p, arrivals(nodes, src, T0_NS, rng))
     shot = incs[0].shots[0]
     a = p.assoc
-    held = {n: list(v) for n, v in a.claimed.items() if v}
+    held = {n: list(a.onsets.held_times(n)) for n in a.onsets.ids if len(a.onsets.held_times(n))}
     assert set(held) == {r.node_id for r in shot.residuals if r.used}
     assert all(len(v) == 1 for v in held.values())
     t0 = (shot.time_ns - a.t_ref_ns) / 1e9
@@ -235,6 +243,7 @@ def test_picks_held_by_a_shot_do_not_support_another_hypothesis():
     members = set(list(nodes)[:4])
     a.watermark_s = t0 + 10.0  # every node has had its chance to report
     assert a._evidence(xy, t0, members, 0.005) == "reject"
-    a.claimed.clear()
-    a._recent_version += 1
+    for n, times in held.items():
+        for t in times:
+            a.onsets.release(n, t)
     assert a._evidence(xy, t0, members, 0.005) == "accept"

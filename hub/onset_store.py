@@ -1,0 +1,138 @@
+"""Every node's recent onsets, in place for the compiled evidence counts.
+
+The negative evidence of a hypothesis (:func:`shotline.hub.grid_kernels.silent_counts`)
+reads, for each node in range, its recent onset times and those that shots
+hold. Kept as per-node Python lists, they had to be concatenated into one
+array after every new pick: O(all recent onsets) per detection, most of the
+cost on a 10,000-node network. Here each node owns a row of two 2-D arrays
+(sorted onsets, sorted held onsets, with counts), so a pick costs one row
+update and the kernels read the rows where they are.
+
+Times are seconds in the associator's reference. A spatial index over the
+rows answers "which nodes are within r of a point" without visiting all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class OnsetStore:
+    """Sorted recent onsets (s) per node, and the onsets of them that shots hold, one row per node."""
+
+    def __init__(self, cap: int = 16) -> None:
+        self.row: dict[str, int] = {}
+        """Row of each node that has reported an onset."""
+        self.ids: list[str] = []
+        """Node of each row."""
+        self.onsets = np.zeros((8, cap))
+        self.n = np.zeros(8, dtype=np.int64)
+        self.held = np.zeros((8, cap))
+        self.n_held = np.zeros(8, dtype=np.int64)
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self.row
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def times(self, node_id: str) -> np.ndarray:
+        """A node's recent onsets (s), sorted (a view; empty if it never reported)."""
+        r = self.row.get(node_id)
+        return self.onsets[r, : self.n[r]] if r is not None else np.zeros(0)
+
+    def held_times(self, node_id: str) -> np.ndarray:
+        """A node's onsets that shots hold (s), sorted (a view)."""
+        r = self.row.get(node_id)
+        return self.held[r, : self.n_held[r]] if r is not None else np.zeros(0)
+
+    def add(self, node_id: str, t_s: float) -> None:
+        """Record an onset of a node."""
+        r = self._row_of(node_id)
+        self.onsets = _insert(self.onsets, self.n, r, t_s)
+
+    def hold(self, node_id: str, t_s: float) -> None:
+        """Mark an onset as held by a shot."""
+        r = self._row_of(node_id)
+        self.held = _insert(self.held, self.n_held, r, t_s)
+
+    def release(self, node_id: str, t_s: float) -> None:
+        """Unmark a held onset (no-op if it is not held)."""
+        r = self.row.get(node_id)
+        if r is None:
+            return
+        c = int(self.n_held[r])
+        k = int(np.searchsorted(self.held[r, :c], t_s))
+        if k < c and self.held[r, k] == t_s:
+            self.held[r, k : c - 1] = self.held[r, k + 1 : c]
+            self.n_held[r] = c - 1
+
+    def trim(self, t_min_s: float) -> None:
+        """Forget onsets (held or not) before ``t_min_s``."""
+        for arr, cnt in ((self.onsets, self.n), (self.held, self.n_held)):
+            rows = np.flatnonzero(cnt[: len(self.ids)])
+            for r in rows.tolist():
+                c = int(cnt[r])
+                k = int(np.searchsorted(arr[r, :c], t_min_s))
+                if k:
+                    arr[r, : c - k] = arr[r, k:c]
+                    cnt[r] = c - k
+
+    def _row_of(self, node_id: str) -> int:
+        r = self.row.get(node_id)
+        if r is None:
+            r = self.row[node_id] = len(self.ids)
+            self.ids.append(node_id)
+            if r == len(self.n):
+                for name in ("onsets", "held"):
+                    old = getattr(self, name)
+                    new = np.zeros((2 * old.shape[0], old.shape[1]))
+                    new[: old.shape[0]] = old
+                    setattr(self, name, new)
+                self.n = np.concatenate([self.n, np.zeros_like(self.n)])
+                self.n_held = np.concatenate([self.n_held, np.zeros_like(self.n_held)])
+        return r
+
+
+def _insert(arr: np.ndarray, counts: np.ndarray, r: int, t: float) -> np.ndarray:
+    """Insert ``t`` into sorted row ``r`` of ``arr`` (growing the columns when full); return the array."""
+    c = int(counts[r])
+    if c == arr.shape[1]:
+        new = np.zeros((arr.shape[0], 2 * arr.shape[1]))
+        new[:, : arr.shape[1]] = arr
+        arr = new
+    k = int(np.searchsorted(arr[r, :c], t, side="right"))
+    if k < c:
+        arr[r, k + 1 : c + 1] = arr[r, k:c]
+    arr[r, k] = t
+    counts[r] = c + 1
+    return arr
+
+
+class NodeGrid:
+    """Rows of an :class:`OnsetStore` bucketed by position: the rows within a distance of a point."""
+
+    def __init__(self, xyz: np.ndarray, cell_m: float) -> None:
+        """``xyz`` (R, 3) ENU positions (m) of the store's rows; ``cell_m`` the bucket size (m)."""
+        self.cell = float(cell_m)
+        self.xyz = xyz
+        keys = np.floor(xyz[:, :2] / self.cell).astype(np.int64) if len(xyz) else np.zeros((0, 2), np.int64)
+        self.buckets: dict[tuple[int, int], np.ndarray] = {}
+        order = np.lexsort((keys[:, 1], keys[:, 0])) if len(keys) else np.zeros(0, np.int64)
+        if len(order):
+            k_sorted = keys[order]
+            cut = np.flatnonzero(np.any(np.diff(k_sorted, axis=0) != 0, axis=1)) + 1
+            for part in np.split(order, cut):
+                self.buckets[(int(keys[part[0], 0]), int(keys[part[0], 1]))] = part
+
+    def near(self, x: float, y: float, radius_m: float) -> np.ndarray:
+        """Rows (sorted) in the buckets that a disc of ``radius_m`` about (x, y) touches (a superset)."""
+        reach = int(math.ceil(radius_m / self.cell))
+        ix, iy = int(math.floor(x / self.cell)), int(math.floor(y / self.cell))
+        if (2 * reach + 1) ** 2 > 4 * len(self.buckets):
+            return np.arange(len(self.xyz))  # the disc covers most of the network
+        parts = [b for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1)
+                 if (b := self.buckets.get((ix + dx, iy + dy))) is not None]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
