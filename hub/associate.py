@@ -164,8 +164,9 @@ class PickPool:
     def __len__(self) -> int:
         return sum(len(d) for d in self._by_node.values())
 
-    def node_ids(self):
-        return [k for k, d in self._by_node.items() if d]
+    def has_node(self, node_id: str) -> bool:
+        """Whether the node has pooled picks."""
+        return bool(self._by_node.get(node_id))
 
     def window(self, node_id: str, t_lo: float, t_hi: float, tails: bool = True) -> tuple[np.ndarray, list[Pick]]:
         """A node's pooled picks with onsets in [t_lo, t_hi] s: (sorted times, picks); without
@@ -497,8 +498,8 @@ class Associator:
         if n_cur >= 2 * a.min_nodes:
             return False  # many picks: the robust consensus outvotes echoes (as in _first_arrivals)
         options = {nid: [p] for nid, p in shot.picks.items()}
-        for nid in self.pool.node_ids():
-            if nid in options or self.registry.enu(nid) is None:
+        for nid in self._pool_nodes_near(shot.enu_m):
+            if nid in options:
                 continue
             pred = shot.t0_s + self._travel(shot.enu_m, self.registry.enu(nid))
             _, ps = self.pool.window(nid, pred - self.REFINE_WINDOW_S, pred + self.REFINE_WINDOW_S)
@@ -641,17 +642,24 @@ class Associator:
 
     def _near_arrivals(self, shot: ShotState) -> list[Pick]:
         """Pooled picks within the widest possible attach tolerance of the shot's predicted arrival at
-        their node (a superset of those :meth:`_attach` may give it; in range of the shot)."""
+        their node, for nodes within ``max_range_m`` of the shot (the picks :meth:`_attach` may give it
+        from nodes that can have heard it)."""
         a = self.cfg.association
         half = 0.02 + 5 * self._sigma_max + a.match_tolerance_s
         out: list[Pick] = []
-        for nid in self.pool.node_ids():
-            r = self.registry.enu(nid)
-            if r is None:
-                continue
-            pred = shot.t0_s + self._travel(shot.enu_m, r)
+        for nid in self._pool_nodes_near(shot.enu_m):
+            pred = shot.t0_s + self._travel(shot.enu_m, self.registry.enu(nid))
             out += self.pool.window(nid, pred - half, pred + half)[1]
         return out
+
+    def _pool_nodes_near(self, enu: np.ndarray) -> list[str]:
+        """Located nodes with pooled picks within ``max_range_m`` (horizontal) of a point (those that can
+        have heard a source there), found through the spatial index, not by visiting every node."""
+        r_max = self.cfg.association.max_range_m
+        xyz, grid = self._rows()
+        rows = grid.near(float(enu[0]), float(enu[1]), r_max)
+        near = rows[np.hypot(xyz[rows, 0] - enu[0], xyz[rows, 1] - enu[1]) <= r_max]
+        return [n for n in (self.onsets.ids[r] for r in near.tolist()) if self.pool.has_node(n)]
 
     def _attach_tolerance(self, shot: ShotState, pick: Pick) -> float:
         a = self.cfg.association
