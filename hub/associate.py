@@ -175,11 +175,12 @@ class PickPool:
         if got is None:
             ps = sorted(self._by_node.get(node_id, {}).values(), key=lambda p: p.t_s)
             direct = [p for p in ps if not p.tail]
-            got = self._sorted[node_id] = (np.array([p.t_s for p in ps]), ps,
-                                           np.array([p.t_s for p in direct]), direct)
-        times, ps = (got[0], got[1]) if tails else (got[2], got[3])
-        i = int(np.searchsorted(times, t_lo, side="left"))
-        j = int(np.searchsorted(times, t_hi, side="right"))
+            t_all, t_direct = [p.t_s for p in ps], [p.t_s for p in direct]
+            got = self._sorted[node_id] = (np.array(t_all), ps, t_all, np.array(t_direct), direct, t_direct)
+        times, ps, keys = got[:3] if tails else got[3:]
+        # bisect on the list: a numpy searchsorted call costs more than the search itself here
+        i = bisect.bisect_left(keys, t_lo)
+        j = bisect.bisect_right(keys, t_hi)
         return times[i:j], ps[i:j]
 
 
@@ -759,7 +760,10 @@ class Associator:
         picks_of: dict[str, list[Pick]] = {}
         by_node: dict[str, np.ndarray] = {}
         nbr_ids, nbr_d = self._neighbours(seed.node_id)
+        has = self.pool.has_node
         for nid, d in zip(nbr_ids, nbr_d.tolist(), strict=True):
+            if not has(nid):
+                continue
             # Physically possible partner: the time difference cannot exceed
             # the travel time between the two nodes.
             half = d / self.c + a.match_tolerance_s
