@@ -863,8 +863,9 @@ class Associator:
             if key not in seen:
                 seen.add(key)
                 first.append(m_i)
-        verdicts = self._evidence_many(xy_top[first], t0s[first], np.array([self.onsets.row[n] for n in node_ids], dtype=np.intp), fits[:, first],
-                                       seed.node_id, tol_fine) if first else []
+        rows = np.array([self.onsets.row[n] for n in node_ids], dtype=np.intp)
+        verdicts = self._evidence_many(xy_top[first], t0s[first], rows, fits[:, first], seed.node_id,
+                                       tol_fine) if first else []
         for m_i, ev in zip(first, verdicts, strict=True):
             if len(sets) >= self.N_FINE:
                 break
@@ -1304,9 +1305,12 @@ class Associator:
         xyz, grid = self._rows()
         r_seed = self.registry.enu(seed_id)
         nodes = grid.near(float(r_seed[0]), float(r_seed[1]), 2 * self.cfg.association.max_range_m)
+        at = np.searchsorted(nodes, np.r_[member_idx, self.onsets.row[seed_id]])
+        # Partners lie within 2 max_range_m of the seed (_neighbours), so the index holds them all.
+        assert np.array_equal(nodes[np.minimum(at, len(nodes) - 1)], np.r_[member_idx, self.onsets.row[seed_id]])
         member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
-        member[:, np.searchsorted(nodes, member_idx)] = fits.T
-        member[:, np.searchsorted(nodes, self.onsets.row[seed_id])] = True
+        member[:, at[:-1]] = fits.T
+        member[:, at[-1]] = True
         st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
         counts = grid_kernels.silent_counts_many(
