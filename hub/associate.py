@@ -376,10 +376,11 @@ class Associator:
         lv.insert(k, (t, peak))
         # Kept for the reverberation test and the burst test (:meth:`_burst_inconsistent`), around
         # any pick that may still be decided (the wait window).
-        keep = max(a.reverb_s, self.BURST_WINDOW_S) + self.horizon_s()
-        if len(lv) > 64 and lv[0][0] < t - 2 * keep - 1.0:
-            del lv[: bisect.bisect_left(lv, (t - keep, -math.inf))]
-            k = bisect.bisect_left(lv, (t, -math.inf))
+        if len(lv) > 64:
+            keep = max(a.reverb_s, self.BURST_WINDOW_S) + self.horizon_s()
+            if lv[0][0] < t - 2 * keep - 1.0:
+                del lv[: bisect.bisect_left(lv, (t - keep, -math.inf))]
+                k = bisect.bisect_left(lv, (t, -math.inf))
         if a.reverb_s <= 0:
             return False
         j = k - 1
@@ -393,16 +394,11 @@ class Associator:
         """For in-range nodes without a used pick in ``shot``: residual (s) of their pick nearest the
         predicted arrival, within ``window_s`` (a clock or position error too large for the fit)."""
         out = {}
-        xyz, grid = self._rows()
-        for row in grid.near(shot.enu_m[0], shot.enu_m[1], self.cfg.association.max_range_m).tolist():
-            nid = self.onsets.ids[row]
+        for nid in self._nodes_within_range(shot.enu_m):
             times = self.onsets.times(nid)
             if nid in shot.picks or not len(times):
                 continue
-            r = self.registry.enu(nid)
-            if r is None or math.hypot(r[0] - shot.enu_m[0], r[1] - shot.enu_m[1]) > self.cfg.association.max_range_m:
-                continue
-            pred = shot.t0_s + self._travel(shot.enu_m, r)
+            pred = shot.t0_s + self._travel(shot.enu_m, self.registry.enu(nid))
             j = int(np.searchsorted(times, pred))
             best = min((float(times[k]) - pred for k in (j - 1, j) if 0 <= k < len(times)), key=abs)
             if abs(best) <= window_s:
@@ -654,13 +650,17 @@ class Associator:
         return out
 
     def _pool_nodes_near(self, enu: np.ndarray) -> list[str]:
-        """Located nodes with pooled picks within ``max_range_m`` (horizontal) of a point (those that can
-        have heard a source there), found through the spatial index, not by visiting every node."""
+        """Located nodes with pooled picks within ``max_range_m`` (horizontal) of a point."""
+        return [n for n in self._nodes_within_range(enu) if self.pool.has_node(n)]
+
+    def _nodes_within_range(self, enu: np.ndarray) -> list[str]:
+        """Located nodes that have reported onsets, within ``max_range_m`` (horizontal) of a point (those
+        that can have heard a source there): through the spatial index, not by visiting every node."""
         r_max = self.cfg.association.max_range_m
         xyz, grid = self._rows()
         rows = grid.near(float(enu[0]), float(enu[1]), r_max)
         near = rows[np.hypot(xyz[rows, 0] - enu[0], xyz[rows, 1] - enu[1]) <= r_max]
-        return [n for n in (self.onsets.ids[r] for r in near.tolist()) if self.pool.has_node(n)]
+        return [self.onsets.ids[r] for r in near.tolist()]
 
     def _attach_tolerance(self, shot: ShotState, pick: Pick) -> float:
         a = self.cfg.association
@@ -815,13 +815,14 @@ class Associator:
         step = a.grid_step_m
         tab, rows = self._seed_table(seed.node_id, node_ids)
         points = tab.pts
+        partners = self._partner_onsets(by_node, seed.t_s)
         for keep, sub in ((self.N_COARSE_KEEP, 5), (24, 5), (None, None)):
             tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
             if tab is not None:
-                score, chosen = self._support_cached(tab, rows, seed.t_s, by_node, want_chosen=False)
+                score, chosen = self._support_cached(tab, rows, partners, want_chosen=False)
                 tab = None
             else:
-                score, chosen = self._support(points, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2,
+                score, chosen = self._support(points, partners, r_seed, node_xy, tol, dz2, seed_dz2,
                                               want_chosen=keep is None)
             if keep is None:
                 break
@@ -840,7 +841,7 @@ class Associator:
         # Candidate detection sets from the best fine points (score order), each set once.
         order = np.argsort(-score)[: 8 * self.N_FINE]
         order = order[need(score[order])]
-        rel_cat, starts = self._partner_onsets(by_node, seed.t_s)
+        rel_cat, starts = partners
         xy_top = fine_pts[order]
         dxs, dys = xy_top[:, 0] - r_seed[0], xy_top[:, 1] - r_seed[1]
         t0s = seed.t_s - np.sqrt(dxs * dxs + dys * dys + seed_dz2) / self.c
@@ -1067,19 +1068,21 @@ class Associator:
         np.cumsum(lens, out=starts[1:])
         return np.concatenate(list(by_node.values())) - t_seed, starts
 
-    def _support_cached(self, tab: SeedTable, rows: np.ndarray, t_seed: float, by_node: dict[str, np.ndarray],
+    @staticmethod
+    def _support_cached(tab: SeedTable, rows: np.ndarray, partners: tuple[np.ndarray, np.ndarray],
                         want_chosen: bool = True):
         """Score the coarse grid of a seed's table (cached travel-time differences and per-node tolerances).
 
-        Returns (G,) scores (nodes explained less the mean squared misfit in units of the
-        tolerance) and (K, G) the index of each node's chosen pick.
+        ``partners``: :meth:`_partner_onsets`. Returns (G,) scores (nodes explained less the mean
+        squared misfit in units of the tolerance) and (K, G) the index of each node's chosen pick.
         """
-        rel, starts = self._partner_onsets(by_node, t_seed)
+        rel, starts = partners
         return grid_kernels.support_table(rel, starts, tab.diff, tab.tol, rows, want_chosen)
 
-    def _support(self, grid, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2, want_chosen=True):
-        """For each grid point: how many nodes have a pick near the predicted arrival (score), and which."""
-        rel, starts = self._partner_onsets(by_node, seed.t_s)
+    def _support(self, grid, partners, r_seed, node_xy, tol, dz2, seed_dz2, want_chosen=True):
+        """For each grid point: how many nodes have a pick near the predicted arrival (score), and which
+        (``partners``: :meth:`_partner_onsets`)."""
+        rel, starts = partners
         return grid_kernels.support_points(rel, starts, np.ascontiguousarray(grid, dtype=float),
                                            np.asarray(r_seed[:2], float), float(seed_dz2),
                                            np.ascontiguousarray(node_xy, dtype=float), np.asarray(dz2, float),
@@ -1278,17 +1281,11 @@ class Associator:
         """
         if not len(self.onsets):
             return "accept" if len(members) >= self.cfg.association.min_nodes else "wait"
-        xyz, grid = self._rows()
+        _, grid = self._rows()
         nodes = grid.near(float(xy[0]), float(xy[1]), self.cfg.association.max_range_m)
         member = np.isin(nodes, [self.onsets.row[n] for n in members if n in self.onsets])
-        st = self.onsets
-        wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
-        silent, agree, pending = grid_kernels.silent_counts(
-            float(xy[0]), float(xy[1]), self.cfg.location.source_height_m, float(t0_s), float(tol_s),
-            self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member, st.onsets, st.n, st.held, st.n_held,
-            self.c, wind, self.cfg.association.max_range_m)
-        pending += 0 if self._retrying else self._unheard_in_range(xy)
-        got = self._verdict(len(members), silent, agree, pending)
+        got = self._verdicts(np.asarray(xy, float)[None, :2], np.array([float(t0_s)]), [len(members)], nodes,
+                             member[None, :], tol_s)[0]
         if got == "wait":
             self._waited = True
         return got
@@ -1302,7 +1299,7 @@ class Associator:
         n_mem = fits.sum(axis=0) + 1
         if not len(self.onsets):
             return ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
-        xyz, grid = self._rows()
+        _, grid = self._rows()
         r_seed = self.registry.enu(seed_id)
         nodes = grid.near(float(r_seed[0]), float(r_seed[1]), 2 * self.cfg.association.max_range_m)
         at = np.searchsorted(nodes, np.r_[member_idx, self.onsets.row[seed_id]])
@@ -1311,16 +1308,24 @@ class Associator:
         member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
         member[:, at[:-1]] = fits.T
         member[:, at[-1]] = True
+        return self._verdicts(xy, t0_s, n_mem.tolist(), nodes, member, tol_s)
+
+    def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members: list[int], nodes: np.ndarray,
+                  member: np.ndarray, tol_s: float) -> list[str]:
+        """The rule (:meth:`_verdict`) at P hypotheses (``xy`` (P, 2) m, ``t0_s`` (P,) s) from the compiled
+        counts over the onset-store rows ``nodes`` (``member`` (P, K)), nodes never heard from added to
+        the pending ones (except at :meth:`retry`)."""
+        xyz, _ = self._rows()
         st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
-        counts = grid_kernels.silent_counts_many(
+        counts = grid_kernels.silent_counts(
             np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.cfg.location.source_height_m,
             np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
             st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m)
         out = []
         for g in range(len(xy)):
             pending = int(counts[g, 2]) + (0 if self._retrying else self._unheard_in_range(xy[g]))
-            out.append(self._verdict(int(n_mem[g]), int(counts[g, 0]), int(counts[g, 1]), pending))
+            out.append(self._verdict(int(n_members[g]), int(counts[g, 0]), int(counts[g, 1]), pending))
         return out
 
     def _verdict(self, n_members: int, silent: int, agree: int, pending: int) -> str:

@@ -162,13 +162,15 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
 
 
 @njit(cache=True)
-def silent_counts(x, y, z, t0, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range):
-    """Negative evidence at a hypothesised source: (silent, agree, pending) counts over non-member nodes.
+def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range):
+    """Negative evidence at P hypothesised sources: per source, (silent, agree, pending) counts over its
+    non-member nodes.
 
     Parameters
     ----------
-    x, y, z, t0
-        Source position (ENU m) and emission time (s, the associator's reference).
+    xs, ys, z, t0s
+        (P,) source positions (ENU m; z one height for all) and emission times (s, the
+        associator's reference).
     tol
         Window (s) around each predicted arrival in which a pick agrees.
     watermark
@@ -176,8 +178,8 @@ def silent_counts(x, y, z, t0, tol, watermark, xyz, nodes, member, onsets, n_on,
     xyz
         (R, 3) node positions (m), one per row of the onset store.
     nodes, member
-        (K,) the rows to count (those that may be in range: a spatial-index superset) and whether
-        each is a member of the hypothesis.
+        (K,) the rows to count (those that may be in range: a spatial-index superset) and (P, K)
+        whether each is a member of each hypothesis.
     onsets, n_on
         (R, W) every node's recent onsets (s), each row sorted, and (R,) how many each row holds
         (:class:`shotline.hub.onset_store.OnsetStore`).
@@ -193,30 +195,7 @@ def silent_counts(x, y, z, t0, tol, watermark, xyz, nodes, member, onsets, n_on,
     no shot holds) or are silent; the others are pending. An onset that a shot holds is
     explained by that shot (the node heard the other source, not this one): an echo ghost
     or a chance alignment near a burst must not count the burst's own arrivals as support.
-    Travel times as ``Associator._travel``.
-    """
-    silent = 0
-    agree = 0
-    pending = 0
-    for k in range(nodes.shape[0]):
-        if member[k]:
-            continue
-        st = _node_state(nodes[k], x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held, c, wind, max_range)
-        if st == 0:
-            silent += 1
-        elif st == 1:
-            agree += 1
-        elif st == 2:
-            pending += 1
-    return silent, agree, pending
-
-
-@njit(cache=True)
-def silent_counts_many(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind,
-                       max_range):
-    """:func:`silent_counts` at P hypotheses at once: ``xs``, ``ys``, ``t0s`` (P,), ``member`` (P, K).
-
-    Returns (P, 3) counts (silent, agree, pending).
+    Travel times as ``Associator._travel``. Returns (P, 3) counts.
     """
     out = np.zeros((xs.shape[0], 3), dtype=np.int64)
     for g in range(xs.shape[0]):

@@ -268,13 +268,8 @@ class _Problem:
         return r, np.column_stack(cols) / sig[:, None]
 
     def jac(self, p: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
-        c = self.c_of(p)
-        _, dt_ds, dt_dc = _travel(self.src(p), self.nodes[idx], c, self.wind)
-        sig = self.sig[idx]
-        cols = [-dt_ds[:, : self.dims], np.full((len(sig), 1), -1.0 / self.c_ref)]
-        if self.solve_c:
-            cols.append(-dt_dc[:, None])
-        return np.column_stack(cols) / sig[:, None]
+        """Jacobian of :meth:`whitened` with respect to the parameters."""
+        return self.whitened_jac(p, idx)[1]
 
 
 def _validate(positions_m, times_s, sigma_s, dims, c_mps):
@@ -630,8 +625,7 @@ def locate(
 
     # 5. uncertainty
     idx = np.flatnonzero(used)
-    r_used = prob.whitened(p, idx)
-    j = prob.jac(p, idx)
+    r_used, j = prob.whitened_jac(p, idx)
     n_par = j.shape[1]
     dof = len(idx) - n_par
     chi2_red = float(r_used @ r_used / dof) if dof > 0 else float("nan")

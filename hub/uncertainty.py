@@ -110,10 +110,13 @@ def cep_radius_m(cov_en_m2: np.ndarray, probability: float = 0.5) -> float:
         if abs(step) <= 1e-12 * r:
             return s1 * r
     # Not converged (cannot happen for rho in (0, 1); kept as a safety net): bracket the root.
-    lo = 0.0
-    hi = k_circ * (1 + 1e-9)
-    r = brentq(lambda x: _p_inside(x, b) - probability, lo, hi, xtol=1e-13, rtol=1e-11)
-    return s1 * float(r)
+    return s1 * _bracketed_radius(b, probability, k_circ)
+
+
+def _bracketed_radius(b: float, probability: float, k_circ: float) -> float:
+    """Root of P(r) = p by bracketing: P(0) = 0 < p, and the ellipse lies inside the 1-sigma_major
+    circle, so the circular radius ``k_circ`` already holds at least p."""
+    return float(brentq(lambda x: _p_inside(x, b) - probability, 0.0, k_circ * (1 + 1e-9), xtol=1e-13, rtol=1e-11))
 
 
 @functools.lru_cache(maxsize=16)
@@ -124,7 +127,7 @@ def _cep_table(probability: float) -> tuple[np.ndarray, np.ndarray]:
     k = np.empty_like(rho)
     for i, q in enumerate(rho):
         b = _COS2 + q * q * _SIN2
-        k[i] = brentq(lambda x, b=b: _p_inside(x, b) - probability, 0.0, k_circ * (1 + 1e-9), xtol=1e-13, rtol=1e-11)
+        k[i] = _bracketed_radius(b, probability, k_circ)
     return rho, k
 
 

@@ -10,8 +10,8 @@ firing position, kept unchanged in ``enu_m``):
   system itself used, from ``allpulses.json`` (``location_error`` ~3 cm,
   the same for a serial in every test): the sidecars' ``location`` is a
   different, noisy fix per recording (measured against the pulse-list
-  positions: median 3.5 m, up to 15 m horizontally and 26 m vertically, and
-  the same sensor moves by up to 40 m between tests), and with 4-6 nodes
+  positions: median 3.65 m (FP1) and 3.53 m (FP2), up to 19 m horizontally and 26 m vertically, and
+  the same sensor moves by up to 27 m horizontally, 44 m in 3-D, between tests), and with 4-6 nodes
   each such metre lands in the located shot. Order: the median over this
   test's pulses of that serial, else over the firing position's other tests
   (sibling folders), else the sidecar (logged);

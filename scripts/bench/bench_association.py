@@ -38,14 +38,14 @@ Figures:
   incident, of the in-process time from handing the detection to the pipeline
   to the incident message being ready (transport excluded). Budget <= 100 ms.
 * ``assoc_loc_p50_m`` / ``assoc_loc_p95_m``: 2-D error of the matched shots.
-* scaling (full runs, or ``--scaling``): ``hub_us_per_det_n100`` / ``_n1000`` /
+* scaling (full runs, or ``--scaling``): ``hub_us_per_det_n100`` / ``_n1024`` /
   ``_n10000`` and ``hub_cpu_s_per_scene_s_*``: CPU per detection and per
-  second of scene on networks of 100, 1,000 and 10,000 nodes (250 m
-  spacing, so the area grows with the network) at ~47 impulses/s city-wide
-  (a fireworks night: the scene's shooters and fireworks plus 40 random
-  gunshots/s); ``_n1000_rate0`` / ``_rate15``: the same 1,000 nodes at ~7
-  and ~22 impulses/s. ``hub_impulses_per_s_*`` and ``hub_dets_per_scene_s_*``
-  give each run's load.
+  second of scene on networks of 100, 1,024 and 10,000 nodes (250 m
+  spacing, so the area grows with the network) on a fireworks night (the
+  scene's shooters and fireworks plus 40 random gunshots/s city-wide);
+  ``_n1024_rate0`` / ``_rate15``: the same 1,024 nodes with 0 and 15 random
+  gunshots/s. ``hub_impulses_per_s_*`` (the impulse rate each run had) and
+  ``hub_dets_per_scene_s_*`` give each run's load.
 
 Run: ``.venv/bin/python scripts/bench/bench_association.py [--quick] [--scaling]``.
 """

@@ -265,14 +265,12 @@ def test_quick_consensus_screens_chance_sets_but_passes_a_real_shot_with_outlier
     assert not a._quick_consensus(chance, xy0, t0)
 
 
-
 def _echo_set_scene(rng, model_err_s=2e-3):
     """4 nodes; a source near one corner; at the two nodes nearest to it also a late echo that, with the two
     far nodes' direct picks, fits a place 10-40 m away exactly (one redundant pick: nothing contradicts it),
     complete before the last direct pick arrives (as at Pittsburgh). The near nodes' direct picks are off
     by ``model_err_s`` (terrain, pick lag), so the echo set fits better."""
     nodes = {f"N{i:02d}": np.array([x, y, 5.0]) for i, (x, y) in enumerate([(0, 0), (400, 0), (0, 400), (420, 380)])}
-    src = np.array([60.0, 40.0, 1.5])
     ids = list(nodes)
     far, near = ids[:2], ids[2:]  # near: hears echoes; far: direct picks only
     src = np.array([40.0, 330.0, 1.5])

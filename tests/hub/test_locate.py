@@ -397,33 +397,41 @@ def test_solve_c_with_an_echo():
 # ------------------------------------------------------------------ written-out solver, warm start
 
 
+def _lm_problem(rng, k, dims=2, wind=None, sig=None):
+    """A conditioned problem as ``locate`` builds it: a source inside (odd k) or out of the array, an
+    echo at every third, and the true parameters in that frame."""
+    from shotline.hub.locate import _Problem
+
+    src = inside_source(rng) if k % 2 else np.r_[rng.uniform(-800, 1600, 2), H_SRC]
+    t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
+    if k % 3 == 0:
+        t[rng.integers(len(NODES))] += rng.uniform(5e-3, 30e-3)  # an echo for the robust loss
+    origin = NODES.mean(axis=0)
+    prob = _Problem(nodes=NODES - origin, t=t - t.min(), sig=np.full(len(t), SIGMA) if sig is None else sig,
+                    c_ref=C, dims=dims, height=H_SRC - origin[2], wind=wind)
+    return prob, np.r_[src[:dims] - origin[:dims], C * (12.345 - t.min())]
+
+
 def test_written_out_least_squares_matches_scipy():
     """The hand-written Levenberg-Marquardt (plain and Cauchy) reaches scipy's optimum."""
     from scipy.optimize import least_squares
 
-    from shotline.hub.locate import _levenberg_marquardt, _Problem
+    from shotline.hub.locate import _levenberg_marquardt
 
     rng = np.random.default_rng(31)
     for k in range(60):
-        src = inside_source(rng) if k % 2 else np.r_[rng.uniform(-800, 1600, 2), H_SRC]
-        t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
-        if k % 3 == 0:
-            t[rng.integers(len(NODES))] += rng.uniform(5e-3, 30e-3)  # an echo for the robust loss
-        origin = NODES.mean(axis=0)
-        prob = _Problem(nodes=NODES - origin, t=t - t.min(), sig=np.full(len(t), SIGMA), c_ref=C, dims=2,
-                        height=H_SRC - origin[2], wind=None)
+        prob, truth = _lm_problem(rng, k)
         # Plain: a start tens of metres off, as a closed-form fix from noisy picks can be. Cauchy: from
         # near the source, as the locator uses it (the consensus seed); far off, the non-convex loss
         # has other minima, where scipy's trf also stops early.
-        # A start tens of metres off, as a closed-form fix from noisy picks can be.
-        p0 = np.r_[src[:2] - origin[:2] + rng.normal(0, 20, 2), C * (12.345 - t.min()) + rng.normal(0, 20)]
+        p0 = truth + rng.normal(0, 20, 3)
         ours = _levenberg_marquardt(prob, slice(None), p0)
         ref = least_squares(prob.whitened, p0, jac=prob.jac, x_scale="jac", method="lm")
         assert ours.success
         np.testing.assert_allclose(ours.x, ref.x, rtol=0, atol=1e-4)  # metres (x, y, c t0)
         # Cauchy loss: scipy's trf often stops early on this non-convex cost (so it is no
         # reference for the optimum); ours must end at a stationary point no worse than it.
-        p0 = np.r_[src[:2] - origin[:2] + rng.normal(0, 1, 2), C * (12.345 - t.min()) + rng.normal(0, 1)]
+        p0 = truth + rng.normal(0, 1, 3)
         ours = _levenberg_marquardt(prob, slice(None), p0, f_scale=2.0)
         ref = least_squares(prob.whitened, p0, jac=prob.jac, x_scale="jac", loss="cauchy", f_scale=2.0)
 
@@ -439,21 +447,15 @@ def test_written_out_least_squares_matches_scipy():
 
 def test_compiled_least_squares_takes_the_numpy_steps():
     """The compiled fit (known c) and the numpy one agree: 2-D and 3-D, wind, plain and Cauchy, subsets."""
-    from shotline.hub.locate import _levenberg_marquardt, _Problem
+    from shotline.hub.locate import _levenberg_marquardt
 
     rng = np.random.default_rng(32)
     for k in range(48):
-        src = inside_source(rng) if k % 2 else np.r_[rng.uniform(-800, 1600, 2), H_SRC]
-        t = arrivals(NODES, src, sigma=SIGMA, rng=rng)
-        if k % 3 == 0:
-            t[rng.integers(len(NODES))] += rng.uniform(5e-3, 30e-3)
         dims = 3 if k % 4 == 3 else 2
         wind = np.array([4.0, -2.5, 0.0]) if k % 5 == 1 else None
-        origin = NODES.mean(axis=0)
-        prob = _Problem(nodes=NODES - origin, t=t - t.min(), sig=rng.uniform(0.5, 2.0, len(t)) * SIGMA, c_ref=C,
-                        dims=dims, height=H_SRC - origin[2], wind=wind)
-        p0 = np.r_[src[:dims] - origin[:dims] + rng.normal(0, 10, dims), C * (12.345 - t.min()) + rng.normal(0, 10)]
-        idx = slice(None) if k % 2 else np.flatnonzero(rng.random(len(t)) < 0.8)
+        prob, truth = _lm_problem(rng, k, dims, wind, sig=rng.uniform(0.5, 2.0, len(NODES)) * SIGMA)
+        p0 = truth + rng.normal(0, 10, dims + 1)
+        idx = slice(None) if k % 2 else np.flatnonzero(rng.random(len(NODES)) < 0.8)
         for f_scale in (None, 2.0):
             ours = _levenberg_marquardt(prob, idx, p0, f_scale=f_scale)
             ref = _levenberg_marquardt(prob, idx, p0, f_scale=f_scale, compiled=False)

@@ -77,7 +77,8 @@ def test_compiled_support_equals_plain_evaluation():
     by_node = {n: np.sort(rng.uniform(0.0, 2.0, rng.integers(1, 6))) for n in others}
     tab, rows = a._seed_table(seed_id, others)
     # Coarse stage: cached differences and per-node tolerances.
-    s1, c1 = a._support_cached(tab, rows, seed.t_s, by_node)
+    partners = a._partner_onsets(by_node, seed.t_s)
+    s1, c1 = a._support_cached(tab, rows, partners)
     s0, c0 = _plain_support(tab.diff[rows], tab.tol[rows], by_node, seed.t_s)
     np.testing.assert_allclose(s1, s0, rtol=0, atol=1e-9)
     heard = tab.tol[rows] > 0
@@ -95,7 +96,7 @@ def test_compiled_support_equals_plain_evaluation():
     # Refinement stages: points scored from the geometry with one tolerance.
     pts = tab.pts[rng.choice(len(tab.pts), 300, replace=False)] + rng.uniform(-5, 5, (300, 2))
     tol = 0.01
-    s2, c2 = a._support(pts, seed, r_seed, node_xy, by_node, tol, dz2, seed_dz2)
+    s2, c2 = a._support(pts, partners, r_seed, node_xy, tol, dz2, seed_dz2)
     pred = (np.sqrt(((pts[None] - node_xy[:, None]) ** 2).sum(axis=2) + dz2[:, None])
             - np.sqrt(((pts - r_seed[:2]) ** 2).sum(axis=1) + seed_dz2)) / C
     heard = np.hypot(*(pts[None] - node_xy[:, None]).transpose(2, 0, 1)) <= a.cfg.association.max_range_m
@@ -103,7 +104,7 @@ def test_compiled_support_equals_plain_evaluation():
     np.testing.assert_allclose(s2, s0, rtol=0, atol=1e-9)
     assert (c2[heard] == c0[heard]).mean() > 0.999
     # Without chosen indices the scores are the same.
-    np.testing.assert_array_equal(a._support_cached(tab, rows, seed.t_s, by_node, want_chosen=False)[0], s1)
+    np.testing.assert_array_equal(a._support_cached(tab, rows, partners, want_chosen=False)[0], s1)
     # The table is reused, and rebuilt when positions change.
     assert a._seed_table(seed_id, others)[0] is tab
     a.registry.version += 1
@@ -135,8 +136,9 @@ def test_compiled_evidence_equals_plain_count_with_wind():
         t0, tol, wm = float(rng.uniform(0, 3)), float(rng.uniform(0.001, 0.05)), float(rng.uniform(0, 4))
         nodes_k = index.near(src[0], src[1], a.cfg.association.max_range_m)
         member = rng.random(len(nodes_k)) < 0.3
-        got = grid_kernels.silent_counts(src[0], src[1], src[2], t0, tol, wm, xyz, nodes_k, member, st.onsets, st.n,
-                                         st.held, st.n_held, a.c, a.wind_enu_mps, a.cfg.association.max_range_m)
+        got = grid_kernels.silent_counts(src[:1], src[1:2], src[2], np.array([t0]), tol, wm, xyz, nodes_k,
+                                         member[None, :], st.onsets, st.n, st.held, st.n_held, a.c, a.wind_enu_mps,
+                                         a.cfg.association.max_range_m)[0]
         is_member = {st.ids[r] for r, mm in zip(nodes_k, member, strict=True) if mm}
         want = [0, 0, 0]
         for n in ids:
@@ -219,7 +221,7 @@ def test_per_node_coarse_tolerance_keeps_every_true_source_fully_explained():
         src = np.r_[pts[cell] + rng.uniform(-step / 2, step / 2, 2), h]
         t_seed = 1.0 + float(np.linalg.norm(r_seed - src)) / C
         by_node = {n: np.array([1.0 + float(np.linalg.norm(a.registry.enu(n) - src)) / C]) for n in others}
-        score, _ = a._support_cached(tab, rows, t_seed, by_node)
+        score, _ = a._support_cached(tab, rows, a._partner_onsets(by_node, t_seed))
         n_heard = int(np.count_nonzero(tols[:, cell] > 0))  # nodes within max_range of the cell
         assert np.ceil(score[cell] + (len(others) - n_heard) / (len(others) + 1)) == n_heard
 
