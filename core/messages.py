@@ -46,16 +46,60 @@ class _Msg(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False, kw_o
 
     def _check_finite(self) -> None:
         # JSON has no inf/NaN (msgspec would write null, which the receiver
-        # then rejects): refuse them where the message is made.
-        for name in self.__struct_fields__:
-            v = getattr(self, name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v}")
-            if isinstance(v, int) and not isinstance(v, bool) and name.endswith("_ns") and not 0 <= v < 2**63:
-                raise ValueError(f"{name} must fit a signed 64-bit integer of nanoseconds")
+        # then rejects): refuse them where the message is made. Every message
+        # built or decoded runs this, so each class gets its own compiled check
+        # at first use (installed on the class, replacing this method).
+        cls = type(self)
+        check = _compile_finite_check(cls)
+        if cls is not _Msg:  # the base keeps this method, which its subclasses start from
+            cls._check_finite = check  # type: ignore[method-assign]
+        check(self)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_check_finite" not in cls.__dict__:
+            # A subclass has fields of its own: not its parent's compiled check.
+            cls._check_finite = _Msg._check_finite  # type: ignore[method-assign]
 
     def __post_init__(self) -> None:
         self._check_finite()
+
+
+def _raise_if_not_finite(msg: _Msg) -> None:
+    """The rule of :meth:`_Msg._check_finite`, field by field: raise for the first offending field.
+
+    Runtime values are checked, whatever the declared type (msgspec does not
+    type-check at construction): a float must be finite, an int in a field
+    named ``*_ns`` must fit a signed 64-bit integer of nanoseconds.
+    """
+    for name in msg.__struct_fields__:
+        v = getattr(msg, name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v}")
+        if isinstance(v, int) and not isinstance(v, bool) and name.endswith("_ns") and not 0 <= v < 2**63:
+            raise ValueError(f"{name} must fit a signed 64-bit integer of nanoseconds")
+
+
+def _compile_finite_check(cls: type[_Msg]):
+    """:func:`_raise_if_not_finite` unrolled over ``cls``'s fields (a plain attribute read and
+    an isinstance per field instead of a loop of getattr by name); an offending value is
+    reported by :func:`_raise_if_not_finite` itself, so the error is the same."""
+    lines = ["def _check_finite(self):"]
+    for name in cls.__struct_fields__:
+        assert name.isidentifier(), name
+        lines.append(f"    v = self.{name}")
+        lines.append("    if isinstance(v, float) and not isfinite(v): return report(self)")
+        if name.endswith("_ns"):
+            lines.append(
+                "    if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v < NS_END: return report(self)"
+            )
+    if len(lines) == 1:
+        lines.append("    pass")
+    namespace = {"isfinite": math.isfinite, "report": _raise_if_not_finite, "NS_END": 2**63}
+    exec("\n".join(lines), namespace)  # the source holds the class's field names only
+    check = namespace["_check_finite"]
+    check.__qualname__ = f"{cls.__qualname__}._check_finite"
+    return check
 
 
 class Position(_Msg, kw_only=True):

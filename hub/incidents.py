@@ -7,9 +7,11 @@ joined for ``gap_s`` seconds. Each change produces an Incident message.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
+import operator
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -96,9 +98,24 @@ class IncidentState:
     closed: bool = False
     n_shooters_logged: int = 1
     review: m.Review | None = None
+    _view: _ShotsView | None = field(default=None, init=False, repr=False, compare=False)
+
+    def view(self) -> _ShotsView | None:
+        """What rendering needs of the shots, brought up to date with them (None when a shot's
+        values have no place in it, a NaN time say: then compute from the shots themselves)."""
+        v = self._view
+        if v is None:
+            v = self._view = _ShotsView()
+        if not v.sync(self.shots):
+            self._view = None
+            return None
+        return v
 
     @property
     def last_t0_s(self) -> float:
+        v = self.view()
+        if v is not None:
+            return max(v.t0)
         return max(s.t0_s for s in self.shots)
 
     def shooters(self) -> list[list[ShotState]]:
@@ -110,14 +127,321 @@ class IncidentState:
         return [cadence_of([s.t0_s for s in g]) for g in self.shooters()]
 
     def centre_enu(self) -> np.ndarray:
+        v = self.view()
+        if v is not None:
+            return v.centre()
         return weighted_centre_enu(self.shots)
+
+
+def _weight(shot: ShotState):
+    """A shot's weight in a centre: 1/max(CEP50, 0.05 m)^2."""
+    return 1.0 / max(shot.solution.cep50_m, 0.05) ** 2
+
+
+def _centre(p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (p * w[:, None]).sum(0) / w.sum()
 
 
 def weighted_centre_enu(shots: list[ShotState]) -> np.ndarray:
     """Mean ENU position (m) of shots weighted by 1/max(CEP50, 0.05 m)^2: precise shots count most."""
-    w = np.array([1.0 / max(s.solution.cep50_m, 0.05) ** 2 for s in shots])
+    w = np.array([_weight(s) for s in shots])
     p = np.array([s.enu_m for s in shots])
-    return (p * w[:, None]).sum(0) / w.sum()
+    return _centre(p, w)
+
+
+def _first_difference(a: list, b: list) -> int:
+    """The first index at which ``a`` and ``b`` differ (``len(b)`` if ``a`` extends ``b``); a != b."""
+    lo, hi = 0, min(len(a), len(b))  # a[:lo] == b[:lo]
+    if a[:hi] == b[:hi]:
+        return hi
+    while hi - lo > 1:  # a[lo:hi] != b[lo:hi]
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+class _Group:
+    """One shooter group of :class:`_ShotsView`: its members in time order (their time-order
+    positions, shot indices, ids, times, positions and weights) and the greedy pass's running
+    (sum east, sum north, min CEP95) after each member; its Shooter message while it holds."""
+
+    __slots__ = ("pos", "idx", "ids", "t0", "sums", "p", "w", "msg")
+
+    def __init__(self) -> None:
+        self.pos: list[int] = []
+        self.idx: list[int] = []
+        self.ids: list[str] = []
+        self.t0: list[float] = []
+        self.sums: list[tuple] = []
+        self.p = np.empty((8, 3))
+        self.w = np.empty(8)
+        self.msg: m.Shooter | None = None
+
+    def add(self, pos: int, i: int, view: _ShotsView, sums: tuple) -> None:
+        n = len(self.idx)
+        if n == len(self.w):
+            self.p = np.concatenate((self.p, np.empty((n, 3))))
+            self.w = np.concatenate((self.w, np.empty(n)))
+        self.p[n] = view.p[i]
+        self.w[n] = view.w[i]
+        self.pos.append(pos)
+        self.idx.append(i)
+        self.ids.append(view.ids[i])
+        self.t0.append(view.t0[i])
+        self.sums.append(sums)
+
+    def cut(self, n: int) -> list[int]:
+        """Keep the first ``n`` members; returns the indices of the others."""
+        tail = self.idx[n:]
+        for a in (self.pos, self.idx, self.ids, self.t0, self.sums):
+            del a[n:]
+        return tail
+
+    def centre(self) -> np.ndarray:
+        """:func:`weighted_centre_enu` of the members."""
+        n = len(self.idx)
+        return _centre(self.p[:n], self.w[:n])
+
+
+class _ShotsView:
+    """An incident's shots as rendering needs them, kept in step with the shots.
+
+    An incident of automatic fire holds hundreds of shots and is rendered
+    whenever one of them changes, so a render must not walk them all: this
+    keeps, per shot, what was read from it (time, position, CEP, weight,
+    class scores, its Shot message), re-read only when the shot's revision
+    changes (the associator bumps it with every change of picks, solution,
+    position or time), and from those
+
+    * the shots in time order (``(t0, index)`` pairs, ``index`` the position
+      in ``IncidentState.shots``: the order of a stable sort by time), with
+      their Shot messages, CEP95s and counts of scored picks in that order;
+    * the shooter groups of :func:`shooter_groups` with the greedy pass's
+      running sums after each member, so that a change replays the pass only
+      from the first position in time order that changed, and each group's
+      Shooter message until its members or their revisions change;
+    * per class, the scores of the scored picks in time order as one array
+      (what :func:`_mean_scores` averages, in the same order).
+
+    Everything is computed as the from-scratch code does, on the same values
+    in the same order, so a render gives the same message to the bit (the
+    test compares with a fresh builder). What remains per shot in a render is
+    reading its revision (one list comprehension) and a few C-level passes:
+    the weighted centre (numpy), the smallest CEP95, a copy of the message list.
+    """
+
+    def __init__(self) -> None:
+        self.shots: list[ShotState] | None = None
+        """The list this view follows (``IncidentState.shots``)."""
+        self.known: list[ShotState] = []
+        """Its shots as last seen (to notice a list changed behind our back)."""
+        self.revs: list[int] = []
+        # Per shot (by index in the list): what the render reads of it.
+        self.t0: list[float] = []
+        self.ids: list[str] = []
+        self.xyc: list[tuple] = []
+        """(east m, north m, CEP95 m) as :func:`shooter_groups` reads them."""
+        self.p = np.empty((16, 3))
+        self.w = np.empty(16)
+        self.msg: list[m.Shot | None] = []
+        self.stale: list[int] = []
+        """Indices whose Shot message is to be rendered (None in ``msg``)."""
+        self.scored: list[list[dict[str, float]]] = []
+        self.exotic: list[bool] = []
+        """A score that is not a plain float (then averaged as :func:`_mean_scores` does it)."""
+        self.n_exotic = 0
+        self.n_scored = 0
+        self.key_count: dict[str, int] = {}
+        self.flat: dict[str, np.ndarray] | None = None
+        """Per class (sorted), every scored pick's score in time order; None: to rebuild."""
+        # Time order.
+        self.order: list[tuple[float, int]] = []
+        self.s_msg: list[m.Shot | None] = []
+        self.s_cep: list = []
+        self.s_nsc: list[int] = []
+        self.groups: list[_Group] = []
+        """Shooter groups in order of creation (that of :func:`shooter_groups`)."""
+
+    # -- keeping in step ---------------------------------------------------------
+    def sync(self, shots: list[ShotState]) -> bool:
+        """Catch up with the shots; False if a shot cannot be placed (the view is then unusable)."""
+        n_old = len(self.known)
+        if shots is not self.shots or len(shots) < n_old or shots[:n_old] != self.known:
+            if self.shots is not None:
+                self.__init__()  # type: ignore[misc]
+            self.shots = shots
+            n_old = 0
+        revs = [s.revision for s in shots]
+        if revs == self.revs:
+            return True
+        # The shots that changed are mostly recent ones: skip the unchanged start at C speed.
+        first = _first_difference(revs, self.revs)
+        diff = map(operator.ne, revs[first:n_old], self.revs[first:])
+        changed = list(itertools.compress(range(first, n_old), diff))
+        fresh = changed + list(range(n_old, len(shots)))
+        k = len(self.order)  # the first position in time order that changed
+        for i in changed:
+            k = min(k, self._unplace(i))
+        self._grow(len(shots))
+        self.known.extend(shots[n_old:])
+        for i in fresh:
+            if not self._read(i, shots[i]):
+                return False
+        for i in fresh:
+            k = min(k, self._place(i))
+        self.revs = revs
+        self._regroup(k, set(fresh))
+        return True
+
+    def _grow(self, n: int) -> None:
+        extra = n - len(self.t0)
+        if extra <= 0:
+            return
+        self.t0 += [0.0] * extra
+        self.ids += [""] * extra
+        self.xyc += [()] * extra
+        self.msg += [None] * extra
+        self.scored += [[]] * extra
+        self.exotic += [False] * extra
+        if n > len(self.w):
+            cap = max(n, 2 * len(self.w))
+            p, w = np.empty((cap, 3)), np.empty(cap)
+            p[: len(self.w)] = self.p
+            w[: len(self.w)] = self.w
+            self.p, self.w = p, w
+
+    def _read(self, i: int, shot: ShotState) -> bool:
+        t0, enu, sol = shot.t0_s, shot.enu_m, shot.solution
+        w = _weight(shot)
+        if t0 != t0 or np.shape(enu) != (3,) or not isinstance(w, float):
+            return False  # a NaN time has no place in time order; odd types: not the same sums
+        self.t0[i] = t0
+        self.ids[i] = shot.shot_id
+        self.xyc[i] = (float(enu[0]), float(enu[1]), sol.cep95_m)
+        self.p[i] = enu
+        self.w[i] = w
+        self.msg[i] = None
+        self.stale.append(i)
+        scored = [p.det.scores for p in shot.picks.values() if p.det.scores]
+        self.scored[i] = scored
+        self.exotic[i] = any(type(v) is not float for sc in scored for v in sc.values())
+        return True
+
+    def _unplace(self, i: int) -> int:
+        """Take shot ``i`` (as last read) out of the time order; returns its position."""
+        k = bisect.bisect_left(self.order, (self.t0[i], i))
+        del self.order[k], self.s_msg[k], self.s_cep[k]
+        n = self.s_nsc.pop(k)
+        if n:
+            if self.flat is not None:
+                off = sum(self.s_nsc[:k])
+                for key, a in self.flat.items():
+                    self.flat[key] = np.concatenate((a[:off], a[off + n :]))
+            self.n_scored -= n
+            self.n_exotic -= self.exotic[i]
+            for sc in self.scored[i]:
+                for key in sc:
+                    c = self.key_count[key] - 1
+                    if c:
+                        self.key_count[key] = c
+                    else:
+                        del self.key_count[key]
+                        self.flat = None
+        return k
+
+    def _place(self, i: int) -> int:
+        """Put shot ``i`` (as just read) into the time order; returns its position."""
+        key_i = (self.t0[i], i)
+        k = bisect.bisect_left(self.order, key_i)
+        self.order.insert(k, key_i)
+        self.s_msg.insert(k, self.msg[i])
+        self.s_cep.insert(k, self.xyc[i][2])
+        scored = self.scored[i]
+        self.s_nsc.insert(k, len(scored))
+        if scored:
+            self.n_scored += len(scored)
+            self.n_exotic += self.exotic[i]
+            for sc in scored:
+                for key in sc:
+                    c = self.key_count.get(key, 0)
+                    if not c:
+                        self.flat = None
+                    self.key_count[key] = c + 1
+            if self.flat is not None:
+                off = sum(self.s_nsc[:k])
+                for key, a in self.flat.items():
+                    seg = np.array([sc.get(key, 0.0) for sc in scored], dtype=float)
+                    self.flat[key] = np.concatenate((a[:off], seg, a[off:]))
+        return k
+
+    def _regroup(self, k: int, fresh: set[int]) -> None:
+        """:func:`shooter_groups`' greedy pass again from time-order position ``k`` on
+        (the groups up to there are as they were)."""
+        groups = self.groups
+        kept = []  # per group kept: (members before k, indices of the members it had from k on)
+        for g in groups:
+            n = bisect.bisect_left(g.pos, k)
+            if n == 0:
+                break  # this group and the later ones start at k or after
+            kept.append((n, g.cut(n)))
+        del groups[len(kept):]
+        order, xyc = self.order, self.xyc
+        for pos in range(k, len(order)):
+            i = order[pos][1]
+            x, y, cep_s = xyc[i]
+            best, best_d = -1, math.inf
+            for j, g in enumerate(groups):
+                sx, sy, cep = g.sums[-1]
+                n = len(g.sums)
+                d = math.hypot(x - sx / n, y - sy / n)
+                if d <= max(SHOOTER_SEPARATION_M, 3 * (cep_s + cep)) and d < best_d:
+                    best, best_d = j, d
+            if best < 0:
+                g = _Group()
+                g.add(pos, i, self, (x, y, cep_s))
+                groups.append(g)
+            else:
+                g = groups[best]
+                sx, sy, cep = g.sums[-1]
+                g.add(pos, i, self, (sx + x, sy + y, min(cep, cep_s)))
+        # A group keeps its Shooter message if it has the same members as before, none of them
+        # changed (the groups after those kept are new).
+        for g, (n, old_tail) in zip(groups[: len(kept)], kept, strict=True):
+            tail = g.idx[n:]
+            if tail != old_tail or not fresh.isdisjoint(tail):
+                g.msg = None
+
+    # -- reading -------------------------------------------------------------------
+    def take_stale(self) -> list[int]:
+        stale, self.stale = self.stale, []
+        return stale
+
+    def set_message(self, i: int, msg: m.Shot) -> None:
+        self.msg[i] = msg
+        self.s_msg[bisect.bisect_left(self.order, (self.t0[i], i))] = msg
+
+    def centre(self) -> np.ndarray:
+        """:func:`weighted_centre_enu` of all the shots."""
+        n = len(self.known)
+        return _centre(self.p[:n], self.w[:n])
+
+    def mean_scores(self) -> dict[str, float] | None:
+        """:func:`_mean_scores` over the picks of all the shots in time order."""
+        if not self.n_scored:
+            return None
+        if self.n_exotic:
+            assert self.shots is not None
+            shots = self.shots
+            return _mean_scores([p.det for _, i in self.order for p in shots[i].picks.values()])
+        if self.flat is None:
+            scored = [sc for _, i in self.order for sc in self.scored[i]]
+            self.flat = {
+                key: np.array([sc.get(key, 0.0) for sc in scored], dtype=float) for key in sorted(self.key_count)
+            }
+        return {key: round(float(np.mean(a)), 4) for key, a in self.flat.items()}
 
 
 class IncidentBuilder:
@@ -143,7 +467,7 @@ class IncidentBuilder:
     def on_shot(self, shot: ShotState) -> m.Incident:
         """A shot was created or refined: return the incident message to publish."""
         for inc in self.open:
-            if any(s is shot for s in inc.shots):
+            if any(map(operator.is_, inc.shots, itertools.repeat(shot))):
                 inc.state = "updated"
                 return self._render(inc)
         inc = self._find(shot)
@@ -194,7 +518,10 @@ class IncidentBuilder:
         if inc is None:
             return None
         inc.review = review
-        return self._render(inc)
+        msg = self._render(inc)
+        if inc.closed:
+            inc._view = None  # rebuilt if reviewed again; the closed ones held are many
+        return msg
 
     RECENT_CLOSED = 10_000
 
@@ -207,6 +534,7 @@ class IncidentBuilder:
             self.recent_closed.popitem(last=False)
         self.n_closed += 1
         msg = self._render(inc)
+        inc._view = None
         for shot in inc.shots:
             self._shot_cache.pop(shot.shot_id, None)
         return msg
@@ -216,18 +544,33 @@ class IncidentBuilder:
         lat, lon, alt = self.frame.to_wgs84(float(enu[0]), float(enu[1]), float(enu[2]))
         return m.Position(lat_deg=round(lat, 7), lon_deg=round(lon, 7), alt_m=round(alt, 2))
 
-    def _shot_message(self, shot: ShotState) -> m.Shot:
+    def _positions(self, enus: list[np.ndarray]) -> list[m.Position]:
+        """:meth:`_position` of each, in one call to the projection (the same numbers)."""
+        if len(enus) < 2:
+            return [self._position(enu) for enu in enus]
+        e, n, u = (np.array([float(enu[k]) for enu in enus]) for k in range(3))
+        lat, lon, alt = self.frame.to_wgs84(e, n, u)
+        return [
+            m.Position(lat_deg=round(float(a), 7), lon_deg=round(float(b), 7), alt_m=round(float(c), 2))
+            for a, b, c in zip(lat, lon, alt, strict=True)
+        ]
+
+    def _cached_shot_message(self, shot: ShotState) -> m.Shot | None:
+        cached = self._shot_cache.get(shot.shot_id)
+        if cached is not None and cached[0] == (shot.shot_id, shot.revision):
+            return cached[1]
+        return None
+
+    def _shot_message(self, shot: ShotState, position: m.Position | None = None) -> m.Shot:
         # Rendered once per shot revision: an incident of many rounds is
         # re-published whenever one round changes.
-        key = (shot.shot_id, shot.revision)
-        cached = self._shot_cache.get(shot.shot_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        msg = self._render_shot(shot)
-        self._shot_cache[shot.shot_id] = (key, msg)
+        msg = self._cached_shot_message(shot)
+        if msg is None:
+            msg = self._render_shot(shot, position)
+            self._shot_cache[shot.shot_id] = ((shot.shot_id, shot.revision), msg)
         return msg
 
-    def _render_shot(self, shot: ShotState) -> m.Shot:
+    def _render_shot(self, shot: ShotState, position: m.Position | None = None) -> m.Shot:
         sol: Solution = shot.solution
         residuals = [
             m.NodeResidual(
@@ -246,7 +589,7 @@ class IncidentBuilder:
         return m.Shot(
             shot_id=shot.shot_id,
             time_ns=self.assoc.abs_ns(shot.t0_s),
-            position=self._position(shot.enu_m),
+            position=self._position(shot.enu_m) if position is None else position,
             cep50_m=round(float(sol.cep50_m), 3),
             cep95_m=round(float(sol.cep95_m), 3),
             ellipse=m.Ellipse(semi_major_m=round(float(a), 3), semi_minor_m=round(float(b), 3), azimuth_deg=round(float(az), 1)),
@@ -258,7 +601,37 @@ class IncidentBuilder:
         )
 
     def _render(self, inc: IncidentState) -> m.Incident:
+        """The incident's next revision, from its view (:class:`_ShotsView`): the cost of a
+        render grows with what changed since the last one, hardly with the number of shots."""
         inc.revision += 1
+        v = inc.view()
+        if v is None:
+            return self._render_full(inc)
+        # Every position this render needs (shots re-rendered, shooters that changed, the
+        # incident's centre) goes through the projection in one call.
+        to_render = []
+        for i in v.take_stale():
+            msg = self._cached_shot_message(inc.shots[i])
+            if msg is None:
+                to_render.append(i)
+            else:
+                v.set_message(i, msg)
+        groups = sorted(v.groups, key=lambda g: len(g.idx), reverse=True)
+        changed = [g for g in groups if g.msg is None]
+        centres = [g.centre() for g in changed]
+        centre = v.centre()
+        positions = self._positions([inc.shots[i].enu_m for i in to_render] + centres + [centre])
+        for i, pos in zip(to_render, positions, strict=False):
+            v.set_message(i, self._shot_message(inc.shots[i], pos))
+        rate = self.cfg.incidents.automatic_rate_hz
+        for g, pos in zip(changed, positions[len(to_render) :], strict=False):
+            g.msg = self._shooter_message_at(pos, list(g.ids), cadence_of(g.t0), rate)
+        shot_msgs: list[m.Shot] = v.s_msg  # type: ignore[assignment]
+        shooters: list[m.Shooter] = [g.msg for g in groups]  # type: ignore[misc]
+        return self._incident_message(inc, shot_msgs, shooters, v.mean_scores(), positions[-1], min(v.s_cep))
+
+    def _render_full(self, inc: IncidentState) -> m.Incident:
+        """:meth:`_render` from the shots themselves (after ``inc.revision`` was counted)."""
         shots = sorted(inc.shots, key=lambda s: s.t0_s)
         shot_msgs = [self._shot_message(s) for s in shots]
         # Automatic fire is a property of one weapon: judge each shooter's own
@@ -268,20 +641,24 @@ class IncidentBuilder:
         groups = inc.shooters()
         cadences = [cadence_of([s.t0_s for s in g]) for g in groups]
         shooters = [self._shooter_message(g, c, rate) for g, c in zip(groups, cadences, strict=True)]
+        scores = _mean_scores([p.det for s in shots for p in s.picks.values()])
+        cep95 = min(s.solution.cep95_m for s in shots)
+        position = self._position(weighted_centre_enu(inc.shots))
+        return self._incident_message(inc, shot_msgs, shooters, scores, position, cep95)
+
+    def _incident_message(self, inc: IncidentState, shot_msgs: list[m.Shot], shooters: list[m.Shooter],
+                          scores: dict[str, float] | None, position: m.Position, cep95) -> m.Incident:
         automatic = any(sh.automatic_fire for sh in shooters)
-        n_shooters = len(groups)
+        n_shooters = len(shooters)
         if n_shooters > 1 and n_shooters != inc.n_shooters_logged:
             log.info("incident %s: %d shooters at distinct places", inc.incident_id, n_shooters)
             inc.n_shooters_logged = n_shooters
-        scores = _mean_scores([p.det for s in shots for p in s.picks.values()])
         event_class = "unknown"
         if scores:
             top = max(scores, key=scores.get)
             event_class = CLASS_OF_SCORE.get(top, "other")
         if inc.review is not None and inc.review.decision == "relabelled" and inc.review.label:
             event_class = inc.review.label  # the operator's word over the machine's
-        centre = inc.centre_enu()
-        cep95 = min(s.solution.cep95_m for s in shots)
         return m.Incident(
             site=self.cfg.site,
             incident_id=inc.incident_id,
@@ -290,23 +667,28 @@ class IncidentBuilder:
             published_ns=now_ns(),
             first_shot_ns=shot_msgs[0].time_ns,
             last_shot_ns=shot_msgs[-1].time_ns,
-            rounds=len(shots),
-            position=self._position(centre),
+            rounds=len(shot_msgs),
+            position=position,
             cep95_m=round(float(cep95), 3),
             event_class=event_class,  # type: ignore[arg-type]
             class_scores=scores,
             automatic_fire=automatic,
-            shots=shot_msgs,
+            shots=list(shot_msgs),
             shooters=shooters,
             review=inc.review,
             provenance=self.provenance,
         )
 
     def _shooter_message(self, group: list[ShotState], cad: Cadence | None, automatic_rate_hz: float) -> m.Shooter:
+        ids = [s.shot_id for s in sorted(group, key=lambda s: s.t0_s)]
+        return self._shooter_message_at(self._position(weighted_centre_enu(group)), ids, cad, automatic_rate_hz)
+
+    def _shooter_message_at(self, position: m.Position, shot_ids: list[str], cad: Cadence | None,
+                            automatic_rate_hz: float) -> m.Shooter:
         return m.Shooter(
-            position=self._position(weighted_centre_enu(group)),
-            rounds=len(group),
-            shot_ids=[s.shot_id for s in sorted(group, key=lambda s: s.t0_s)],
+            position=position,
+            rounds=len(shot_ids),
+            shot_ids=shot_ids,
             automatic_fire=bool(cad is not None and cad.rounds >= 3 and cad.rate_hz > automatic_rate_hz),
             cadence=None if cad is None else m.Cadence(
                 median_interval_s=round(cad.median_interval_s, 4),

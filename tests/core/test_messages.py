@@ -664,6 +664,59 @@ def test_invalid_values_are_also_rejected_at_construction():
         msgspec.structs.replace(EXAMPLES[Detection], onset_sigma_s=math.nan)
 
 
+def _first_non_finite(msg) -> str | None:
+    """The finite rule spelled out: the error for the first offending field (None if none)."""
+    for name in msg.__struct_fields__:
+        v = getattr(msg, name)
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{name} must be a finite number, got {v}"
+        if isinstance(v, int) and not isinstance(v, bool) and name.endswith("_ns") and not 0 <= v < 2**63:
+            return f"{name} must fit a signed 64-bit integer of nanoseconds"
+    return None
+
+
+_FINITE_EXAMPLES = [
+    *(EXAMPLES[k] for k in KINDS),
+    EXAMPLES[Incident].shots[0],
+    EXAMPLES[Incident].position,
+    NodeResidual(node_id="n", detection_id="d", residual_s=0.0, used=True),
+    Ellipse(semi_major_m=1.0, semi_minor_m=0.5, azimuth_deg=10.0),
+]
+
+
+@pytest.mark.parametrize("example", _FINITE_EXAMPLES, ids=lambda e: type(e).__name__)
+def test_finite_check_covers_every_field_whatever_its_declared_type(example):
+    """Each class compiles its own finite check at first use: it refuses what the rule refuses, with
+    the same words (msgspec does not type-check at construction, so a NaN in an int or bool field,
+    or a float in a ``*_ns`` field, is checked too)."""
+    for name in example.__struct_fields__:
+        for bad in (math.nan, math.inf, -math.inf, 1e308, 2**63, 2**63 - 1, -1, 0, True):
+            raw = msgspec.structs.replace(example)
+            setattr(raw, name, bad)  # no __post_init__: what the rule says of it
+            want = _first_non_finite(raw)
+            try:
+                msgspec.structs.replace(example, **{name: bad})
+                got = None
+            except ValueError as exc:
+                got = str(exc)
+            if want is None and got is not None:
+                continue  # another check of the class refused it (a range, a sign)
+            assert got == want, (type(example).__name__, name, bad)
+
+
+def test_finite_check_of_a_subclass_sees_its_own_fields():
+    NodeResidual(node_id="n", detection_id="d", residual_s=0.0, used=True)  # the parent's check first
+
+    class Weighted(NodeResidual, kw_only=True):
+        weight: float = 1.0
+
+    with pytest.raises(ValueError, match="weight must be a finite number, got nan"):
+        Weighted(node_id="n", detection_id="d", residual_s=0.0, used=True, weight=math.nan)
+    with pytest.raises(ValueError, match="residual_s must be a finite number, got inf"):
+        Weighted(node_id="n", detection_id="d", residual_s=math.inf, used=True)
+    NodeResidual(node_id="n", detection_id="d", residual_s=0.0, used=True)
+
+
 # --------------------------------------------------------------------------- garbage in
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import msgspec
 import numpy as np
-from test_pipeline import T0_NS, arrivals, grid, make_pipeline, run
+import pytest
+from test_pipeline import FRAME, T0_NS, arrivals, grid, make_pipeline, run
 
 from shotline.core import messages as m
 
@@ -34,3 +38,112 @@ def test_single_round_has_one_shooter_without_cadence():
     nodes = grid()
     (inc,) = run(make_pipeline(nodes), arrivals(nodes, (30.0, -20.0, 1.5), T0_NS, rng))
     assert len(inc.shooters) == 1 and inc.shooters[0].cadence is None and not inc.automatic_fire
+
+
+# --------------------------------------------------------------------------- incremental rendering
+# An incident is rendered from state kept in step with its shots (_ShotsView). A shot that
+# moves in time, changes its picks and scores, or changes without being the shot that
+# triggered the render must leave no stale trace: every render must equal the one a fresh
+# builder computes from the same shots.
+
+
+def _det(k, scores):
+    return m.Detection(detection_id=f"d{k}", site="test", node_id=f"N{k % 9:02d}", onset_time_ns=T0_NS + k,
+                       onset_sigma_s=20e-6, time_quality="pps", peak_dbfs=-20.0, snr_db=30.0,
+                       noise_floor_dbfs=-60.0, scores=scores)
+
+
+def _scores(rng, variant):
+    g = float(rng.random())
+    if variant == 0:
+        return None
+    if variant == 1:
+        return {"gunshot": g, "firework": 1.0 - g}
+    if variant == 2:
+        return {"gunshot": g, "other": float(rng.random())}  # a class only some picks carry
+    return {"gunshot": int(g > 0.5), "firework": 1}  # not floats: averaged as from scratch too
+
+
+def _locate(shot, rng, t0, xy, k0, variant):
+    """Give ``shot`` a new solution, position, time and picks (what a re-location does)."""
+    from shotline.hub.associate import Pick
+
+    n = int(rng.integers(4, 9))
+    picks = {}
+    for k in range(n):
+        det = _det(k0 + k, _scores(rng, variant) if rng.random() < 0.8 else None)
+        picks[det.node_id] = Pick(det=det, t_s=t0 + 0.1, received_ns=T0_NS)
+    cep50 = float(rng.uniform(0.01, 3.0))
+    shot.picks = picks
+    shot.solution = SimpleNamespace(
+        cep50_m=cep50, cep95_m=2.1 * cep50, ellipse_m=(2 * cep50, cep50, float(rng.uniform(0, 180))),
+        c_mps=343.0, n_used=n, rms_residual_s=float(rng.uniform(0, 1e-4)),
+        residuals_s=rng.normal(0, 3e-5, n), used=np.ones(n, bool),
+    )
+    shot.enu_m = np.array([xy[0] + rng.normal(0, 0.5), xy[1] + rng.normal(0, 0.5), 1.5])
+    shot.t0_s = t0
+    shot.revision += 1
+
+
+def _fresh_render(builder, inc, full):
+    """``inc`` rendered by a new builder that never saw it: from scratch (``full``) or a new view."""
+    from shotline.hub.incidents import IncidentBuilder, IncidentState
+
+    fresh = IncidentBuilder(builder.cfg, builder.assoc, builder.provenance)
+    st = IncidentState(inc.incident_id, shots=list(inc.shots), state=inc.state, revision=inc.revision - 1,
+                       n_shooters_logged=inc.n_shooters_logged, review=inc.review)
+    if full:
+        st.revision += 1
+        return fresh._render_full(st)
+    return fresh._render(st)
+
+
+def _wire(msg):
+    return m.encode(msgspec.structs.replace(msg, published_ns=0))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_incremental_render_equals_a_render_from_scratch(seed):
+    from shotline.hub.associate import ShotState
+    from shotline.hub.config import HubConfig
+    from shotline.hub.incidents import IncidentBuilder
+
+    rng = np.random.default_rng(seed)
+    assoc = SimpleNamespace(abs_ns=lambda t: T0_NS + int(round(t * 1e9)), registry=SimpleNamespace(frame=FRAME))
+    builder = IncidentBuilder(HubConfig(site="test"), assoc, m.Provenance(version="test"))
+    places = [(0.0, 0.0), (40.0, 0.0), (15.0, 30.0)]
+    shots, home, k0 = [], {}, 0
+    for step in range(300):
+        r = rng.random()
+        if not shots or r < 0.25:
+            shot = ShotState(shot_id=f"s{len(shots):04d}", picks={}, solution=None, enu_m=np.zeros(3), t0_s=0.0,
+                             created_ns=T0_NS, last_pick_received_ns=T0_NS)
+            home[shot.shot_id] = places[int(rng.integers(0, 3))] if rng.random() < 0.9 else (20.0, -20.0)
+            t0 = 0.1 * len(shots) + float(rng.normal(0, 0.03))
+            _locate(shot, rng, t0, home[shot.shot_id], k0, int(rng.integers(0, 3)))
+            shots.append(shot)
+        else:
+            # Re-locate a recent shot (its time may move past its neighbours); sometimes
+            # another one as well, which the render of the first must pick up too.
+            for _ in range(1 + (rng.random() < 0.3)):
+                shot = shots[max(0, len(shots) - 1 - int(rng.integers(0, 12)))]
+                if rng.random() < 0.1:
+                    shot.revision += 1  # a corroborating pick joined: nothing else changed
+                    continue
+                variant = 3 if rng.random() < 0.02 else int(rng.integers(0, 3))
+                t0 = shot.t0_s + float(rng.normal(0, 0.08))
+                _locate(shot, rng, t0, home[shot.shot_id], k0, variant)
+        k0 += 10
+        msg = builder.on_shot(shot)
+        (inc,) = builder.open
+        if step % 37 == 0:
+            review = m.Review(decision="relabelled", reviewer="op", time_ns=T0_NS, label="firework")
+            msg = builder.on_review(inc.incident_id, review)
+        assert msg.rounds == len(shots)
+        got = _wire(msg)
+        assert got == _wire(_fresh_render(builder, inc, full=True)), step
+        assert got == _wire(_fresh_render(builder, inc, full=False)), step
+    assert len(msg.shooters) >= 3
+    assert msg.class_scores is not None
+    closed = _wire(builder.close_all()[0])
+    assert closed == _wire(_fresh_render(builder, inc, full=True))

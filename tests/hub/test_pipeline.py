@@ -147,7 +147,11 @@ def test_separate_places_make_separate_incidents_and_gap_closes():
     assert len({i for i, _ in states}) == 2
     assert all(s in ("new", "updated") for _, s in states)
     closed = p.tick(T0_NS + int(20e9))
-    assert sorted(o.incident.state for o in closed) == ["closed", "closed"]
+    # A large shot's last re-location (with every pick) may be deferred until no more picks can
+    # join (Associator._relocate_due): it is published as an update just before the close.
+    last = {o.incident.incident_id: o.incident.state for o in closed}
+    assert sorted(last.values()) == ["closed", "closed"]
+    assert all(o.incident.state in ("updated", "closed") for o in closed)
     assert p.tick(T0_NS + int(40e9)) == []
 
 
