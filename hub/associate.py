@@ -1347,7 +1347,8 @@ class Associator:
         counts = grid_kernels.silent_counts(
             np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.cfg.location.source_height_m,
             np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
-            st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m)
+            st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
+            self.cfg.association.min_audible_range_m)
         out = []
         for g in range(len(xy)):
             pending = int(counts[g, 2]) + (0 if self._retrying else self._unheard_in_range(xy[g]))

@@ -96,6 +96,9 @@ class AssociationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     """... at this p-value, with each pick's timing sigma (``[location] timing_sigma_s`` or the node's own)."""
     max_silent_fraction: float = 0.25
     """Largest share of in-range nodes that are past a shot's predicted arrival yet heard nothing."""
+    min_audible_range_m: float = 400.0
+    """Silent nodes count against a hypothesis out to its farthest supporting node, and at least this
+    far, metres (at most max_range_m): a quiet source is not expected at nodes beyond its reach."""
     max_rms_residual_s: float = 0.002
     """Largest RMS residual of an accepted shot, seconds."""
     pending_s: float | None = None
@@ -110,7 +113,7 @@ class AssociationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     def __post_init__(self) -> None:
         if self.min_nodes < 4:
             raise ValueError("min_nodes must be at least 4 (a 2-D fix with unknown emission time)")
-        _positive(self, "max_range_m", "grid_step_m", "max_rms_residual_s")
+        _positive(self, "max_range_m", "grid_step_m", "max_rms_residual_s", "min_audible_range_m")
         if self.match_tolerance_s < 0:
             raise ValueError("match_tolerance_s must be >= 0 seconds")
         if not 0.0 <= self.max_silent_fraction <= 1.0:

@@ -162,7 +162,8 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
 
 
 @njit(cache=True)
-def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range):
+def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range,
+                  min_range):
     """Negative evidence at P hypothesised sources: per source, (silent, agree, pending) counts over its
     non-member nodes.
 
@@ -187,8 +188,15 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
         The same for the onsets that located shots hold (a subset of ``onsets``).
     c, wind
         Speed of sound (m/s) and uniform wind (3,) m/s (zeros for still air).
-    max_range
-        Only nodes within this horizontal distance (m) are expected to hear the source.
+    max_range, min_range
+        Nodes beyond ``max_range`` (horizontal, m) are never counted. A silent node counts only
+        within the hypothesis' *audible radius*: the horizontal distance of its farthest
+        supporting node (member or agreeing), at least ``min_range`` and at most ``max_range``.
+        A source is heard out to a distance set by its loudness (a firecracker carries a few
+        hundred metres, a rifle well over a kilometre): nodes nearer than its farthest
+        supporter should have heard it, nodes farther need not. ``min_range`` keeps a tight
+        cluster of chance picks (support radius ~ one node spacing) answerable to the nodes
+        around it.
 
     A node is *decided* when its latest onset, or the watermark, is past the predicted
     arrival plus ``tol``; decided nodes agree (an onset within ``tol`` of the arrival that
@@ -198,13 +206,27 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
     Travel times as ``Associator._travel``. Returns (P, 3) counts.
     """
     out = np.zeros((xs.shape[0], 3), dtype=np.int64)
+    n = nodes.shape[0]
+    state = np.empty(n, dtype=np.int64)
+    d2 = np.empty(n)
     for g in range(xs.shape[0]):
-        for k in range(nodes.shape[0]):
+        reach2 = min_range * min_range  # squared audible radius so far (m^2)
+        for k in range(n):
+            dx = xyz[nodes[k], 0] - xs[g]
+            dy = xyz[nodes[k], 1] - ys[g]
+            d2[k] = dx * dx + dy * dy
             if member[g, k]:
+                state[k] = -1
+                if d2[k] > reach2:
+                    reach2 = d2[k]
                 continue
-            st = _node_state(nodes[k], xs[g], ys[g], z, t0s[g], tol, watermark, xyz, onsets, n_on, held, n_held,
-                             c, wind, max_range)
-            if st >= 0:
+            state[k] = _node_state(nodes[k], xs[g], ys[g], z, t0s[g], tol, watermark, xyz, onsets, n_on, held,
+                                   n_held, c, wind, max_range)
+            if state[k] == 1 and d2[k] > reach2:
+                reach2 = d2[k]
+        for k in range(n):
+            st = state[k]
+            if st == 1 or st == 2 or (st == 0 and d2[k] <= reach2):
                 out[g, st] += 1
     return out
 

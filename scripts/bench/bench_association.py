@@ -45,7 +45,9 @@ Figures:
   scene's shooters and fireworks plus 40 random gunshots/s city-wide);
   ``_n1024_rate0`` / ``_rate15``: the same 1,024 nodes with 0 and 15 random
   gunshots/s. ``hub_impulses_per_s_*`` (the impulse rate each run had) and
-  ``hub_dets_per_scene_s_*`` give each run's load.
+  ``hub_dets_per_scene_s_*`` give each run's load; ``hub_found_pct_*`` and
+  ``hub_false_pct_*`` what association made of it (scored as the dense
+  scene; no budget: the dense scene's budgets are for its 30 nodes).
 
 Run: ``.venv/bin/python scripts/bench/bench_association.py [--quick] [--scaling]``.
 """
@@ -305,8 +307,11 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
             rng = np.random.default_rng(5)
             nodes = network(n_side, n_side, 250.0, rng)
             sc = dense_scene(dur, seed=3, nodes=nodes, extra_rate_hz=extra)
-            _, cpu_s, _, _ = play(sc)
+            sc_shots, cpu_s, _, _ = play(sc)
             tag = f"n{n_side * n_side}" + ("" if extra == 40.0 else f"_rate{int(extra)}")
+            got = score(sc, sc_shots)
+            out[f"hub_found_pct_{tag}"] = got["assoc_sources_found_pct"]
+            out[f"hub_false_pct_{tag}"] = got["assoc_false_pct"]
             out[f"hub_us_per_det_{tag}"] = 1e6 * cpu_s / max(len(sc.dets), 1)
             out[f"hub_cpu_s_per_scene_s_{tag}"] = cpu_s / dur
             out[f"hub_impulses_per_s_{tag}"] = sum(1 for s in sc.sources if 0.5 <= s.t_s <= dur - 2.0) / (dur - 2.5)

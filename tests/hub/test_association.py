@@ -341,3 +341,29 @@ def test_burst_check_refuses_a_set_that_mixes_rounds_of_one_burst():
     for pk in by_round[0]:
         b._is_tail(pk)
     assert not b._burst_inconsistent(by_round[0])
+
+
+def _quiet_source_scene(rng):
+    """64 nodes 250 m apart, every one of which reports now and then (a busy network: silence
+    means something), and a firecracker heard only by the nodes within 450 m of it."""
+    nodes = grid(8, 8, 250.0, seed=3)
+    src = np.array([100.0, -60.0, 0.5])
+    near = {k: r for k, r in nodes.items() if np.linalg.norm(r[:2] - src[:2]) < 450.0}
+    dets = arrivals(near, src, T0_NS, rng)
+    for nid in nodes:  # unrelated impulses before and after, at every node
+        dets += [(nid, T0_NS + int(rng.uniform(-8.0, -4.0) * 1e9)), (nid, T0_NS + int(rng.uniform(7.0, 9.0) * 1e9))]
+    return nodes, src, near, dets
+
+
+def test_a_quiet_source_is_not_refuted_by_nodes_beyond_its_reach():
+    """Silent nodes count against a hypothesis only out to its farthest supporting node: a firecracker
+    heard by the ~10 nodes within 450 m is a shot although ~40 more nodes within max_range_m heard
+    nothing (with every in-range node counted, as before, it was refused)."""
+    nodes, src, near, dets = _quiet_source_scene(np.random.default_rng(21))
+    assert 8 <= len(near) and len(near) < 0.4 * sum(np.linalg.norm(r[:2] - src[:2]) < 1500 for r in nodes.values())
+    for min_audible, found in ((400.0, True), (1500.0, False)):
+        p = make_pipeline(nodes, association=AssociationSettings(min_audible_range_m=min_audible))
+        incs = run(p, dets)
+        located = [s for i in incs for s in i.shots if np.linalg.norm(shot_enu(s) - src[:2]) < 2.0]
+        assert bool(located) is found, min_audible
+        assert sum(i.rounds for i in incs) == len(located)  # the unrelated impulses make no shot

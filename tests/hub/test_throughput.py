@@ -113,7 +113,8 @@ def test_compiled_support_equals_plain_evaluation():
 
 def test_compiled_evidence_equals_plain_count_with_wind():
     """The compiled negative-evidence counts equal a plain count over every node (wind included);
-    an onset that a shot holds never agrees with another hypothesis."""
+    an onset that a shot holds never agrees with another hypothesis; silent nodes count out to the
+    farthest supporting node (member or agreeing), at least min_range."""
     from shotline.hub import grid_kernels
 
     rng = np.random.default_rng(8)
@@ -136,24 +137,35 @@ def test_compiled_evidence_equals_plain_count_with_wind():
         t0, tol, wm = float(rng.uniform(0, 3)), float(rng.uniform(0.001, 0.05)), float(rng.uniform(0, 4))
         nodes_k = index.near(src[0], src[1], a.cfg.association.max_range_m)
         member = rng.random(len(nodes_k)) < 0.3
+        min_range = float(rng.uniform(100.0, 900.0))
         got = grid_kernels.silent_counts(src[:1], src[1:2], src[2], np.array([t0]), tol, wm, xyz, nodes_k,
                                          member[None, :], st.onsets, st.n, st.held, st.n_held, a.c, a.wind_enu_mps,
-                                         a.cfg.association.max_range_m)[0]
+                                         a.cfg.association.max_range_m, min_range)[0]
         is_member = {st.ids[r] for r, mm in zip(nodes_k, member, strict=True) if mm}
         want = [0, 0, 0]
+        reach = min_range
+        silent_at = []
         for n in ids:
             r = a.registry.enu(n)
+            d = np.hypot(*(r[:2] - src[:2]))
             if n not in st:
                 continue  # never reported: not a row (the associator counts such nodes as pending itself)
-            if n in is_member or np.hypot(*(r[:2] - src[:2])) > a.cfg.association.max_range_m:
+            if d > a.cfg.association.max_range_m:
+                continue
+            if n in is_member:
+                reach = max(reach, d)
                 continue
             pred = t0 + a._travel(src, r)
             times = np.array(recent[n])
             if (len(times) and times[-1] > pred + tol) or wm > pred + tol:
-                free = [t for t in recent[n] if abs(t - pred) <= tol and t not in held[n]]
-                want[1 if free else 0] += 1
+                if [t for t in recent[n] if abs(t - pred) <= tol and t not in held[n]]:
+                    want[1] += 1
+                    reach = max(reach, d)
+                else:
+                    silent_at.append(d)
             else:
                 want[2] += 1
+        want[0] = sum(d <= reach for d in silent_at)
         assert tuple(got) == tuple(want)
 
 
