@@ -185,39 +185,75 @@ class PickPool:
 
 
 class SeedTable:
-    """A seed node's coarse hypothesis grid and, per partner node (one row each), the predicted
-    arrival minus the seed's arrival (s) and the coarse match tolerance (s) at every grid point."""
+    """A seed node's coarse hypothesis grid and, per partner node (one row each), the grid points
+    the node can hear with, at each, the predicted arrival minus the seed's arrival (s) and the
+    coarse match tolerance (s).
+
+    A node hears only the points within its audible range (``max_range_m``), a lens of the
+    seed's disc: on a large network about a quarter of the grid for the average partner
+    (1,024 nodes: 28 %), so each row holds just those points, as one interval per grid line
+    (:func:`shotline.hub.grid_kernels.table_row`) with their values packed in flat buffers.
+    """
 
     def __init__(self, key: tuple, pts: np.ndarray, t_seed: np.ndarray, u_seed: np.ndarray) -> None:
         self.key = key
         self.pts = pts
-        """(G, 2) grid points, ENU metres."""
+        """(G, 2) grid points, ENU metres, in lines of constant y and increasing x."""
         self.t_seed = t_seed
         """(G,) travel time (s) from each point to the seed node."""
         self.u_seed = u_seed
         """(G, 2) horizontal unit vectors from each point towards the seed node."""
+        self.line_start = np.r_[0, np.flatnonzero(np.diff(pts[:, 1]) != 0) + 1, len(pts)].astype(np.intp)
+        """(J + 1,) index of the first point of each grid line (and the end)."""
         self.row: dict[str, int] = {}
+        n_lines = len(self.line_start) - 1
+        self.seg = np.zeros((8, n_lines, 2), dtype=np.intp)
+        """(R, J, 2) per row and grid line, the (first, end) indices of the points the node hears."""
+        self.off = np.zeros(8, dtype=np.intp)
+        """(R,) where each row's values start in the flat buffers."""
         # float32: the coarse stage matches within milliseconds (float32 resolves ~0.5 us at
         # 6 s), and a city's tables are then half the memory.
-        self.diff = np.empty((0, len(pts)), dtype=np.float32)
-        self.tol = np.empty((0, len(pts)), dtype=np.float32)
+        self.diff = np.empty(len(pts), dtype=np.float32)
+        self.tol = np.empty(len(pts), dtype=np.float32)
+        self.used = 0
+        """Values held in the flat buffers."""
 
-    def new_row(self, node_id: str) -> int:
-        """Reserve a row for a node (growing the buffers by doubling); return its index."""
+    def add_row(self, node_id: str, fill) -> int:
+        """Add a node's row (buffers grow by doubling): ``fill(seg, diff, tol)`` writes the row's
+        intervals and values (room for every grid point) and returns how many values; returns the row."""
         k = len(self.row)
-        if k == len(self.diff):
-            cap = max(8, 2 * k)
+        if k == len(self.off):
+            self.seg = np.concatenate([self.seg, np.zeros_like(self.seg)])
+            self.off = np.concatenate([self.off, np.zeros_like(self.off)])
+        if self.used + len(self.pts) > len(self.diff):
+            cap = max(2 * len(self.diff), self.used + len(self.pts))
             for name in ("diff", "tol"):
                 old = getattr(self, name)
-                new = np.empty((cap, old.shape[1]), dtype=old.dtype)
-                new[:k] = old
+                new = np.empty(cap, dtype=old.dtype)
+                new[: self.used] = old[: self.used]
                 setattr(self, name, new)
+        n = fill(self.seg[k], self.diff[self.used:], self.tol[self.used:])
+        self.off[k] = self.used
+        self.used += n
         self.row[node_id] = k
         return k
 
+    def dense(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, G) differences and tolerances of some rows over the whole grid (NaN and 0 where the node
+        cannot hear a point): the table as plain arrays, for checks."""
+        diff = np.full((len(rows), len(self.pts)), np.nan)
+        tol = np.zeros((len(rows), len(self.pts)))
+        for i, r in enumerate(rows):
+            p = self.off[r]
+            for first, end in self.seg[r]:
+                diff[i, first:end] = self.diff[p: p + end - first]
+                tol[i, first:end] = self.tol[p: p + end - first]
+                p += end - first
+        return diff, tol
+
     @property
     def nbytes(self) -> int:
-        return self.diff.nbytes + self.tol.nbytes
+        return self.diff.nbytes + self.tol.nbytes + self.seg.nbytes + self.off.nbytes
 
 
 class Associator:
@@ -734,10 +770,9 @@ class Associator:
         for i, n in enumerate(node_ids):
             row = tab.row.get(n)
             if row is None:
-                row = tab.new_row(n)
-                self._fill_row(tab, row, self.registry.enu(n))
+                row = self._fill_row(tab, n)
             rows[i] = row
-        # A city's tables would not fit (up to ~8 MB per seed node): the least recently used go
+        # A city's tables would not fit (1-3 MB per seed node on a 1,024-node network): the least recently used go
         # once they hold more than MAX_TABLE_BYTES (never the one in use).
         self._table_bytes += tab.nbytes - before
         while self._table_bytes > self.MAX_TABLE_BYTES and len(self._tables) > 1:
@@ -749,8 +784,9 @@ class Associator:
     #: Safety factor on the local gradient bound of the coarse tolerance (see :meth:`_fill_row`).
     COARSE_TOL_FACTOR = 1.5
 
-    def _fill_row(self, tab: SeedTable, row: int, node: np.ndarray) -> None:
-        """Fill a node's table row: arrival difference to the seed (s) and coarse match tolerance (s).
+    def _fill_row(self, tab: SeedTable, node_id: str) -> int:
+        """Add a node's table row (returned): arrival difference to the seed (s) and coarse match
+        tolerance (s) at each grid point the node can hear.
 
         A source anywhere in a cell of half-diagonal h is matched at the cell's
         centre within the change of the arrival difference across the cell:
@@ -763,12 +799,13 @@ class Associator:
         """
         a = self.cfg.association
         loc = self.cfg.location
+        node = self.registry.enu(node_id)
         dz2 = 0.0 if loc.mode == "2d" else float((node[2] - loc.source_height_m) ** 2)
-        # Points beyond max_range_m of the node (farther than a cell's half-diagonal) get tolerance 0:
+        # Points beyond max_range_m of the node (farther than a cell's half-diagonal) are left out:
         # it cannot hear a source there, so it never supports one.
-        grid_kernels.table_row(tab.pts, tab.t_seed, tab.u_seed, float(node[0]), float(node[1]), dz2, 1.0 / self.c,
-                               a.grid_step_m / np.sqrt(2), self.COARSE_TOL_FACTOR, a.match_tolerance_s,
-                               a.max_range_m, tab.diff[row], tab.tol[row])
+        return tab.add_row(node_id, lambda seg, diff, tol: grid_kernels.table_row(
+            tab.pts, tab.line_start, tab.t_seed, tab.u_seed, float(node[0]), float(node[1]), dz2, 1.0 / self.c,
+            a.grid_step_m / np.sqrt(2), self.COARSE_TOL_FACTOR, a.match_tolerance_s, a.max_range_m, seg, diff, tol))
 
     def _unit(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Horizontal part of the unit vectors (G, 2) from sources at ``pts`` to a node (range gradient)."""
@@ -1103,7 +1140,8 @@ class Associator:
         squared misfit in units of the tolerance) and (K, G) the index of each node's chosen pick.
         """
         rel, starts = partners
-        return grid_kernels.support_table(rel, starts, tab.diff, tab.tol, rows, want_chosen)
+        return grid_kernels.support_table(rel, starts, tab.diff, tab.tol, tab.off, tab.seg, rows, len(tab.pts),
+                                          want_chosen)
 
     def _support(self, grid, partners, r_seed, node_xy, tol, dz2, seed_dz2, want_chosen=True):
         """For each grid point: how many nodes have a pick near the predicted arrival (score), and which

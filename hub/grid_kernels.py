@@ -48,19 +48,23 @@ def _nearest_from(rel: np.ndarray, lo: int, hi: int, x: float, hint: int) -> tup
 
 
 @njit(cache=True)
-def support_table(rel, starts, diff, tol, rows, want_chosen):
+def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
     """Score every grid point from cached arrival differences.
 
     Parameters
     ----------
     rel, starts
         Partner onsets (s, relative to the seed) and slice starts, (K + 1,).
-    diff, tol
-        (R, G) per table row: predicted arrival minus the seed's arrival at each
-        grid point (s), and the match tolerance there (s); a tolerance of 0 marks a
-        point the node cannot hear (beyond the audible range): always a miss, not searched.
+    diff, tol, off, seg
+        The seed table (:func:`table_row`): per table row r, the grid points a node can
+        hear (within its audible range) as one index interval per grid line,
+        ``seg[r, j] = (first, end)``, and for those points in that order, from
+        ``off[r]`` in the flat buffers, the predicted arrival minus the seed's arrival
+        (s) and the match tolerance (s). Every other point is a miss, not searched.
     rows
         (K,) table row of each partner node.
+    g_n
+        Number of grid points.
     want_chosen
         Whether to return the chosen onsets (a stage that only ranks points
         skips writing K x G indices).
@@ -68,13 +72,13 @@ def support_table(rel, starts, diff, tol, rows, want_chosen):
     Returns
     -------
     (G,) scores and (K, G) index of the chosen onset within each node's slice
-    ((K, 0) without ``want_chosen``).
+    ((K, 0) without ``want_chosen``; 0 where the node cannot hear the point).
     """
     k_n = rows.shape[0]
-    g_n = diff.shape[1]
     count = np.zeros(g_n)
-    sq = np.zeros(g_n)
-    chosen = np.empty((k_n, g_n if want_chosen else 0), dtype=np.intp)
+    # Every node starts as a miss (1) at every point; a match replaces that by its (err / tol)^2.
+    sq = np.full(g_n, float(k_n))
+    chosen = np.zeros((k_n, g_n if want_chosen else 0), dtype=np.intp)
     # Node by node along contiguous table rows (a point-major loop strides across rows and
     # misses the cache on every access).
     for k in range(k_n):
@@ -82,22 +86,21 @@ def support_table(rel, starts, diff, tol, rows, want_chosen):
         lo = starts[k]
         hi = starts[k + 1]
         hint = 0
-        for g in range(g_n):
-            tk = tol[r, g]
-            if tk <= 0.0:
-                sq[g] += 1.0
+        p = off[r]
+        for j in range(seg.shape[1]):
+            for g in range(seg[r, j, 0], seg[r, j, 1]):
+                tk = tol[p]
+                dk = diff[p]
+                p += 1
+                if tk <= 0.0:
+                    continue
+                err, i, hint = _nearest_from(rel, lo, hi, dk, hint)
                 if want_chosen:
-                    chosen[k, g] = 0
-                continue
-            err, j, hint = _nearest_from(rel, lo, hi, diff[r, g], hint)
-            if want_chosen:
-                chosen[k, g] = j
-            if err < tk:
-                count[g] += 1.0
-                e = err / tk
-                sq[g] += e * e
-            else:
-                sq[g] += 1.0
+                    chosen[k, g] = i
+                if err < tk:
+                    count[g] += 1.0
+                    e = err / tk
+                    sq[g] += e * e - 1.0
     return count - sq / (k_n + 1), chosen
 
 
@@ -281,29 +284,48 @@ def _holds(times: np.ndarray, lo: int, hi: int, t: float) -> bool:
 
 
 @njit(cache=True)
-def table_row(pts, t_seed, u_seed, node_x, node_y, dz2, inv_c, half_diag, factor, match_tol, max_range,
-              diff_out, tol_out):
-    """Fill one seed-table row for a node: arrival difference (s) and coarse tolerance (s) per grid point.
+def table_row(pts, line_start, t_seed, u_seed, node_x, node_y, dz2, inv_c, half_diag, factor, match_tol, max_range,
+              seg_out, diff_out, tol_out):
+    """Fill one seed-table row for a node: the grid points it can hear, and there the arrival
+    difference (s) and coarse tolerance (s). Returns how many points were written.
 
-    ``pts`` (G, 2) grid points (m); ``t_seed`` (G,) travel time to the seed (s); ``u_seed``
-    (G, 2) horizontal unit vectors towards the seed; ``dz2`` the node's squared height offset
-    to the source (m^2); ``half_diag`` the cell half-diagonal (m); ``factor`` the safety factor
-    on the gradient bound. Tolerance = min(factor |u_k - u_seed|, 2) h / c + match_tol, and 0 at
-    points farther than ``max_range`` + h horizontally (the node cannot hear them): the
-    formula of ``Associator._fill_row``, in one pass without temporaries.
+    ``pts`` (G, 2) grid points (m), in grid lines of constant y and increasing x, line j
+    being ``pts[line_start[j]:line_start[j + 1]]``; ``t_seed`` (G,) travel time to the seed
+    (s); ``u_seed`` (G, 2) horizontal unit vectors towards the seed; ``dz2`` the node's
+    squared height offset to the source (m^2); ``half_diag`` the cell half-diagonal (m);
+    ``factor`` the safety factor on the gradient bound. A node hears the points within
+    ``max_range`` + h horizontally: on each grid line one interval (a line meets a disc
+    once), written to ``seg_out[j]`` as (first, end) point indices, its points' values
+    appended to ``diff_out``/``tol_out`` in order. Tolerance = min(factor |u_k - u_seed|, 2)
+    h / c + match_tol: the formula of ``Associator._fill_row``, in one pass without temporaries.
     """
     far2 = (max_range + half_diag) * (max_range + half_diag)
-    for g in range(pts.shape[0]):
-        dx = node_x - pts[g, 0]
-        dy = node_y - pts[g, 1]
-        h2 = dx * dx + dy * dy
-        rng = np.sqrt(h2 + dz2)
-        diff_out[g] = rng * inv_c - t_seed[g]
-        if h2 > far2:
-            tol_out[g] = 0.0
+    n = 0
+    for j in range(line_start.shape[0] - 1):
+        first = -1
+        end = -1
+        for g in range(line_start[j], line_start[j + 1]):
+            dx = node_x - pts[g, 0]
+            dy = node_y - pts[g, 1]
+            if dx * dx + dy * dy <= far2:
+                if first < 0:
+                    first = g
+                end = g + 1
+        if first < 0:
+            seg_out[j, 0] = 0
+            seg_out[j, 1] = 0
             continue
-        inv = 1.0 / max(rng, 1e-6)
-        ex = dx * inv - u_seed[g, 0]
-        ey = dy * inv - u_seed[g, 1]
-        grad = min(factor * np.sqrt(ex * ex + ey * ey), 2.0)
-        tol_out[g] = grad * half_diag * inv_c + match_tol
+        seg_out[j, 0] = first
+        seg_out[j, 1] = end
+        for g in range(first, end):
+            dx = node_x - pts[g, 0]
+            dy = node_y - pts[g, 1]
+            rng = np.sqrt(dx * dx + dy * dy + dz2)
+            diff_out[n] = rng * inv_c - t_seed[g]
+            inv = 1.0 / max(rng, 1e-6)
+            ex = dx * inv - u_seed[g, 0]
+            ey = dy * inv - u_seed[g, 1]
+            grad = min(factor * np.sqrt(ex * ex + ey * ey), 2.0)
+            tol_out[n] = grad * half_diag * inv_c + match_tol
+            n += 1
+    return n

@@ -79,9 +79,10 @@ def test_compiled_support_equals_plain_evaluation():
     # Coarse stage: cached differences and per-node tolerances.
     partners = a._partner_onsets(by_node, seed.t_s)
     s1, c1 = a._support_cached(tab, rows, partners)
-    s0, c0 = _plain_support(tab.diff[rows], tab.tol[rows], by_node, seed.t_s)
+    diff, tol_k = tab.dense(rows)
+    s0, c0 = _plain_support(np.nan_to_num(diff), tol_k, by_node, seed.t_s)
     np.testing.assert_allclose(s1, s0, rtol=0, atol=1e-9)
-    heard = tab.tol[rows] > 0
+    heard = tol_k > 0
     assert (~heard).any() and heard.mean() > 0.5  # points beyond max_range of a node: it cannot hear them
     assert (c1[heard] == c0[heard]).mean() > 0.999  # ties at the ulp level may pick the other neighbour
     # The cached differences are the geometry's.
@@ -92,7 +93,10 @@ def test_compiled_support_equals_plain_evaluation():
     seed_dz2 = float((r_seed[2] - h) ** 2)
     t_s = np.sqrt(((tab.pts - r_seed[:2]) ** 2).sum(axis=1) + seed_dz2) / C
     t_k = np.sqrt(((tab.pts[None] - node_xy[:, None]) ** 2).sum(axis=2) + dz2[:, None]) / C
-    np.testing.assert_allclose(tab.diff[rows], t_k - t_s, rtol=0, atol=1e-6)  # float32: ~0.3 us at 6 s
+    np.testing.assert_allclose(diff[heard], (t_k - t_s)[heard], rtol=0, atol=1e-6)  # float32: ~0.3 us at 6 s
+    # A row holds exactly the points within the node's audible range (plus a cell's half-diagonal).
+    reach = a.cfg.association.max_range_m + a.cfg.association.grid_step_m / np.sqrt(2)
+    np.testing.assert_array_equal(heard, np.hypot(*(tab.pts[None] - node_xy[:, None]).transpose(2, 0, 1)) <= reach)
     # Refinement stages: points scored from the geometry with one tolerance.
     pts = tab.pts[rng.choice(len(tab.pts), 300, replace=False)] + rng.uniform(-5, 5, (300, 2))
     tol = 0.01
@@ -222,7 +226,7 @@ def test_per_node_coarse_tolerance_keeps_every_true_source_fully_explained():
     seed_id = "N07"
     others = [n for n in nodes if n != seed_id]
     tab, rows = a._seed_table(seed_id, others)
-    pts, tols = tab.pts, tab.tol[rows]
+    pts, tols = tab.pts, tab.dense(rows)[1]
     step = a.cfg.association.grid_step_m
     common = np.sqrt(2) * step / C + a.cfg.association.match_tolerance_s
     assert np.mean([t.mean() for t in tols]) < 0.8 * common
