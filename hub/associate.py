@@ -281,7 +281,9 @@ class Associator:
         """Memory the cached tables hold (bytes)."""
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray]] = {}
         """Per seed node: (key, nodes within reach, their distances to it, m)."""
-        self._rows_cache: tuple | None = None
+        self._located: tuple[int, list[str], np.ndarray] | None = None
+        """(registry version, located nodes, their horizontal positions (N, 2) m)."""
+        self._rows_cache: list | None = None
         self.shots: list[ShotState] = []
         self.onsets = OnsetStore()
         """Per node, the sorted onset times (s) of every recent trusted pick (associated or not) and of
@@ -300,7 +302,7 @@ class Associator:
         self.n_burst_rejects = 0
         self._retrying = False
         """True while :meth:`retry` decides: nodes that never reported are no longer pending."""
-        self._unheard_cache: tuple | None = None
+        self._unheard_cache: list | None = None
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self._onset_sigma_max = 0.0
@@ -349,16 +351,23 @@ class Associator:
 
     def _rows(self) -> tuple[np.ndarray, NodeGrid]:
         """Positions (R, 3) m of the onset store's rows (far away for a node without a position) and a
-        spatial index over them (cached until a node reports for the first time or positions change)."""
-        key = (self.registry.version, len(self.onsets), self.cfg.association.max_range_m)
-        if self._rows_cache is None or self._rows_cache[0] != key:
-            xyz = np.full((len(self.onsets), 3), 1e18)
-            for r, n in enumerate(self.onsets.ids):
-                pos = self.registry.enu(n)
-                if pos is not None:
-                    xyz[r] = pos
-            self._rows_cache = (key, xyz, NodeGrid(xyz, self.cfg.association.max_range_m))
-        return self._rows_cache[1], self._rows_cache[2]
+        spatial index over them (rebuilt when positions change; a node reporting for the first time
+        is appended, so a city's first minutes cost O(nodes), not O(nodes^2))."""
+        key = (self.registry.version, self.cfg.association.max_range_m)
+        c = self._rows_cache
+        if c is None or c[0] != key:
+            c = self._rows_cache = [key, np.zeros((64, 3)), 0, NodeGrid(np.zeros((0, 3)), key[1])]
+        _, buf, done, grid = c
+        n = len(self.onsets)
+        if done < n:
+            if n > len(buf):
+                buf = c[1] = np.concatenate([buf[:done], np.zeros((max(n, 2 * len(buf)) - done, 3))])
+            for r in range(done, n):
+                pos = self.registry.enu(self.onsets.ids[r])
+                buf[r] = pos if pos is not None else 1e18
+            grid.extend(buf[:n])
+            c[2] = n
+        return grid.xyz, grid
 
     def _unclaim(self, p: Pick) -> None:
         self.onsets.release(p.node_id, p.t_s)
@@ -736,16 +745,20 @@ class Associator:
         key = (self.registry.version, self.cfg.association.max_range_m)
         got = self._nbrs.get(node_id)
         if got is None or got[0] != key:
-            ids = [n for n in self.registry.located_ids() if n != node_id]
-            if ids:
-                xy = np.array([self.registry.enu(n)[:2] for n in ids])
-                d = np.hypot(*(xy - self.registry.enu(node_id)[:2]).T)
-                keep = d <= 2 * self.cfg.association.max_range_m
-                ids, d = [n for n, k in zip(ids, keep, strict=True) if k], d[keep]
-            else:
-                d = np.zeros(0)
-            got = self._nbrs[node_id] = (key, ids, d)
+            ids, xy = self._located_nodes()
+            d = np.hypot(*(xy - self.registry.enu(node_id)[:2]).T)
+            near = np.flatnonzero(d <= 2 * self.cfg.association.max_range_m).tolist()
+            keep = [k for k in near if ids[k] != node_id]
+            got = self._nbrs[node_id] = (key, [ids[k] for k in keep], d[keep])
         return got[1], got[2]
+
+    def _located_nodes(self) -> tuple[list[str], np.ndarray]:
+        """The located nodes and their horizontal positions (N, 2) m (cached until positions change)."""
+        if self._located is None or self._located[0] != self.registry.version:
+            ids = self.registry.located_ids()
+            self._located = (self.registry.version, ids,
+                             np.array([self.registry.enu(n)[:2] for n in ids]).reshape(-1, 2))
+        return self._located[1], self._located[2]
 
     def _seed_table(self, seed_id: str, node_ids: list[str]) -> tuple[SeedTable, np.ndarray]:
         """The coarse grid around a seed node and its cached tables; the table rows of ``node_ids``.
@@ -850,12 +863,15 @@ class Associator:
         """The grid search of :meth:`_hypothesise` over the seed's partner picks."""
         a = self.cfg.association
         node_ids = list(by_node)
-        node_xy = np.array([self.registry.enu(n)[:2] for n in node_ids])
+        # Partners hold pooled (trusted) picks, so each has a row in the onset store.
+        store_rows = np.fromiter((self.onsets.row[n] for n in node_ids), dtype=np.intp, count=len(node_ids))
+        node_xyz = self._rows()[0][store_rows]
+        node_xy = node_xyz[:, :2]
         # Node heights enter the predicted ranges (masts and roofs): vertical
         # offsets to the assumed source height, squared.
         h = self.cfg.location.source_height_m
         flat = self.cfg.location.mode == "2d"
-        dz2 = np.array([0.0 if flat else (self.registry.enu(n)[2] - h) ** 2 for n in node_ids])
+        dz2 = np.zeros(len(node_ids)) if flat else (node_xyz[:, 2] - h) ** 2
         seed_dz2 = 0.0 if flat else float((r_seed[2] - h) ** 2)
 
         # Coarse grid of hypothetical sources within max_range of the seed node
@@ -919,16 +935,16 @@ class Associator:
         waiting: list[tuple[list[Pick], np.ndarray, float, float]] = []
         # Each candidate set once (neighbouring fine points often choose the same picks), then the cheap
         # negative evidence at their grid points before any solve, all at once.
+        # A set is its chosen pick per fitting node (-1 elsewhere): one row of bytes per candidate.
+        sig = np.ascontiguousarray(np.where(fits, ch, -1).T)
         seen: set[bytes] = set()
         first = []
         for m_i in np.flatnonzero(fits.sum(axis=0) + 1 >= a.min_nodes).tolist():
-            ks = np.flatnonzero(fits[:, m_i])
-            key = ks.tobytes() + ch[ks, m_i].tobytes()
+            key = sig[m_i].tobytes()
             if key not in seen:
                 seen.add(key)
                 first.append(m_i)
-        rows = np.array([self.onsets.row[n] for n in node_ids], dtype=np.intp)
-        verdicts = self._evidence_many(xy_top[first], t0s[first], rows, fits[:, first], seed.node_id,
+        verdicts = self._evidence_many(xy_top[first], t0s[first], store_rows, fits[:, first], seed.node_id,
                                        tol_fine) if first else []
         for m_i, ev in zip(first, verdicts, strict=True):
             if len(sets) >= self.N_FINE:
@@ -1387,11 +1403,9 @@ class Associator:
             np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
             st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
             self.cfg.association.min_audible_range_m)
-        out = []
-        for g in range(len(xy)):
-            pending = int(counts[g, 2]) + (0 if self._retrying else self._unheard_in_range(xy[g]))
-            out.append(self._verdict(int(n_members[g]), int(counts[g, 0]), int(counts[g, 1]), pending))
-        return out
+        pending = counts[:, 2] if self._retrying else counts[:, 2] + self._unheard_in_range(xy)
+        return [self._verdict(int(n), int(c[0]), int(c[1]), int(w))
+                for n, c, w in zip(n_members, counts.tolist(), pending.tolist(), strict=True)]
 
     def _verdict(self, n_members: int, silent: int, agree: int, pending: int) -> str:
         """The rule of :meth:`_evidence` from its counts: "accept", "reject" or "wait"."""
@@ -1403,8 +1417,9 @@ class Associator:
             return "wait"
         return "accept"
 
-    def _unheard_in_range(self, xy: np.ndarray) -> int:
-        """Located nodes within ``max_range_m`` of ``xy`` that have reported no pick since the hub started.
+    def _unheard_in_range(self, xy: np.ndarray) -> np.ndarray:
+        """Located nodes within ``max_range_m`` of each point ``xy`` (P, 2) m that have reported no pick since
+        the hub started: (P,) counts.
 
         A hub that has just started cannot tell a quiet node from one whose
         picks are still on their way, so such nodes count as *pending* for a
@@ -1413,16 +1428,25 @@ class Associator:
         the wait window has passed (:meth:`retry`) they are left out: a node
         that never reports is not evidence.
         """
-        key = (self.registry.version, len(self.onsets))
-        if self._unheard_cache is None or self._unheard_cache[0] != key:
-            ids = [n for n in self.registry.located_ids() if n not in self.onsets]
-            xy_n = np.array([self.registry.enu(n)[:2] for n in ids]).reshape(-1, 2)
-            self._unheard_cache = (key, xy_n)
-        xy_n = self._unheard_cache[1]
+        c = self._unheard_cache
+        if c is None or c[0] != self.registry.version:
+            ids, xy_all = self._located_nodes()
+            # [version, index of each located node, their positions, heard yet?, store rows seen, unheard xy]
+            c = self._unheard_cache = [self.registry.version, {n: i for i, n in enumerate(ids)}, xy_all,
+                                       np.zeros(len(ids), dtype=bool), 0, xy_all]
+        if c[4] < len(self.onsets):
+            for nid in self.onsets.ids[c[4]:]:
+                i = c[1].get(nid)
+                if i is not None:
+                    c[3][i] = True
+            c[4] = len(self.onsets)
+            c[5] = c[2][~c[3]]
+        xy_n = c[5]
         if not len(xy_n):
-            return 0
+            return np.zeros(len(xy), dtype=np.int64)
         r = self.cfg.association.max_range_m
-        return int(np.count_nonzero((xy_n[:, 0] - xy[0]) ** 2 + (xy_n[:, 1] - xy[1]) ** 2 <= r * r))
+        d2 = (xy_n[None, :, 0] - xy[:, 0, None]) ** 2 + (xy_n[None, :, 1] - xy[:, 1, None]) ** 2
+        return np.count_nonzero(d2 <= r * r, axis=1)
 
     def _silent_nodes_agree(self, sol: Solution, members: set[str]) -> str:
         """:meth:`_evidence` at a located solution."""

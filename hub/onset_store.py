@@ -127,6 +127,18 @@ class NodeGrid:
             for part in np.split(order, cut):
                 self.buckets[(int(keys[part[0], 0]), int(keys[part[0], 1]))] = part
 
+    def extend(self, xyz: np.ndarray) -> None:
+        """Take the store's grown positions (the rows already indexed unchanged): bucket the new rows."""
+        first = len(self.xyz)
+        self.xyz = xyz
+        if len(xyz) <= first:
+            return
+        keys = np.floor(xyz[first:, :2] / self.cell).astype(np.int64)
+        for r, (kx, ky) in enumerate(keys.tolist(), start=first):
+            b = self.buckets.get((kx, ky))
+            # New rows come last, so each bucket stays sorted.
+            self.buckets[(kx, ky)] = np.array([r]) if b is None else np.append(b, r)
+
     def near(self, x: float, y: float, radius_m: float) -> np.ndarray:
         """Rows (sorted) in the buckets that a disc of ``radius_m`` about (x, y) touches (a superset)."""
         reach = int(math.ceil(radius_m / self.cell))
