@@ -14,10 +14,10 @@ detections feed :class:`~shotline.hub.pipeline.HubPipeline`:
 
 Purely local bundles (ENU metres, no WGS84) are replayed through a synthetic
 WGS84 frame (:class:`ReplayFrame`): the nodes' status messages must carry
-latitude and longitude, so local positions are placed on a tangent plane at
-0°N 0°E, centred on the nodes; positions coming back are mapped into the
-bundle's own frame. The tangent-plane mapping is a rigid transform, so
-distances are preserved to the millimetre.
+latitude and longitude, so local positions are placed in a local frame at
+0°N 0°E (:class:`shotline.hub.geometry.LocalFrame`), centred on the nodes;
+positions coming back are mapped into the bundle's own frame. Over a few
+kilometres the mapping preserves distances to well under a millimetre.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class ReplayFrame:
     """Maps a bundle's positions to WGS84 for the wire and back (metres, degrees).
 
     With a WGS84 bundle this is the bundle's own frame. A purely local bundle
-    gets a tangent plane at 0°N 0°E whose origin is the centroid of its nodes.
+    gets a local frame at 0°N 0°E whose origin is the centroid of its nodes.
     """
 
     def __init__(self, bundle: Bundle) -> None:

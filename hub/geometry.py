@@ -1,7 +1,18 @@
 """Local east-north-up (ENU) frames over WGS84, through pyproj.
 
-The hub solves every location problem in metres in a local tangent-plane
-frame centred on the network (or on the problem) and reports WGS84 on the wire.
+The hub solves every location problem in metres in a local frame and reports
+WGS84 on the wire. East and north are an azimuthal equidistant projection
+about the origin; up is the height above the WGS84 ellipsoid less the
+origin's. So "up" follows the Earth's curvature: a constant height (the
+2-D solutions' assumed source height) is a constant height above the
+ellipsoid everywhere in a city, where a tangent plane falls away from the
+ground quadratically (8 m at 10 km, 35 m at 21 km), and the assumed source
+height far from the origin would be off by that much. Straight-line
+distances between points a few kilometres apart (the paths sound takes
+between a source and the nodes that hear it) come out of these coordinates
+within a centimetre: the projection's scale error within 30 km of the
+origin is below 4e-6 (7 mm over 2 km), and the chord of a level path of
+length s is shorter than s by s^3 / (24 R^2), 0.01 mm for 2 km.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from pyproj import Transformer
 
 @dataclass(frozen=True)
 class LocalFrame:
-    """A topocentric ENU frame with its origin at (lat_deg, lon_deg, alt_m), WGS84.
+    """An ENU frame with its origin at (lat_deg, lon_deg, alt_m), WGS84 (see the module docstring).
 
     ``to_enu`` and ``to_wgs84`` convert arrays or scalars; east, north and up
     are metres, latitude and longitude degrees, altitude metres above the
@@ -30,9 +41,9 @@ class LocalFrame:
     def __post_init__(self) -> None:
         pipeline = (
             "+proj=pipeline +step +proj=axisswap +order=2,1 +step +proj=unitconvert "
-            "+xy_in=deg +xy_out=rad +step +proj=cart +ellps=WGS84 "
-            f"+step +proj=topocentric +ellps=WGS84 +lat_0={self.lat_deg!r} "
-            f"+lon_0={self.lon_deg!r} +h_0={self.alt_m!r}"
+            "+xy_in=deg +xy_out=rad "
+            f"+step +proj=aeqd +ellps=WGS84 +lat_0={self.lat_deg!r} +lon_0={self.lon_deg!r} "
+            f"+step +proj=affine +zoff={-self.alt_m!r}"
         )
         object.__setattr__(self, "_tr", Transformer.from_pipeline(pipeline))
 

@@ -100,8 +100,8 @@ class NodeRegistry:
 
     def _set_position(self, info: NodeInfo, pos: m.Position, surveyed: bool) -> None:
         if self.frame is None:
-            # Centre the frame on the first node; within a city the tangent
-            # plane stays accurate to centimetres horizontally.
+            # Centre the frame on the first node: its heights follow the Earth's curvature
+            # and its distances hold to a centimetre across a city (hub.geometry).
             self.frame = LocalFrame(pos.lat_deg, pos.lon_deg, pos.alt_m)
         e, n, u = self.frame.to_enu(pos.lat_deg, pos.lon_deg, pos.alt_m)
         info.position = pos
