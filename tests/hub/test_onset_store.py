@@ -63,3 +63,24 @@ def test_node_grid_finds_every_node_in_range(seed, radius):
         want = np.flatnonzero(np.hypot(xyz[:, 0] - x, xyz[:, 1] - y) <= radius)
         assert set(want.tolist()) <= set(got.tolist())
         assert np.all(np.diff(got) > 0)  # sorted, each row once
+
+
+@given(st.integers(0, 2**31 - 1), st.lists(st.integers(1, 40), min_size=1, max_size=8))
+@settings(max_examples=100, deadline=None)
+def test_node_grid_grown_in_steps_equals_one_built_at_once(seed, steps):
+    """Nodes reporting for the first time are appended (NodeGrid.extend): the index then answers
+    exactly as one built from all positions at once."""
+    rng = np.random.default_rng(seed)
+    xyz = np.c_[rng.uniform(-5000, 5000, (sum(steps), 2)), rng.uniform(0, 20, sum(steps))]
+    grown = NodeGrid(xyz[:0], cell_m=700.0)
+    n = 0
+    for k in steps:
+        n += k
+        grown.extend(xyz[:n])
+    whole = NodeGrid(xyz, cell_m=700.0)
+    assert grown.buckets.keys() == whole.buckets.keys()
+    for key, rows in whole.buckets.items():
+        np.testing.assert_array_equal(grown.buckets[key], rows)
+    for _ in range(10):
+        x, y = rng.uniform(-6000, 6000, 2)
+        np.testing.assert_array_equal(grown.near(x, y, 1500.0), whole.near(x, y, 1500.0))
