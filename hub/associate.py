@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import logging
 import math
@@ -910,12 +911,9 @@ class Associator:
             if len(top) == 0:
                 return None
             # Split each kept cell into sub x sub smaller cells.
-            fine = step / sub
-            f = (np.arange(sub) - (sub - 1) / 2) * fine
-            fx, fy = np.meshgrid(f, f, indexing="xy")
-            offsets = np.stack([fx.ravel(), fy.ravel()], axis=1)
+            offsets = _sub_cells(step, sub)
             points = (points[top][:, None, :] + offsets[None, :, :]).reshape(-1, 2)
-            step = fine
+            step = step / sub
         fine_pts, tol_fine = points, tol
         # Candidate detection sets from the best fine points (score order), each set once.
         order = np.argsort(-score)[: 8 * self.N_FINE]
@@ -1529,6 +1527,15 @@ class Associator:
         shot.t0_s = sol.t0_s
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
+
+
+@functools.lru_cache(maxsize=16)
+def _sub_cells(step: float, sub: int) -> np.ndarray:
+    """Offsets (sub * sub, 2) m of the centres of a cell of side ``step`` m split into sub x sub
+    (cached: the search splits cells of the same few sizes every time; do not modify)."""
+    f = (np.arange(sub) - (sub - 1) / 2) * (step / sub)
+    fx, fy = np.meshgrid(f, f, indexing="xy")
+    return np.stack([fx.ravel(), fy.ravel()], axis=1)
 
 
 def _nearest_level(lv: list[tuple[float, float]], t: float) -> tuple[float, float]:
