@@ -896,7 +896,8 @@ class Associator:
         tab, rows = self._seed_table(seed.node_id, node_ids)
         points = tab.pts
         partners = self._partner_onsets(by_node, seed.t_s)
-        for keep, sub in ((self.N_COARSE_KEEP, 5), (24, 5), (None, None)):
+        stages = ((self.N_COARSE_KEEP, 5), (24, 5), (None, None))
+        for stage, (keep, sub) in enumerate(stages):
             tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
             if tab is not None:
                 score, chosen = self._support_cached(tab, rows, partners, want_chosen=False)
@@ -914,6 +915,15 @@ class Associator:
             offsets = _sub_cells(step, sub)
             points = (points[top][:, None, :] + offsets[None, :, :]).reshape(-1, 2)
             step = step / sub
+            if stage == len(stages) - 2 and len(node_ids) + 1 >= 2 * a.min_nodes:
+                # The last stage also scores the exact points that the seed's pick and pairs of
+                # picks at its nearest partners fix (a quiet source among busy nodes ranks too low
+                # on the coarse grid to be refined). Not on small arrays: there the grid has few
+                # partners to be outscored by, and exact triples of echoes fit too well (Pittsburgh
+                # audio: 7 -> 9 false shots).
+                tol_next = np.sqrt(2) * step / self.c + a.match_tolerance_s
+                points = np.concatenate([points, self._triplet_points(seed.t_s, r_seed, seed_dz2, node_xy, dz2,
+                                                                      list(by_node.values()), tol_next)])
         fine_pts, tol_fine = points, tol
         # Candidate detection sets from the best fine points (score order), each set once.
         order = np.argsort(-score)[: 8 * self.N_FINE]
@@ -962,6 +972,43 @@ class Associator:
         if self._waited:
             seed.waiting = (waiting, len(node_ids))
         return shot
+
+    #: Nearest partner nodes whose picks, in pairs with the seed's, fix exact candidate points
+    #: (:meth:`_triplet_points`), and the most pick pairs enumerated per node pair.
+    N_TRIPLET_NODES = 4
+    MAX_TRIPLET_PAIRS = 128
+
+    def _triplet_points(self, t_seed: float, r_seed: np.ndarray, seed_dz2: float, node_xy: np.ndarray,
+                        dz2: np.ndarray, times: list[np.ndarray], tol_s: float) -> np.ndarray:
+        """Source points (E, 2) m fixed exactly by the seed's pick and one pick at each of two of its
+        nearest partner nodes (arrival times ``times`` per partner, s), heard by all near nodes but one.
+
+        The coarse grid ranks a cell by how many nodes have a pick within the cell's tolerance
+        (up to ~100 ms for 25 m cells). Among busy nodes (automatic fire, a firework string)
+        chance alignments then score as many nodes as a quiet source's true cell, which is not
+        refined (1,024-node bench: a firecracker string 400-500 m from two shooters, its true
+        cell ranked 200th-3,700th of 5,000). Three arrivals fix a 2-D source with an unknown
+        emission time exactly, so every physically possible triple with the nearest partners,
+        which hear a quiet source too, gives candidate points that the last stage scores at its
+        fine tolerance (:func:`shotline.hub.grid_kernels.triplet_points`). A source that the
+        nearest nodes hear is heard by all but one of them (10 % of picks missed: 1 % of
+        triples lose two), while a chance triple among busy nodes rarely is (a few % per node),
+        so only points where all near nodes but one have a pick within ``tol_s`` are scored.
+        Node pairs with more than ``MAX_TRIPLET_PAIRS`` possible pick pairs are skipped.
+        """
+        a = self.cfg.association
+        d = np.hypot(node_xy[:, 0] - r_seed[0], node_xy[:, 1] - r_seed[1])
+        near = np.argsort(d)[: self.N_TRIPLET_NODES]
+        if len(near) < 2:
+            return np.zeros((0, 2))
+        lens = np.array([len(times[k]) for k in near], dtype=np.intp)
+        starts = np.zeros(len(near) + 1, dtype=np.intp)
+        np.cumsum(lens, out=starts[1:])
+        return grid_kernels.triplet_points(np.asarray(r_seed[:2], float), float(seed_dz2), float(t_seed),
+                                           np.ascontiguousarray(node_xy[near], dtype=float),
+                                           np.ascontiguousarray(dz2[near], dtype=float),
+                                           np.concatenate([times[k] for k in near]), starts, float(self.c),
+                                           a.match_tolerance_s, a.max_range_m, self.MAX_TRIPLET_PAIRS, float(tol_s))
 
     def _decide(self, sets: list[tuple[list[Pick], np.ndarray, float]], n_partners: int,
                 waiting: list[tuple[list[Pick], np.ndarray, float, float]], tol_s: float) -> ShotState | None:

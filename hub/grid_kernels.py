@@ -329,3 +329,143 @@ def table_row(pts, line_start, t_seed, u_seed, node_x, node_y, dz2, inv_c, half_
             tol_out[n] = grad * half_diag * inv_c + match_tol
             n += 1
     return n
+
+
+@njit(cache=True, inline="always")
+def _lorentz3(a0, a1, a2, b0, b1, b2):
+    return a0 * b0 + a1 * b1 - a2 * b2
+
+
+@njit(cache=True)
+def triplet_points(seed_xy, seed_dz2, t_seed, near_xy, near_dz2, times, starts, c, match_tol, max_range, max_pairs,
+                   tol):
+    """Source points fixed exactly by the seed's pick and one pick at each of two near nodes.
+
+    Parameters
+    ----------
+    seed_xy, seed_dz2, t_seed
+        The seed node's horizontal position (m), squared height offset to the assumed source
+        height (m^2) and pick time (s).
+    near_xy, near_dz2
+        (N, 2) the nearest partners' positions (m) and (N,) squared height offsets (m^2).
+    times, starts
+        Their picks (s, each node's sorted, concatenated; node k's are
+        ``times[starts[k]:starts[k + 1]]``, at least one each).
+    c, match_tol, max_range
+        Speed of sound (m/s); timing slack (s) between two nodes' arrivals beyond their
+        separation / c; farthest source from the seed (m).
+    max_pairs
+        Node pairs with more possible pick pairs than this are skipped.
+    tol
+        A near node hears a point if it has a pick within this (s) of the predicted arrival;
+        a point is kept when all near nodes but one hear it.
+
+    Three arrival times fix a 2-D source with an unknown emission time: Bancroft's algebra
+    (as :func:`shotline.hub.closed_form.bancroft_batch`) for exactly three nodes, a 3 x 3
+    linear solve and a quadratic with up to two roots; a root counts when it puts the source
+    before the seed's arrival by its range, within ``max_range``. Returns (E, 2) points (m).
+    """
+    n_near = near_xy.shape[0]
+    # Positions about the nodes' centre, times 1 s after a reference before the seed's pick and
+    # everything in kilometres: a node at the origin at time zero is a zero row of the system.
+    scale = 1000.0
+    cx = seed_xy[0]
+    cy = seed_xy[1]
+    for k in range(n_near):
+        cx += near_xy[k, 0]
+        cy += near_xy[k, 1]
+    cx /= n_near + 1
+    cy /= n_near + 1
+    lead = c * 1.0
+    n_out = 0
+    cap = 2 * max_pairs * n_near * (n_near - 1) // 2
+    out = np.empty((cap, 2))
+    b = np.empty((3, 3))
+    al = np.empty(3)
+    x0 = (seed_xy[0] - cx) / scale
+    y0 = (seed_xy[1] - cy) / scale
+    tau0 = lead / scale
+    for i in range(n_near):
+        for j in range(i + 1, n_near):
+            dxn = near_xy[i, 0] - near_xy[j, 0]
+            dyn = near_xy[i, 1] - near_xy[j, 1]
+            reach = np.sqrt(dxn * dxn + dyn * dyn) / c + match_tol
+            n_pairs = 0
+            for a in range(starts[i], starts[i + 1]):
+                for bb in range(starts[j], starts[j + 1]):
+                    if abs(times[a] - times[bb]) <= reach:
+                        n_pairs += 1
+            if n_pairs == 0 or n_pairs > max_pairs:
+                continue
+            for a in range(starts[i], starts[i + 1]):
+                for bb in range(starts[j], starts[j + 1]):
+                    if abs(times[a] - times[bb]) > reach:
+                        continue
+                    # Rows (x, y, -tau) and right-hand sides 0.5 (|r|^2 + e - tau^2), kilometres.
+                    xs = (x0, (near_xy[i, 0] - cx) / scale, (near_xy[j, 0] - cx) / scale)
+                    ys = (y0, (near_xy[i, 1] - cy) / scale, (near_xy[j, 1] - cy) / scale)
+                    ts = (tau0, ((times[a] - t_seed) * c + lead) / scale, ((times[bb] - t_seed) * c + lead) / scale)
+                    es = (seed_dz2 / scale**2, near_dz2[i] / scale**2, near_dz2[j] / scale**2)
+                    for m in range(3):
+                        b[m, 0] = xs[m]
+                        b[m, 1] = ys[m]
+                        b[m, 2] = -ts[m]
+                        al[m] = 0.5 * (xs[m] * xs[m] + ys[m] * ys[m] + es[m] - ts[m] * ts[m])
+                    det = (b[0, 0] * (b[1, 1] * b[2, 2] - b[1, 2] * b[2, 1])
+                           - b[0, 1] * (b[1, 0] * b[2, 2] - b[1, 2] * b[2, 0])
+                           + b[0, 2] * (b[1, 0] * b[2, 1] - b[1, 1] * b[2, 0]))
+                    if abs(det) < 1e-12:
+                        continue
+                    # Inverse by cofactors: p = B^-1 alpha, q = B^-1 1.
+                    inv00 = (b[1, 1] * b[2, 2] - b[1, 2] * b[2, 1]) / det
+                    inv01 = (b[0, 2] * b[2, 1] - b[0, 1] * b[2, 2]) / det
+                    inv02 = (b[0, 1] * b[1, 2] - b[0, 2] * b[1, 1]) / det
+                    inv10 = (b[1, 2] * b[2, 0] - b[1, 0] * b[2, 2]) / det
+                    inv11 = (b[0, 0] * b[2, 2] - b[0, 2] * b[2, 0]) / det
+                    inv12 = (b[0, 2] * b[1, 0] - b[0, 0] * b[1, 2]) / det
+                    inv20 = (b[1, 0] * b[2, 1] - b[1, 1] * b[2, 0]) / det
+                    inv21 = (b[0, 1] * b[2, 0] - b[0, 0] * b[2, 1]) / det
+                    inv22 = (b[0, 0] * b[1, 1] - b[0, 1] * b[1, 0]) / det
+                    p0 = inv00 * al[0] + inv01 * al[1] + inv02 * al[2]
+                    p1 = inv10 * al[0] + inv11 * al[1] + inv12 * al[2]
+                    p2 = inv20 * al[0] + inv21 * al[1] + inv22 * al[2]
+                    q0 = inv00 + inv01 + inv02
+                    q1 = inv10 + inv11 + inv12
+                    q2 = inv20 + inv21 + inv22
+                    # u = p + lam q with lam = <u, u> / 2: A lam^2 + 2 B lam + C = 0.
+                    a_c = _lorentz3(q0, q1, q2, q0, q1, q2)
+                    b_c = _lorentz3(p0, p1, p2, q0, q1, q2) - 1.0
+                    c_c = _lorentz3(p0, p1, p2, p0, p1, p2)
+                    disc = max(b_c * b_c - a_c * c_c, 0.0)
+                    qr = -(b_c + np.sqrt(disc) * (1.0 if b_c >= 0.0 else -1.0))
+                    for root in range(2):
+                        if root == 0:
+                            if a_c == 0.0:
+                                continue
+                            lam = qr / a_c
+                        else:
+                            if qr == 0.0:
+                                continue
+                            lam = c_c / qr
+                        x = (p0 + lam * q0) * scale + cx
+                        y = (p1 + lam * q1) * scale + cy
+                        d0 = (p2 + lam * q2) * scale
+                        dxs = x - seed_xy[0]
+                        dys = y - seed_xy[1]
+                        rng = np.sqrt(dxs * dxs + dys * dys + seed_dz2)
+                        if not (abs(lead - d0 - rng) < 1.0 and rng <= max_range):
+                            continue
+                        t0 = t_seed - rng / c
+                        hits = 0
+                        for k in range(n_near):
+                            dxk = x - near_xy[k, 0]
+                            dyk = y - near_xy[k, 1]
+                            pred = t0 + np.sqrt(dxk * dxk + dyk * dyk + near_dz2[k]) / c
+                            err, _, _ = _nearest_from(times, starts[k], starts[k + 1], pred, 0)
+                            if err < tol:
+                                hits += 1
+                        if hits + 1 >= n_near:
+                            out[n_out, 0] = x
+                            out[n_out, 1] = y
+                            n_out += 1
+    return out[:n_out]
