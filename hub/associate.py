@@ -1447,18 +1447,10 @@ class Associator:
             np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.cfg.location.source_height_m,
             np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
             st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
-            self.cfg.association.min_audible_range_m, self.AGREE_REACH)
+            self.cfg.association.min_audible_range_m)
         pending = counts[:, 2] if self._retrying else counts[:, 2] + self._unheard_in_range(xy)
         return [self._verdict(int(n), int(c[0]), int(c[1]), int(w))
                 for n, c, w in zip(n_members, counts.tolist(), pending.tolist(), strict=True)]
-
-    #: Agreeing nodes widen a hypothesis' audible radius up to this factor of its members' radius
-    #: (:func:`grid_kernels.silent_counts`). Unlimited, a chance pick at a busy node 1 km out made
-    #: the nodes between a firecracker's 650 m reach and it silent (1,024-node bench: 25 silent
-    #: against 17 members, 9 of 60 sources missed); 1.25-1.75 found more there (100-88 %) but let
-    #: chance sets through (dense scene 1-2 false shots, 1,024 nodes up to 4.8 % false); 2.0
-    #: found 86.7 % (85.0 before) with none.
-    AGREE_REACH = 2.0
 
     def _verdict(self, n_members: int, silent: int, agree: int, pending: int) -> str:
         """The rule of :meth:`_evidence` from its counts: "accept", "reject" or "wait"."""

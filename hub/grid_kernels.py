@@ -166,7 +166,7 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
 
 @njit(cache=True)
 def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range,
-                  min_range, agree_reach):
+                  min_range):
     """Negative evidence at P hypothesised sources: per source, (silent, agree, pending) counts over its
     non-member nodes.
 
@@ -191,17 +191,15 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
         The same for the onsets that located shots hold (a subset of ``onsets``).
     c, wind
         Speed of sound (m/s) and uniform wind (3,) m/s (zeros for still air).
-    max_range, min_range, agree_reach
+    max_range, min_range
         Nodes beyond ``max_range`` (horizontal, m) are never counted. A silent node counts only
         within the hypothesis' *audible radius*: the horizontal distance of its farthest
-        member, at least ``min_range``, or of a farther agreeing node within ``agree_reach``
-        times that; at most ``max_range``. A source is heard out to a distance set by its
-        loudness (a firecracker carries a few hundred metres, a rifle well over a kilometre):
-        nodes nearer than its farthest supporter should have heard it, nodes farther need not.
-        ``min_range`` keeps a tight cluster of chance picks (support radius ~ one node
-        spacing) answerable to the nodes around it. Among busy nodes some far node agrees by
-        chance; the ``agree_reach`` limit keeps it from making every quiet node out to it
-        count as silent.
+        supporting node (member or agreeing), at least ``min_range`` and at most ``max_range``.
+        A source is heard out to a distance set by its loudness (a firecracker carries a few
+        hundred metres, a rifle well over a kilometre): nodes nearer than its farthest
+        supporter should have heard it, nodes farther need not. ``min_range`` keeps a tight
+        cluster of chance picks (support radius ~ one node spacing) answerable to the nodes
+        around it.
 
     A node is *decided* when its latest onset, or the watermark, is past the predicted
     arrival plus ``tol``; decided nodes agree (an onset within ``tol`` of the arrival that
@@ -214,7 +212,6 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
     n = nodes.shape[0]
     state = np.empty(n, dtype=np.int64)
     d2 = np.empty(n)
-    f2 = agree_reach * agree_reach
     for g in range(xs.shape[0]):
         reach2 = min_range * min_range  # squared audible radius so far (m^2)
         for k in range(n):
@@ -228,10 +225,7 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
                 continue
             state[k] = _node_state(nodes[k], xs[g], ys[g], z, t0s[g], tol, watermark, xyz, onsets, n_on, held,
                                    n_held, c, wind, max_range)
-        # Agreeing nodes extend the radius, but only to agree_reach times the members' radius.
-        limit2 = f2 * reach2
-        for k in range(n):
-            if state[k] == 1 and reach2 < d2[k] <= limit2:
+            if state[k] == 1 and d2[k] > reach2:
                 reach2 = d2[k]
         for k in range(n):
             st = state[k]

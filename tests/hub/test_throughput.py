@@ -118,7 +118,7 @@ def test_compiled_support_equals_plain_evaluation():
 def test_compiled_evidence_equals_plain_count_with_wind():
     """The compiled negative-evidence counts equal a plain count over every node (wind included);
     an onset that a shot holds never agrees with another hypothesis; silent nodes count out to the
-    farthest member, at least min_range, or to a farther agreeing node within agree_reach times that."""
+    farthest supporting node (member or agreeing), at least min_range."""
     from shotline.hub import grid_kernels
 
     rng = np.random.default_rng(8)
@@ -142,14 +142,13 @@ def test_compiled_evidence_equals_plain_count_with_wind():
         nodes_k = index.near(src[0], src[1], a.cfg.association.max_range_m)
         member = rng.random(len(nodes_k)) < 0.3
         min_range = float(rng.uniform(100.0, 900.0))
-        agree_reach = float(rng.choice([1.0, 1.5, 2.0, 10.0]))
         got = grid_kernels.silent_counts(src[:1], src[1:2], src[2], np.array([t0]), tol, wm, xyz, nodes_k,
                                          member[None, :], st.onsets, st.n, st.held, st.n_held, a.c, a.wind_enu_mps,
-                                         a.cfg.association.max_range_m, min_range, agree_reach)[0]
+                                         a.cfg.association.max_range_m, min_range)[0]
         is_member = {st.ids[r] for r, mm in zip(nodes_k, member, strict=True) if mm}
         want = [0, 0, 0]
         reach = min_range
-        silent_at, agree_at = [], []
+        silent_at = []
         for n in ids:
             r = a.registry.enu(n)
             d = np.hypot(*(r[:2] - src[:2]))
@@ -165,12 +164,11 @@ def test_compiled_evidence_equals_plain_count_with_wind():
             if (len(times) and times[-1] > pred + tol) or wm > pred + tol:
                 if [t for t in recent[n] if abs(t - pred) <= tol and t not in held[n]]:
                     want[1] += 1
-                    agree_at.append(d)
+                    reach = max(reach, d)
                 else:
                     silent_at.append(d)
             else:
                 want[2] += 1
-        reach = max([reach] + [d for d in agree_at if d <= agree_reach * reach])
         want[0] = sum(d <= reach for d in silent_at)
         assert tuple(got) == tuple(want)
 
