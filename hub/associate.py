@@ -185,6 +185,30 @@ class PickPool:
         return times[i:j], ps[i:j]
 
 
+@dataclass
+class _RowIndex:
+    """The onset store's rows' positions and spatial index (:meth:`Associator._rows`), for one
+    (registry version, max_range_m) ``key``; ``grid.xyz`` is ``buf[:rows indexed]``."""
+
+    key: tuple
+    buf: np.ndarray
+    grid: NodeGrid
+
+
+@dataclass
+class _Unheard:
+    """Located nodes that have not reported yet (:meth:`Associator._unheard_in_range`), for one
+    registry version: each node's index, horizontal positions (N, 2) m, whether it has reported,
+    how many onset-store rows have been looked at, and the positions of those that have not."""
+
+    version: int
+    index: dict[str, int]
+    xy: np.ndarray
+    heard: np.ndarray
+    rows_seen: int
+    unheard_xy: np.ndarray
+
+
 class SeedTable:
     """A seed node's coarse hypothesis grid and, per partner node (one row each), the grid points
     the node can hear with, at each, the predicted arrival minus the seed's arrival (s) and the
@@ -284,7 +308,7 @@ class Associator:
         """Per seed node: (key, nodes within reach, their distances to it, m)."""
         self._located: tuple[int, list[str], np.ndarray] | None = None
         """(registry version, located nodes, their horizontal positions (N, 2) m)."""
-        self._rows_cache: list | None = None
+        self._rows_cache: _RowIndex | None = None
         self.shots: list[ShotState] = []
         self.onsets = OnsetStore()
         """Per node, the sorted onset times (s) of every recent trusted pick (associated or not) and of
@@ -303,7 +327,7 @@ class Associator:
         self.n_burst_rejects = 0
         self._retrying = False
         """True while :meth:`retry` decides: nodes that never reported are no longer pending."""
-        self._unheard_cache: list | None = None
+        self._unheard_cache: _Unheard | None = None
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self._onset_sigma_max = 0.0
@@ -356,19 +380,17 @@ class Associator:
         is appended, so a city's first minutes cost O(nodes), not O(nodes^2))."""
         key = (self.registry.version, self.cfg.association.max_range_m)
         c = self._rows_cache
-        if c is None or c[0] != key:
-            c = self._rows_cache = [key, np.zeros((64, 3)), 0, NodeGrid(np.zeros((0, 3)), key[1])]
-        _, buf, done, grid = c
-        n = len(self.onsets)
+        if c is None or c.key != key:
+            c = self._rows_cache = _RowIndex(key, np.zeros((64, 3)), NodeGrid(np.zeros((0, 3)), key[1]))
+        done, n = len(c.grid.xyz), len(self.onsets)
         if done < n:
-            if n > len(buf):
-                buf = c[1] = np.concatenate([buf[:done], np.zeros((max(n, 2 * len(buf)) - done, 3))])
+            if n > len(c.buf):
+                c.buf = np.concatenate([c.buf[:done], np.zeros((max(n, 2 * len(c.buf)) - done, 3))])
             for r in range(done, n):
                 pos = self.registry.enu(self.onsets.ids[r])
-                buf[r] = pos if pos is not None else 1e18
-            grid.extend(buf[:n])
-            c[2] = n
-        return grid.xyz, grid
+                c.buf[r] = pos if pos is not None else 1e18
+            c.grid.extend(c.buf[:n])
+        return c.grid.xyz, c.grid
 
     def _unclaim(self, p: Pick) -> None:
         self.onsets.release(p.node_id, p.t_s)
@@ -786,7 +808,7 @@ class Associator:
             if row is None:
                 row = self._fill_row(tab, n)
             rows[i] = row
-        # A city's tables would not fit (1-3 MB per seed node on a 1,024-node network): the least recently used go
+        # A city's tables would not fit (1,024-node bench: 1.3 MB per seed node on average): the least recently used go
         # once they hold more than MAX_TABLE_BYTES (never the one in use).
         self._table_bytes += tab.nbytes - before
         while self._table_bytes > self.MAX_TABLE_BYTES and len(self._tables) > 1:
@@ -992,8 +1014,9 @@ class Associator:
         which hear a quiet source too, gives candidate points that the last stage scores at its
         fine tolerance (:func:`shotline.hub.grid_kernels.triplet_points`). A source that the
         nearest nodes hear is heard by all but one of them (10 % of picks missed: 1 % of
-        triples lose two), while a chance triple among busy nodes rarely is (a few % per node),
-        so only points where all near nodes but one have a pick within ``tol_s`` are scored.
+        triples lose two), while a chance triple among busy nodes rarely is (tests: 4 % of the
+        points of 12 random picks per node), so only points where all near nodes but one have a
+        pick within ``tol_s`` are scored.
         Node pairs with more than ``MAX_TRIPLET_PAIRS`` possible pick pairs are skipped.
         """
         a = self.cfg.association
@@ -1001,13 +1024,10 @@ class Associator:
         near = np.argsort(d)[: self.N_TRIPLET_NODES]
         if len(near) < 2:
             return np.zeros((0, 2))
-        lens = np.array([len(times[k]) for k in near], dtype=np.intp)
-        starts = np.zeros(len(near) + 1, dtype=np.intp)
-        np.cumsum(lens, out=starts[1:])
+        cat, starts = _slices([times[k] for k in near])
         return grid_kernels.triplet_points(np.asarray(r_seed[:2], float), float(seed_dz2), float(t_seed),
                                            np.ascontiguousarray(node_xy[near], dtype=float),
-                                           np.ascontiguousarray(dz2[near], dtype=float),
-                                           np.concatenate([times[k] for k in near]), starts, float(self.c),
+                                           np.ascontiguousarray(dz2[near], dtype=float), cat, starts, float(self.c),
                                            a.match_tolerance_s, a.max_range_m, self.MAX_TRIPLET_PAIRS, float(tol_s))
 
     def _decide(self, sets: list[tuple[list[Pick], np.ndarray, float]], n_partners: int,
@@ -1187,10 +1207,8 @@ class Associator:
     @staticmethod
     def _partner_onsets(by_node: dict[str, np.ndarray], t_seed: float) -> tuple[np.ndarray, np.ndarray]:
         """Partner onsets relative to the seed, concatenated, and each node's slice starts (see grid_kernels)."""
-        lens = np.fromiter((len(t) for t in by_node.values()), dtype=np.intp, count=len(by_node))
-        starts = np.zeros(len(lens) + 1, dtype=np.intp)
-        np.cumsum(lens, out=starts[1:])
-        return np.concatenate(list(by_node.values())) - t_seed, starts
+        cat, starts = _slices(list(by_node.values()))
+        return cat - t_seed, starts
 
     @staticmethod
     def _support_cached(tab: SeedTable, rows: np.ndarray, partners: tuple[np.ndarray, np.ndarray],
@@ -1474,19 +1492,18 @@ class Associator:
         that never reports is not evidence.
         """
         c = self._unheard_cache
-        if c is None or c[0] != self.registry.version:
+        if c is None or c.version != self.registry.version:
             ids, xy_all = self._located_nodes()
-            # [version, index of each located node, their positions, heard yet?, store rows seen, unheard xy]
-            c = self._unheard_cache = [self.registry.version, {n: i for i, n in enumerate(ids)}, xy_all,
-                                       np.zeros(len(ids), dtype=bool), 0, xy_all]
-        if c[4] < len(self.onsets):
-            for nid in self.onsets.ids[c[4]:]:
-                i = c[1].get(nid)
+            c = self._unheard_cache = _Unheard(self.registry.version, {n: i for i, n in enumerate(ids)}, xy_all,
+                                               np.zeros(len(ids), dtype=bool), 0, xy_all)
+        if c.rows_seen < len(self.onsets):
+            for nid in self.onsets.ids[c.rows_seen:]:
+                i = c.index.get(nid)
                 if i is not None:
-                    c[3][i] = True
-            c[4] = len(self.onsets)
-            c[5] = c[2][~c[3]]
-        xy_n = c[5]
+                    c.heard[i] = True
+            c.rows_seen = len(self.onsets)
+            c.unheard_xy = c.xy[~c.heard]
+        xy_n = c.unheard_xy
         if not len(xy_n):
             return np.zeros(len(xy), dtype=np.int64)
         r = self.cfg.association.max_range_m
@@ -1574,6 +1591,14 @@ class Associator:
         shot.t0_s = sol.t0_s
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
+
+
+def _slices(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays concatenated, and the start of each (and the end): array k is ``cat[starts[k]:starts[k + 1]]``
+    (the layout of per-node onsets that the compiled kernels read)."""
+    starts = np.zeros(len(arrays) + 1, dtype=np.intp)
+    np.cumsum([len(a) for a in arrays], out=starts[1:])
+    return np.concatenate(arrays), starts
 
 
 @functools.lru_cache(maxsize=16)

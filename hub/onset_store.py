@@ -117,15 +117,9 @@ class NodeGrid:
     def __init__(self, xyz: np.ndarray, cell_m: float) -> None:
         """``xyz`` (R, 3) ENU positions (m) of the store's rows; ``cell_m`` the bucket size (m)."""
         self.cell = float(cell_m)
-        self.xyz = xyz
-        keys = np.floor(xyz[:, :2] / self.cell).astype(np.int64) if len(xyz) else np.zeros((0, 2), np.int64)
+        self.xyz = xyz[:0]
         self.buckets: dict[tuple[int, int], np.ndarray] = {}
-        order = np.lexsort((keys[:, 1], keys[:, 0])) if len(keys) else np.zeros(0, np.int64)
-        if len(order):
-            k_sorted = keys[order]
-            cut = np.flatnonzero(np.any(np.diff(k_sorted, axis=0) != 0, axis=1)) + 1
-            for part in np.split(order, cut):
-                self.buckets[(int(keys[part[0], 0]), int(keys[part[0], 1]))] = part
+        self.extend(xyz)
 
     def extend(self, xyz: np.ndarray) -> None:
         """Take the store's grown positions (the rows already indexed unchanged): bucket the new rows."""
@@ -134,10 +128,13 @@ class NodeGrid:
         if len(xyz) <= first:
             return
         keys = np.floor(xyz[first:, :2] / self.cell).astype(np.int64)
-        for r, (kx, ky) in enumerate(keys.tolist(), start=first):
-            b = self.buckets.get((kx, ky))
-            # New rows come last, so each bucket stays sorted.
-            self.buckets[(kx, ky)] = np.array([r]) if b is None else np.append(b, r)
+        order = np.lexsort((keys[:, 1], keys[:, 0]))
+        cut = np.flatnonzero(np.any(np.diff(keys[order], axis=0) != 0, axis=1)) + 1
+        for part in np.split(order, cut):
+            key = (int(keys[part[0], 0]), int(keys[part[0], 1]))
+            old = self.buckets.get(key)
+            # New rows come after every indexed one, so each bucket stays sorted.
+            self.buckets[key] = first + part if old is None else np.concatenate([old, first + part])
 
     def near(self, x: float, y: float, radius_m: float) -> np.ndarray:
         """Rows (sorted) in the buckets that a disc of ``radius_m`` about (x, y) touches (a superset)."""

@@ -4,6 +4,7 @@ node within a distance."""
 from __future__ import annotations
 
 import bisect
+import math
 
 import numpy as np
 from hypothesis import given, settings
@@ -68,8 +69,8 @@ def test_node_grid_finds_every_node_in_range(seed, radius):
 @given(st.integers(0, 2**31 - 1), st.lists(st.integers(1, 40), min_size=1, max_size=8))
 @settings(max_examples=100, deadline=None)
 def test_node_grid_grown_in_steps_equals_one_built_at_once(seed, steps):
-    """Nodes reporting for the first time are appended (NodeGrid.extend): the index then answers
-    exactly as one built from all positions at once."""
+    """Nodes reporting for the first time are appended (NodeGrid.extend): the index then holds
+    exactly the buckets of a plain grouping of all positions, and answers as one built at once."""
     rng = np.random.default_rng(seed)
     xyz = np.c_[rng.uniform(-5000, 5000, (sum(steps), 2)), rng.uniform(0, 20, sum(steps))]
     grown = NodeGrid(xyz[:0], cell_m=700.0)
@@ -77,10 +78,13 @@ def test_node_grid_grown_in_steps_equals_one_built_at_once(seed, steps):
     for k in steps:
         n += k
         grown.extend(xyz[:n])
-    whole = NodeGrid(xyz, cell_m=700.0)
-    assert grown.buckets.keys() == whole.buckets.keys()
-    for key, rows in whole.buckets.items():
+    plain: dict[tuple[int, int], list[int]] = {}
+    for r, (x, y, _) in enumerate(xyz.tolist()):
+        plain.setdefault((math.floor(x / 700.0), math.floor(y / 700.0)), []).append(r)
+    assert grown.buckets.keys() == plain.keys()
+    for key, rows in plain.items():
         np.testing.assert_array_equal(grown.buckets[key], rows)
+    whole = NodeGrid(xyz, cell_m=700.0)
     for _ in range(10):
         x, y = rng.uniform(-6000, 6000, 2)
         np.testing.assert_array_equal(grown.near(x, y, 1500.0), whole.near(x, y, 1500.0))
