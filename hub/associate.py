@@ -45,7 +45,7 @@ import numpy as np
 
 from shotline.core import messages as m
 
-from . import grid_kernels
+from . import grid_kernels, lm_kernel
 from .config import HubConfig
 from .locate import LocateError, Solution, locate
 from .onset_store import NodeGrid, OnsetStore
@@ -332,6 +332,9 @@ class Associator:
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self._onset_sigma_max = 0.0
         """Largest ``onset_sigma_s`` of any detection taken (s)."""
+        # The kernels compile (or load from numba's cache) now, not on the first detection.
+        grid_kernels.compile_all()
+        lm_kernel.compile_all()
 
     # -- helpers -------------------------------------------------------------
     def _rel(self, t_ns: int) -> float:

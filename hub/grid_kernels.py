@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba import types as nt
 
 
 @njit(cache=True, inline="always")
@@ -469,3 +470,31 @@ def triplet_points(seed_xy, seed_dz2, t_seed, near_xy, near_dz2, times, starts, 
                             out[n_out, 1] = y
                             n_out += 1
     return out[:n_out]
+
+
+# -- compiled ahead of the first detection ------------------------------------------------
+_F8, _F8_2, _F4 = nt.float64[::1], nt.float64[:, ::1], nt.float32[::1]
+_I8, _I8_2, _I8_3 = nt.int64[::1], nt.int64[:, ::1], nt.int64[:, :, ::1]
+
+#: The argument types the associator passes to each kernel (one specialisation each).
+SIGNATURES = (
+    (support_table, (_F8, _I8, _F4, _F4, _I8, _I8_3, _I8, nt.int64, nt.boolean)),
+    (support_points, (_F8, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8, nt.float64, nt.float64, nt.float64, nt.boolean)),
+    (silent_counts, (_F8, _F8, nt.float64, _F8, nt.float64, nt.float64, _F8_2, _I8, nt.boolean[:, ::1], _F8_2, _I8,
+                     _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64)),
+    (table_row, (_F8_2, _I8, _F8, _F8_2) + (nt.float64,) * 8 + (_I8_2, _F4, _F4)),
+    (triplet_points, (_F8, nt.float64, nt.float64, _F8_2, _F8, _F8, _I8, nt.float64, nt.float64, nt.float64,
+                      nt.int64, nt.float64)),
+)
+
+
+def compile_all() -> None:
+    """Compile every kernel for :data:`SIGNATURES`, or load it from numba's on-disk cache.
+
+    Called when an associator is made, so that the first detection after a hub
+    starts is not the one that waits: compiling on first use held the first
+    search for 8.5 s with an empty cache and 0.27 s with a warm one (dev
+    machine). Each later call returns at once.
+    """
+    for kernel, sig in SIGNATURES:
+        kernel.compile(sig)

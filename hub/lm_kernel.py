@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba import types as nt
 
 
 @njit(cache=True)
@@ -180,3 +181,14 @@ def levenberg_marquardt(nodes, t, sig, idx, p0, dims, height, c, wind, f_scale, 
         if small_step or small_gain:
             return p, True, it
     return p, False, max_iter
+
+
+#: The argument types the locator passes (one specialisation).
+SIGNATURE = (nt.float64[:, ::1], nt.float64[::1], nt.float64[::1], nt.int64[::1], nt.float64[::1], nt.int64,
+             nt.float64, nt.float64, nt.float64[::1], nt.float64, nt.int64, nt.float64, nt.float64)
+
+
+def compile_all() -> None:
+    """Compile :func:`levenberg_marquardt` for :data:`SIGNATURE` or load it from numba's cache (see
+    :func:`shotline.hub.grid_kernels.compile_all`)."""
+    levenberg_marquardt.compile(SIGNATURE)

@@ -38,6 +38,9 @@ Figures:
   incident, of the in-process time from handing the detection to the pipeline
   to the incident message being ready (transport excluded). Budget <= 100 ms.
 * ``assoc_loc_p50_m`` / ``assoc_loc_p95_m``: 2-D error of the matched shots.
+* ``hub_kernels_start_s``: wall seconds a fresh process takes to load the hub's
+  compiled kernels from numba's cache (the associator does it when it is made,
+  so no detection waits for it; not part of the CPU figures above).
 * scaling (full runs, or ``--scaling``): ``hub_us_per_det_n100`` / ``_n1024`` /
   ``_n10000`` and ``hub_cpu_s_per_scene_s_*``: CPU per detection and per
   second of scene on networks of 100, 1,024 and 10,000 nodes (250 m
@@ -59,6 +62,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -286,6 +290,16 @@ def score(scene: Scene, shots: dict[str, m.Shot]) -> dict[str, float]:
     }
 
 
+def kernels_start_s() -> float:
+    """Seconds a fresh process takes to make the hub's compiled kernels ready (numba's cache warm, as on
+    any start after the first); the associator does this when it is made, before any detection."""
+    code = ("import time; t = time.perf_counter(); from shotline.hub import grid_kernels, lm_kernel; "
+            "grid_kernels.compile_all(); lm_kernel.compile_all(); print(time.perf_counter() - t)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # fills the cache if empty
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(done.stdout.split()[-1])
+
+
 def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
     """Run the benchmark; returns the figures listed in the module docstring (scaling unless quick)."""
     scaling = not quick if scaling is None else scaling
@@ -298,6 +312,7 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
         "assoc_cpu_s_per_scene_s": cpu / duration,
         "hub_detections_per_s": len(scene.dets) / cpu,
         "hub_latency_p99_ms": float(np.percentile(lat_ms, 99)) if lat_ms else float("nan"),
+        "hub_kernels_start_s": kernels_start_s(),
     })
     if scaling:
         # Network size at a fireworks night's rate (the scene's ~7 impulses/s + 40 random gunshots/s

@@ -301,3 +301,33 @@ def test_triplet_points_fix_the_source_exactly_among_busy_picks():
         every = grid_kernels.triplet_points(*args, 10.0)  # every near node "hears" every point
         assert np.min(np.hypot(*(every - src).T)) < 0.01
         assert len(pts) < 0.2 * len(every)
+
+
+def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_specialisation(monkeypatch):
+    """The first detection after a start must not wait for numba (8.5 s with an empty cache): the
+    associator compiles every kernel for the declared argument types when it is made, and a stream
+    through every kernel then calls them with exactly those types (no second compile)."""
+    from shotline.hub import grid_kernels, lm_kernel
+
+    declared = list(grid_kernels.SIGNATURES) + [(lm_kernel.levenberg_marquardt, lm_kernel.SIGNATURE)]
+    nodes = grid(4, 3)  # 12 nodes: at least 2 x min_nodes, so the exact-points kernel runs too
+    p = make_pipeline(nodes)
+    before = {k.__name__: set(k.signatures) for k, _ in declared}
+    for k, sig in declared:
+        assert tuple(sig) in before[k.__name__], k.__name__
+    called = set()
+    for k, _ in declared:
+        mod = grid_kernels if hasattr(grid_kernels, k.__name__) else lm_kernel
+
+        def spy(*args, _k=k):
+            called.add(_k.__name__)
+            return _k(*args)
+
+        monkeypatch.setattr(mod, k.__name__, spy)
+    rng = np.random.default_rng(4)
+    dets = arrivals(nodes, (100.0, 50.0, 1.5), T0_NS, rng) + arrivals(nodes, (-200.0, -90.0, 1.5), T0_NS + 30_000_000, rng)
+    dets += [(nid, T0_NS + int(rng.uniform(0, 2.0) * 1e9)) for nid in nodes for _ in range(3)]  # unrelated impulses
+    incs = run(p, dets)
+    assert sum(i.rounds for i in incs) == 2
+    assert called == set(before)
+    assert {k.__name__: set(k.signatures) for k, _ in declared} == before
