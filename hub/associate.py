@@ -325,6 +325,8 @@ class Associator:
         self.n_cut_sets = 0
         self.n_refined = 0
         self.n_burst_rejects = 0
+        self.n_deferred = 0
+        """Searches put off to the end of the wait window (no exact point from the nearest nodes)."""
         self._retrying = False
         """True while :meth:`retry` decides: nodes that never reported are no longer pending."""
         self._unheard_cache: _Unheard | None = None
@@ -918,10 +920,22 @@ class Associator:
             def need(sc):
                 return np.ceil(sc) + 1 >= a.min_nodes
         step = a.grid_step_m
+        stages = ((self.N_COARSE_KEEP, 5), (24, 5), (None, None))
+        exact = None
+        if len(node_ids) + 1 >= 2 * a.min_nodes:
+            # The exact points that the seed's pick and pairs of picks at its nearest partners fix,
+            # scored at the last stage (see there). Where there are none, the nearest nodes have
+            # not heard what the seed heard, yet or at all, and no search can be decided now.
+            fine_step = step / math.prod(sub for _, sub in stages[:-1])
+            exact = self._triplet_points(seed.t_s, r_seed, seed_dz2, node_xy, dz2, list(by_node.values()),
+                                         np.sqrt(2) * fine_step / self.c + a.match_tolerance_s)
+            if not len(exact):
+                self.n_deferred += not self._retrying
+                self._waited = not self._retrying
+                return None
         tab, rows = self._seed_table(seed.node_id, node_ids)
         points = tab.pts
         partners = self._partner_onsets(by_node, seed.t_s)
-        stages = ((self.N_COARSE_KEEP, 5), (24, 5), (None, None))
         for stage, (keep, sub) in enumerate(stages):
             tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
             if tab is not None:
@@ -940,15 +954,13 @@ class Associator:
             offsets = _sub_cells(step, sub)
             points = (points[top][:, None, :] + offsets[None, :, :]).reshape(-1, 2)
             step = step / sub
-            if stage == len(stages) - 2 and len(node_ids) + 1 >= 2 * a.min_nodes:
+            if stage == len(stages) - 2 and exact is not None:
                 # The last stage also scores the exact points that the seed's pick and pairs of
                 # picks at its nearest partners fix (a quiet source among busy nodes ranks too low
                 # on the coarse grid to be refined). Not on small arrays: there the grid has few
                 # partners to be outscored by, and exact triples of echoes fit too well (Pittsburgh
                 # audio: 7 -> 9 false shots).
-                tol_next = np.sqrt(2) * step / self.c + a.match_tolerance_s
-                points = np.concatenate([points, self._triplet_points(seed.t_s, r_seed, seed_dz2, node_xy, dz2,
-                                                                      list(by_node.values()), tol_next)])
+                points = np.concatenate([points, exact])
         fine_pts, tol_fine = points, tol
         # Candidate detection sets from the best fine points (score order), each set once.
         order = np.argsort(-score)[: 8 * self.N_FINE]

@@ -38,6 +38,10 @@ Figures:
   incident, of the in-process time from handing the detection to the pipeline
   to the incident message being ready (transport excluded). Budget <= 100 ms.
 * ``assoc_loc_p50_m`` / ``assoc_loc_p95_m``: 2-D error of the matched shots.
+* ``assoc_alert_delay_p50_s`` / ``_p95_s`` / ``_max_s``: scene seconds from a
+  found source's emission to the first publication of its shot (the message
+  or tick that published it; sound travel and delivery included, compute
+  time not): what an operator waits for an alert.
 * ``hub_kernels_start_s``: wall seconds a fresh process takes to load the hub's
   compiled kernels from numba's cache (the associator does it when it is made,
   so no detection waits for it; not part of the CPU figures above).
@@ -49,7 +53,7 @@ Figures:
   ``_n1024_rate0`` / ``_rate15``: the same 1,024 nodes with 0 and 15 random
   gunshots/s. ``hub_impulses_per_s_*`` (the impulse rate each run had) and
   ``hub_dets_per_scene_s_*`` give each run's load; ``hub_found_pct_*`` and
-  ``hub_false_pct_*`` what association made of it (scored as the dense
+  ``hub_false_pct_*`` (and ``hub_alert_delay_p95_s_*``) what association made of it (scored as the dense
   scene; no budget: the dense scene's budgets are for its 30 nodes).
 
 Run: ``.venv/bin/python scripts/bench/bench_association.py [--quick] [--scaling]``.
@@ -220,36 +224,43 @@ def encode_detections(scene: Scene) -> list[tuple[str, bytes, int]]:
     return out
 
 
-def play(scene: Scene, tick_s: float = 0.1):
-    """Feed the scene through a pipeline; returns (final shots by id, cpu_s, latencies_ms, pipeline)."""
+def play(scene: Scene, tick_s: float = 0.1, first_ns: dict[str, int] | None = None):
+    """Feed the scene through a pipeline; returns (final shots by id, cpu_s, latencies_ms, pipeline).
+
+    ``first_ns``, if given, receives per shot id the scene time (ns) of the message or tick that
+    first published it.
+    """
     p = make_pipeline(scene.nodes)
     msgs = encode_detections(scene)
     shots: dict[str, m.Shot] = {}
+    first = first_ns if first_ns is not None else {}
     lat_ms = []
     next_tick = T0_NS
+
+    def take(outs, now_ns):
+        for o in outs:
+            for s in o.incident.shots:
+                shots[s.shot_id] = s
+                first.setdefault(s.shot_id, now_ns)
+
     cpu0 = time.process_time()
     for topic, payload, rec in msgs:
         if rec >= next_tick:
-            for o in p.tick(rec):
-                for s in o.incident.shots:
-                    shots[s.shot_id] = s
+            take(p.tick(rec), rec)
             next_tick = rec + int(tick_s * 1e9)
         w0 = time.perf_counter()
         outs = p.handle(topic, payload, rec)
         if outs:
             lat_ms.append((time.perf_counter() - w0) * 1e3)
-        for o in outs:
-            for s in o.incident.shots:
-                shots[s.shot_id] = s
-    for o in p.finish():
-        for s in o.incident.shots:
-            shots[s.shot_id] = s
+        take(outs, rec)
+    take(p.finish(), msgs[-1][2] if msgs else T0_NS)
     cpu = time.process_time() - cpu0
     return shots, cpu, lat_ms, p
 
 
-def score(scene: Scene, shots: dict[str, m.Shot]) -> dict[str, float]:
-    """Match located shots to true sources (5 ms, 10 m); count found sources and false shots."""
+def score(scene: Scene, shots: dict[str, m.Shot], first_ns: dict[str, int] | None = None) -> dict[str, float]:
+    """Match located shots to true sources (5 ms, 10 m); count found sources and false shots; with
+    ``first_ns`` (:func:`play`), the delay from each found source's emission to its first publication."""
     pos = np.array(list(scene.nodes.values()))
     audible = []
     for s in scene.sources:
@@ -259,7 +270,7 @@ def score(scene: Scene, shots: dict[str, m.Shot]) -> dict[str, float]:
     sh_xy = np.array([FRAME.to_enu(s.position.lat_deg, s.position.lon_deg, s.position.alt_m)[:2] for s in sh]).reshape(-1, 2)
     sh_t = np.array([(s.time_ns - T0_NS) / 1e9 for s in sh])
     matched_shot = np.zeros(len(sh), bool)
-    found, errs = 0, []
+    found, errs, delays = 0, [], []
     n_src = 0
     for s, ok in zip(scene.sources, audible, strict=True):
         if not ok:
@@ -274,13 +285,15 @@ def score(scene: Scene, shots: dict[str, m.Shot]) -> dict[str, float]:
             k = cand[np.argmin(dist[cand])]
             matched_shot[k] = True
             errs.append(dist[k])
+            if first_ns is not None:
+                delays.append((first_ns[sh[k].shot_id] - T0_NS) / 1e9 - s.t_s)
     # A shot that matches any source (also an inaudible one) is not false.
     for k in np.flatnonzero(~matched_shot):
         for s in scene.sources:
             if abs(sh_t[k] - s.t_s) < 0.005 and np.hypot(*(sh_xy[k] - s.xyz[:2])) < 10.0:
                 matched_shot[k] = True
                 break
-    return {
+    out = {
         "assoc_sources": float(n_src),
         "assoc_shots": float(len(sh)),
         "assoc_sources_found_pct": 100.0 * found / max(n_src, 1),
@@ -288,6 +301,11 @@ def score(scene: Scene, shots: dict[str, m.Shot]) -> dict[str, float]:
         "assoc_loc_p50_m": float(np.percentile(errs, 50)) if errs else float("nan"),
         "assoc_loc_p95_m": float(np.percentile(errs, 95)) if errs else float("nan"),
     }
+    if first_ns is not None:
+        out["assoc_alert_delay_p50_s"] = float(np.percentile(delays, 50)) if delays else float("nan")
+        out["assoc_alert_delay_p95_s"] = float(np.percentile(delays, 95)) if delays else float("nan")
+        out["assoc_alert_delay_max_s"] = float(np.max(delays)) if delays else float("nan")
+    return out
 
 
 def kernels_start_s() -> float:
@@ -305,8 +323,9 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
     scaling = not quick if scaling is None else scaling
     duration = 12.0 if quick else 30.0
     scene = dense_scene(duration, seed=1)
-    shots, cpu, lat_ms, p = play(scene)
-    out = score(scene, shots)
+    first: dict[str, int] = {}
+    shots, cpu, lat_ms, p = play(scene, first_ns=first)
+    out = score(scene, shots, first)
     out.update({
         "assoc_detections": float(len(scene.dets)),
         "assoc_cpu_s_per_scene_s": cpu / duration,
@@ -322,11 +341,13 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
             rng = np.random.default_rng(5)
             nodes = network(n_side, n_side, 250.0, rng)
             sc = dense_scene(dur, seed=3, nodes=nodes, extra_rate_hz=extra)
-            sc_shots, cpu_s, _, _ = play(sc)
+            first = {}
+            sc_shots, cpu_s, _, _ = play(sc, first_ns=first)
             tag = f"n{n_side * n_side}" + ("" if extra == 40.0 else f"_rate{int(extra)}")
-            got = score(sc, sc_shots)
+            got = score(sc, sc_shots, first)
             out[f"hub_found_pct_{tag}"] = got["assoc_sources_found_pct"]
             out[f"hub_false_pct_{tag}"] = got["assoc_false_pct"]
+            out[f"hub_alert_delay_p95_s_{tag}"] = got["assoc_alert_delay_p95_s"]
             out[f"hub_us_per_det_{tag}"] = 1e6 * cpu_s / max(len(sc.dets), 1)
             out[f"hub_cpu_s_per_scene_s_{tag}"] = cpu_s / dur
             out[f"hub_impulses_per_s_{tag}"] = sum(1 for s in sc.sources if 0.5 <= s.t_s <= dur - 2.0) / (dur - 2.5)
