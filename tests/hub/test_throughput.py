@@ -376,3 +376,41 @@ def test_a_pick_its_nearest_nodes_do_not_share_waits_for_the_window_without_a_gr
     searched = stray_ids & set(full)
     assert p.assoc.n_deferred >= 0.5 * len(strays)
     assert len(searched) <= 0.6 * len(strays)
+
+
+def test_a_shot_that_stays_where_it_was_is_relocated_without_the_consensus(monkeypatch):
+    """A large shot that joins one pick a few milliseconds off (within the join tolerance, beyond the
+    fit's) is re-located from its last solution: the pick is rejected and the shot stays, with no
+    consensus over subsets (~2.5 ms); the consensus still decides where few picks agree."""
+    from shotline.hub import associate
+
+    calls = []
+    locate = associate.locate
+
+    def spy(*args, **kw):
+        calls.append("start" if kw.get("start") is not None else "consensus")
+        return locate(*args, **kw)
+
+    monkeypatch.setattr(associate, "locate", spy)
+    rng = np.random.default_rng(5)
+    nodes = grid(4, 3)
+    src = (40.0, -70.0, 1.5)
+    dets = sorted(arrivals(nodes, src, T0_NS, rng), key=lambda d: d[1])
+    late = dets[-1][0]
+    dets[-1] = (late, dets[-1][1] + 3_000_000)  # the last node's pick 3 ms late: it joins, then fails the fit
+    p = make_pipeline(nodes)
+    for nid, t in dets[:-1]:
+        p.handle(*detection(nid, t), received_ns=t)
+    (shot,) = p.assoc.shots
+    p.assoc.flush([shot])
+    before = shot.enu_m.copy()
+    calls.clear()
+    p.handle(*detection(*dets[-1]), received_ns=dets[-1][1])
+    assert late in shot.pending
+    p.assoc.flush([shot])
+    assert calls and "consensus" not in calls  # (a second started fit re-fits the kept picks)
+    assert late in shot.rejected_residuals and abs(shot.rejected_residuals[late] - 0.003) < 0.0005
+    assert np.linalg.norm(shot.enu_m[:2] - before[:2]) < 0.05 and len(shot.picks) == len(nodes) - 1
+
+    # Where fewer than 2 x min_nodes and 3/4 of the picks agree with the last solution, the consensus decides.
+    assert not p.assoc._stays(7, 12) and not p.assoc._stays(8, 11) and p.assoc._stays(8, 10)
