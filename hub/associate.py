@@ -38,6 +38,7 @@ import functools
 import itertools
 import logging
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -335,8 +336,12 @@ class Associator:
         self._onset_sigma_max = 0.0
         """Largest ``onset_sigma_s`` of any detection taken (s)."""
         # The kernels compile (or load from numba's cache) now, not on the first detection.
+        t_k = time.monotonic()
         grid_kernels.compile_all()
         lm_kernel.compile_all()
+        if time.monotonic() - t_k > 1.0:
+            log.info("compiled the association kernels in %.1f s (numba caches them for the next start)",
+                     time.monotonic() - t_k)
 
     # -- helpers -------------------------------------------------------------
     def _rel(self, t_ns: int) -> float:
