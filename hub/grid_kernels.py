@@ -284,6 +284,14 @@ def _holds(times: np.ndarray, lo: int, hi: int, t: float) -> bool:
     return a < hi and times[a] == t
 
 
+@njit(cache=True, inline="always")
+def _hears(pts, g, node_x, node_y, far2):
+    """Whether grid point ``g`` lies within ``sqrt(far2)`` (m) of the node, horizontally."""
+    dx = node_x - pts[g, 0]
+    dy = node_y - pts[g, 1]
+    return dx * dx + dy * dy <= far2
+
+
 @njit(cache=True)
 def table_row(pts, line_start, t_seed, u_seed, node_x, node_y, dz2, inv_c, half_diag, factor, match_tol, max_range,
               seg_out, diff_out, tol_out):
@@ -296,23 +304,35 @@ def table_row(pts, line_start, t_seed, u_seed, node_x, node_y, dz2, inv_c, half_
     squared height offset to the source (m^2); ``half_diag`` the cell half-diagonal (m);
     ``factor`` the safety factor on the gradient bound. A node hears the points within
     ``max_range`` + h horizontally: on each grid line one interval (a line meets a disc
-    once), written to ``seg_out[j]`` as (first, end) point indices, its points' values
+    once; found from the chord, not by testing every point of the line: a row costs the
+    points the node hears), written to ``seg_out[j]`` as (first, end) point indices, its points' values
     appended to ``diff_out``/``tol_out`` in order. Tolerance = min(factor |u_k - u_seed|, 2)
     h / c + match_tol: the formula of ``Associator._fill_row``, in one pass without temporaries.
     """
     far2 = (max_range + half_diag) * (max_range + half_diag)
     n = 0
     for j in range(line_start.shape[0] - 1):
-        first = -1
-        end = -1
-        for g in range(line_start[j], line_start[j + 1]):
-            dx = node_x - pts[g, 0]
-            dy = node_y - pts[g, 1]
-            if dx * dx + dy * dy <= far2:
-                if first < 0:
-                    first = g
-                end = g + 1
-        if first < 0:
+        lo = line_start[j]
+        hi = line_start[j + 1]
+        # The line's points are equally spaced in x, and the disc meets the line in one interval:
+        # its ends from the chord, then settled by the exact test (rounding at the boundary).
+        dy = node_y - pts[lo, 1]
+        first = hi
+        end = hi
+        if far2 - dy * dy >= 0.0:
+            half = np.sqrt(far2 - dy * dy)
+            step = pts[lo + 1, 0] - pts[lo, 0] if hi - lo > 1 else 1.0
+            first = lo + min(max(int(np.ceil((node_x - half - pts[lo, 0]) / step)), 0), hi - lo)
+            end = lo + min(max(int(np.floor((node_x + half - pts[lo, 0]) / step)) + 1, 0), hi - lo)
+            while first > lo and _hears(pts, first - 1, node_x, node_y, far2):
+                first -= 1
+            while first < end and not _hears(pts, first, node_x, node_y, far2):
+                first += 1
+            while end < hi and _hears(pts, end, node_x, node_y, far2):
+                end += 1
+            while end > first and not _hears(pts, end - 1, node_x, node_y, far2):
+                end -= 1
+        if first >= end:
             seg_out[j, 0] = 0
             seg_out[j, 1] = 0
             continue

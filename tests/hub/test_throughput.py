@@ -414,3 +414,36 @@ def test_a_shot_that_stays_where_it_was_is_relocated_without_the_consensus(monke
 
     # Where fewer than 2 x min_nodes and 3/4 of the picks agree with the last solution, the consensus decides.
     assert not p.assoc._stays(7, 12) and not p.assoc._stays(8, 11) and p.assoc._stays(8, 10)
+
+
+def test_table_rows_hold_exactly_the_points_in_reach_for_nodes_anywhere():
+    """Each grid line's interval comes from the chord (not a test of every point): for nodes
+    inside, outside and exactly at the reach of grid points, it holds exactly the points a
+    brute-force distance test keeps, and their values."""
+    from shotline.hub import grid_kernels
+
+    step, reach_m = 25.0, 1000.0
+    g = np.arange(-40, 41) * step
+    gx, gy = np.meshgrid(g, g, indexing="xy")
+    inside = gx**2 + gy**2 <= reach_m**2
+    seed = np.array([123.4, -56.7])
+    pts = np.stack([gx[inside], gy[inside]], axis=1) + seed
+    line_start = np.r_[0, np.flatnonzero(np.diff(pts[:, 1]) != 0) + 1, len(pts)].astype(np.intp)
+    rs = np.hypot(*(pts - seed).T)
+    t_seed, u_seed = rs / C, (seed - pts) / np.maximum(rs, 1e-6)[:, None]
+    half = step / np.sqrt(2)
+    far = reach_m + half
+    rng = np.random.default_rng(2)
+    nodes = [seed + rng.uniform(-2500, 2500, 2) for _ in range(300)]
+    nodes += [pts[k] + (far, 0.0) for k in rng.choice(len(pts), 30)] + [pts[k] - (0.0, far) for k in rng.choice(len(pts), 30)]
+    for node in nodes:
+        seg = np.zeros((len(line_start) - 1, 2), dtype=np.intp)
+        diff = np.empty(len(pts), dtype=np.float32)
+        tol = np.empty(len(pts), dtype=np.float32)
+        n = grid_kernels.table_row(pts, line_start, t_seed, u_seed, float(node[0]), float(node[1]), 25.0, 1 / C,
+                                   half, 1.5, 0.005, reach_m, seg, diff, tol)
+        d2 = ((pts - node) ** 2).sum(axis=1)
+        want = np.flatnonzero(d2 <= far * far)
+        got = np.concatenate([np.arange(a, b) for a, b in seg]) if n else np.zeros(0, dtype=int)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(diff[:n], np.sqrt(d2[want] + 25.0) / C - t_seed[want], rtol=0, atol=1e-6)
