@@ -218,7 +218,7 @@ class SeedTable:
     A node hears only the points within its audible range (``max_range_m``), a lens of the
     seed's disc: on a large network about a quarter of the grid for the average partner
     (1,024 nodes: 28 %), so each row holds just those points, as one interval per grid line
-    (:func:`shotline.hub.grid_kernels.table_row`) with their values packed in flat buffers.
+    (:func:`shotline.hub.grid_kernels.table_segments`) with their values packed in flat buffers.
     """
 
     def __init__(self, key: tuple, pts: np.ndarray, t_seed: np.ndarray, u_seed: np.ndarray) -> None:
@@ -244,25 +244,30 @@ class SeedTable:
         self.used = 0
         """Values held in the flat buffers."""
 
-    def add_row(self, node_id: str, fill) -> int:
-        """Add a node's row (buffers grow by doubling): ``fill(seg, diff, tol)`` writes the row's
-        intervals and values (room for every grid point) and returns how many values; returns the row."""
-        k = len(self.row)
-        if k == len(self.off):
+    def add_rows(self, node_ids: list[str], segments, values) -> None:
+        """Add the rows of ``node_ids`` (buffers grow by doubling): ``segments(seg)`` writes their
+        intervals into ``seg`` (M, J, 2) and returns their (M,) value counts, ``values(seg, offsets,
+        diff, tol)`` their values from ``offsets`` in the flat buffers."""
+        k, m_n = len(self.row), len(node_ids)
+        while k + m_n > len(self.off):
             self.seg = np.concatenate([self.seg, np.zeros_like(self.seg)])
             self.off = np.concatenate([self.off, np.zeros_like(self.off)])
-        if self.used + len(self.pts) > len(self.diff):
-            cap = max(2 * len(self.diff), self.used + len(self.pts))
+        seg = self.seg[k: k + m_n]
+        counts = segments(seg)
+        offsets = self.used + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
+        need = self.used + int(counts.sum())
+        if need > len(self.diff):
+            cap = max(2 * len(self.diff), need)
             for name in ("diff", "tol"):
                 old = getattr(self, name)
                 new = np.empty(cap, dtype=old.dtype)
                 new[: self.used] = old[: self.used]
                 setattr(self, name, new)
-        n = fill(self.seg[k], self.diff[self.used:], self.tol[self.used:])
-        self.off[k] = self.used
-        self.used += n
-        self.row[node_id] = k
-        return k
+        values(seg, offsets, self.diff, self.tol)
+        self.off[k: k + m_n] = offsets
+        self.used = need
+        for i, n in enumerate(node_ids):
+            self.row[n] = k + i
 
     def dense(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, G) differences and tolerances of some rows over the whole grid (NaN and 0 where the node
@@ -812,12 +817,10 @@ class Associator:
         else:
             self._tables.move_to_end(seed_id)
         before = tab.nbytes
-        rows = np.empty(len(node_ids), dtype=np.intp)
-        for i, n in enumerate(node_ids):
-            row = tab.row.get(n)
-            if row is None:
-                row = self._fill_row(tab, n)
-            rows[i] = row
+        missing = [n for n in node_ids if n not in tab.row]
+        if missing:
+            self._fill_rows(tab, missing)
+        rows = np.fromiter((tab.row[n] for n in node_ids), dtype=np.intp, count=len(node_ids))
         # A city's tables would not fit (1,024-node bench: 1.3 MB per seed node on average): the least recently used go
         # once they hold more than MAX_TABLE_BYTES (never the one in use).
         self._table_bytes += tab.nbytes - before
@@ -827,12 +830,13 @@ class Associator:
 
     #: Memory (bytes) the cached seed tables may hold; the least recently used are dropped beyond it.
     MAX_TABLE_BYTES = 512 * 2**20
-    #: Safety factor on the local gradient bound of the coarse tolerance (see :meth:`_fill_row`).
+    #: Safety factor on the local gradient bound of the coarse tolerance (see :meth:`_fill_rows`).
     COARSE_TOL_FACTOR = 1.5
 
-    def _fill_row(self, tab: SeedTable, node_id: str) -> int:
-        """Add a node's table row (returned): arrival difference to the seed (s) and coarse match
-        tolerance (s) at each grid point the node can hear.
+    def _fill_rows(self, tab: SeedTable, node_ids: list[str]) -> None:
+        """Add the table rows of nodes (all at once: per-row calls cost more than the
+        arithmetic): arrival difference to the seed (s) and coarse match tolerance (s) at each grid
+        point each node can hear.
 
         A source anywhere in a cell of half-diagonal h is matched at the cell's
         centre within the change of the arrival difference across the cell:
@@ -845,13 +849,18 @@ class Associator:
         """
         a = self.cfg.association
         loc = self.cfg.location
-        node = self.registry.enu(node_id)
-        dz2 = 0.0 if loc.mode == "2d" else float((node[2] - loc.source_height_m) ** 2)
+        xyz = np.array([self.registry.enu(n) for n in node_ids], dtype=float).reshape(-1, 3)
+        node_xy = np.ascontiguousarray(xyz[:, :2])
+        dz2 = np.zeros(len(node_ids)) if loc.mode == "2d" else (xyz[:, 2] - loc.source_height_m) ** 2
+        half_diag = a.grid_step_m / np.sqrt(2)
         # Points beyond max_range_m of the node (farther than a cell's half-diagonal) are left out:
         # it cannot hear a source there, so it never supports one.
-        return tab.add_row(node_id, lambda seg, diff, tol: grid_kernels.table_row(
-            tab.pts, tab.line_start, tab.t_seed, tab.u_seed, float(node[0]), float(node[1]), dz2, 1.0 / self.c,
-            a.grid_step_m / np.sqrt(2), self.COARSE_TOL_FACTOR, a.match_tolerance_s, a.max_range_m, seg, diff, tol))
+        tab.add_rows(
+            node_ids,
+            lambda seg: grid_kernels.table_segments(tab.pts, tab.line_start, node_xy, a.max_range_m + half_diag, seg),
+            lambda seg, offsets, diff, tol: grid_kernels.table_values(
+                tab.pts, tab.t_seed, tab.u_seed, node_xy, dz2, 1.0 / self.c, half_diag, self.COARSE_TOL_FACTOR,
+                a.match_tolerance_s, seg, offsets, diff, tol))
 
     def _unit(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Horizontal part of the unit vectors (G, 2) from sources at ``pts`` to a node (range gradient)."""

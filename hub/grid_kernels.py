@@ -57,7 +57,7 @@ def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
     rel, starts
         Partner onsets (s, relative to the seed) and slice starts, (K + 1,).
     diff, tol, off, seg
-        The seed table (:func:`table_row`): per table row r, the grid points a node can
+        The seed table (:func:`table_segments`, :func:`table_values`): per table row r, the grid points a node can
         hear (within its audible range) as one index interval per grid line,
         ``seg[r, j] = (first, end)``, and for those points in that order, from
         ``off[r]`` in the flat buffers, the predicted arrival minus the seed's arrival
@@ -293,63 +293,78 @@ def _hears(pts, g, node_x, node_y, far2):
 
 
 @njit(cache=True)
-def table_row(pts, line_start, t_seed, u_seed, node_x, node_y, dz2, inv_c, half_diag, factor, match_tol, max_range,
-              seg_out, diff_out, tol_out):
-    """Fill one seed-table row for a node: the grid points it can hear, and there the arrival
-    difference (s) and coarse tolerance (s). Returns how many points were written.
+def table_segments(pts, line_start, node_xy, reach, seg_out):
+    """The grid points each of M nodes hears, as one index interval per grid line; returns (M,) counts.
 
-    ``pts`` (G, 2) grid points (m), in grid lines of constant y and increasing x, line j
-    being ``pts[line_start[j]:line_start[j + 1]]``; ``t_seed`` (G,) travel time to the seed
-    (s); ``u_seed`` (G, 2) horizontal unit vectors towards the seed; ``dz2`` the node's
-    squared height offset to the source (m^2); ``half_diag`` the cell half-diagonal (m);
-    ``factor`` the safety factor on the gradient bound. A node hears the points within
-    ``max_range`` + h horizontally: on each grid line one interval (a line meets a disc
-    once; found from the chord, not by testing every point of the line: a row costs the
-    points the node hears), written to ``seg_out[j]`` as (first, end) point indices, its points' values
-    appended to ``diff_out``/``tol_out`` in order. Tolerance = min(factor |u_k - u_seed|, 2)
-    h / c + match_tol: the formula of ``Associator._fill_row``, in one pass without temporaries.
+    ``pts`` (G, 2) grid points (m), in grid lines of constant y and increasing x, equally
+    spaced, line j being ``pts[line_start[j]:line_start[j + 1]]``; ``node_xy`` (M, 2) node
+    positions (m); ``reach`` (m): a node hears the points within it horizontally. A disc meets
+    a line in one interval: its ends come from the chord (not from testing every point of the
+    line, so a row costs the points the node hears), settled by the exact distance test
+    (rounding at the boundary), and are written to ``seg_out[m, j]`` as (first, end).
     """
-    far2 = (max_range + half_diag) * (max_range + half_diag)
-    n = 0
-    for j in range(line_start.shape[0] - 1):
-        lo = line_start[j]
-        hi = line_start[j + 1]
-        # The line's points are equally spaced in x, and the disc meets the line in one interval:
-        # its ends from the chord, then settled by the exact test (rounding at the boundary).
-        dy = node_y - pts[lo, 1]
-        first = hi
-        end = hi
-        if far2 - dy * dy >= 0.0:
-            half = np.sqrt(far2 - dy * dy)
-            step = pts[lo + 1, 0] - pts[lo, 0] if hi - lo > 1 else 1.0
-            first = lo + min(max(int(np.ceil((node_x - half - pts[lo, 0]) / step)), 0), hi - lo)
-            end = lo + min(max(int(np.floor((node_x + half - pts[lo, 0]) / step)) + 1, 0), hi - lo)
-            while first > lo and _hears(pts, first - 1, node_x, node_y, far2):
-                first -= 1
-            while first < end and not _hears(pts, first, node_x, node_y, far2):
-                first += 1
-            while end < hi and _hears(pts, end, node_x, node_y, far2):
-                end += 1
-            while end > first and not _hears(pts, end - 1, node_x, node_y, far2):
-                end -= 1
-        if first >= end:
-            seg_out[j, 0] = 0
-            seg_out[j, 1] = 0
-            continue
-        seg_out[j, 0] = first
-        seg_out[j, 1] = end
-        for g in range(first, end):
-            dx = node_x - pts[g, 0]
-            dy = node_y - pts[g, 1]
-            rng = np.sqrt(dx * dx + dy * dy + dz2)
-            diff_out[n] = rng * inv_c - t_seed[g]
-            inv = 1.0 / max(rng, 1e-6)
-            ex = dx * inv - u_seed[g, 0]
-            ey = dy * inv - u_seed[g, 1]
-            grad = min(factor * np.sqrt(ex * ex + ey * ey), 2.0)
-            tol_out[n] = grad * half_diag * inv_c + match_tol
-            n += 1
-    return n
+    reach2 = reach * reach
+    counts = np.zeros(node_xy.shape[0], dtype=np.int64)
+    for m in range(node_xy.shape[0]):
+        node_x = node_xy[m, 0]
+        node_y = node_xy[m, 1]
+        for j in range(line_start.shape[0] - 1):
+            lo = line_start[j]
+            hi = line_start[j + 1]
+            dy = node_y - pts[lo, 1]
+            first = hi
+            end = hi
+            if reach2 - dy * dy >= 0.0:
+                half = np.sqrt(reach2 - dy * dy)
+                step = pts[lo + 1, 0] - pts[lo, 0] if hi - lo > 1 else 1.0
+                first = lo + min(max(int(np.ceil((node_x - half - pts[lo, 0]) / step)), 0), hi - lo)
+                end = lo + min(max(int(np.floor((node_x + half - pts[lo, 0]) / step)) + 1, 0), hi - lo)
+                while first > lo and _hears(pts, first - 1, node_x, node_y, reach2):
+                    first -= 1
+                while first < end and not _hears(pts, first, node_x, node_y, reach2):
+                    first += 1
+                while end < hi and _hears(pts, end, node_x, node_y, reach2):
+                    end += 1
+                while end > first and not _hears(pts, end - 1, node_x, node_y, reach2):
+                    end -= 1
+            if first >= end:
+                first = 0
+                end = 0
+            seg_out[m, j, 0] = first
+            seg_out[m, j, 1] = end
+            counts[m] += end - first
+    return counts
+
+
+@njit(cache=True)
+def table_values(pts, t_seed, u_seed, node_xy, dz2, inv_c, half_diag, factor, match_tol, seg, offsets, diff_out,
+                 tol_out):
+    """Fill the seed-table values of M nodes' rows (:func:`table_segments`): at each point a node
+    hears, in row order from ``offsets[m]`` in ``diff_out``/``tol_out``, the arrival difference
+    to the seed (s) and the coarse tolerance (s).
+
+    ``t_seed`` (G,) travel time from each point to the seed (s); ``u_seed`` (G, 2) horizontal
+    unit vectors towards the seed; ``dz2`` (M,) each node's squared height offset to the source
+    (m^2); ``half_diag`` the cell half-diagonal h (m); ``factor`` the safety factor on the
+    gradient bound. Tolerance = min(factor |u_k - u_seed|, 2) h / c + match_tol: the formula
+    of ``Associator._fill_rows``, in one pass without temporaries.
+    """
+    for m in range(node_xy.shape[0]):
+        node_x = node_xy[m, 0]
+        node_y = node_xy[m, 1]
+        n = offsets[m]
+        for j in range(seg.shape[1]):
+            for g in range(seg[m, j, 0], seg[m, j, 1]):
+                dx = node_x - pts[g, 0]
+                dy = node_y - pts[g, 1]
+                rng = np.sqrt(dx * dx + dy * dy + dz2[m])
+                diff_out[n] = rng * inv_c - t_seed[g]
+                inv = 1.0 / max(rng, 1e-6)
+                ex = dx * inv - u_seed[g, 0]
+                ey = dy * inv - u_seed[g, 1]
+                grad = min(factor * np.sqrt(ex * ex + ey * ey), 2.0)
+                tol_out[n] = grad * half_diag * inv_c + match_tol
+                n += 1
 
 
 @njit(cache=True, inline="always")
@@ -494,7 +509,7 @@ def triplet_points(seed_xy, seed_dz2, t_seed, near_xy, near_dz2, times, starts, 
 
 # -- compiled ahead of the first detection ------------------------------------------------
 _F8, _F8_2, _F4 = nt.float64[::1], nt.float64[:, ::1], nt.float32[::1]
-_I8, _I8_2, _I8_3 = nt.int64[::1], nt.int64[:, ::1], nt.int64[:, :, ::1]
+_I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 
 #: The argument types the associator passes to each kernel (one specialisation each).
 SIGNATURES = (
@@ -502,7 +517,8 @@ SIGNATURES = (
     (support_points, (_F8, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8, nt.float64, nt.float64, nt.float64, nt.boolean)),
     (silent_counts, (_F8, _F8, nt.float64, _F8, nt.float64, nt.float64, _F8_2, _I8, nt.boolean[:, ::1], _F8_2, _I8,
                      _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64)),
-    (table_row, (_F8_2, _I8, _F8, _F8_2) + (nt.float64,) * 8 + (_I8_2, _F4, _F4)),
+    (table_segments, (_F8_2, _I8, _F8_2, nt.float64, _I8_3)),
+    (table_values, (_F8_2, _F8, _F8_2, _F8_2, _F8) + (nt.float64,) * 4 + (_I8_3, _I8, _F4, _F4)),
     (triplet_points, (_F8, nt.float64, nt.float64, _F8_2, _F8, _F8, _I8, nt.float64, nt.float64, nt.float64,
                       nt.int64, nt.float64)),
 )

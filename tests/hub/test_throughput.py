@@ -436,14 +436,19 @@ def test_table_rows_hold_exactly_the_points_in_reach_for_nodes_anywhere():
     rng = np.random.default_rng(2)
     nodes = [seed + rng.uniform(-2500, 2500, 2) for _ in range(300)]
     nodes += [pts[k] + (far, 0.0) for k in rng.choice(len(pts), 30)] + [pts[k] - (0.0, far) for k in rng.choice(len(pts), 30)]
-    for node in nodes:
-        seg = np.zeros((len(line_start) - 1, 2), dtype=np.intp)
-        diff = np.empty(len(pts), dtype=np.float32)
-        tol = np.empty(len(pts), dtype=np.float32)
-        n = grid_kernels.table_row(pts, line_start, t_seed, u_seed, float(node[0]), float(node[1]), 25.0, 1 / C,
-                                   half, 1.5, 0.005, reach_m, seg, diff, tol)
+    node_xy = np.array(nodes)
+    seg = np.zeros((len(nodes), len(line_start) - 1, 2), dtype=np.intp)
+    counts = grid_kernels.table_segments(pts, line_start, node_xy, far, seg)
+    offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.intp)
+    diff = np.empty(int(counts.sum()), dtype=np.float32)
+    tol = np.empty_like(diff)
+    grid_kernels.table_values(pts, t_seed, u_seed, node_xy, np.full(len(nodes), 25.0), 1 / C, half, 1.5, 0.005,
+                              seg, offsets, diff, tol)
+    for k, node in enumerate(nodes):
         d2 = ((pts - node) ** 2).sum(axis=1)
         want = np.flatnonzero(d2 <= far * far)
-        got = np.concatenate([np.arange(a, b) for a, b in seg]) if n else np.zeros(0, dtype=int)
+        got = np.concatenate([np.arange(a, b) for a, b in seg[k]])
         np.testing.assert_array_equal(got, want)
-        np.testing.assert_allclose(diff[:n], np.sqrt(d2[want] + 25.0) / C - t_seed[want], rtol=0, atol=1e-6)
+        assert counts[k] == len(want)
+        values = diff[offsets[k]: offsets[k] + counts[k]]
+        np.testing.assert_allclose(values, np.sqrt(d2[want] + 25.0) / C - t_seed[want], rtol=0, atol=1e-6)
