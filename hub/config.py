@@ -87,7 +87,7 @@ class AssociationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     max_range_m: float = 1500.0
     """Farthest a shot is assumed audible from a node, metres (bounds the hypothesis search)."""
     grid_step_m: float = 25.0
-    """Spacing of the coarse hypothesis grid, metres (refined tenfold around the best points)."""
+    """Spacing of the coarse hypothesis grid, metres (refined 5x twice around the best points, to a 1 m step at 25 m)."""
     match_tolerance_s: float = 0.005
     """Extra tolerance when matching a detection to a predicted arrival, seconds (pick and model error)."""
     strict_fit_max_dof: int = 2
