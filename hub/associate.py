@@ -944,8 +944,9 @@ class Associator:
             exact = self._triplet_points(seed.t_s, r_seed, seed_dz2, node_xy, dz2, list(by_node.values()),
                                          np.sqrt(2) * fine_step / self.c + a.match_tolerance_s)
             if not len(exact):
-                self.n_deferred += not self._retrying
-                self._waited = not self._retrying
+                if not self._retrying:
+                    self.n_deferred += 1
+                    self._waited = True  # searched again when its wait window has passed (retry)
                 return None
         tab, rows = self._seed_table(seed.node_id, node_ids)
         points = tab.pts

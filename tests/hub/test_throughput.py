@@ -8,7 +8,11 @@
 * reverberation tails: a much weaker pick soon after a louder one at the same node never
   seeds a shot, but can still join one;
 * a 4-node array (no redundant node beyond min_nodes) is searched at all;
-* the per-node coarse tolerances still explain every node from the cell around a source.
+* the per-node coarse tolerances still explain every node from the cell around a source;
+* the seed tables' rows hold exactly the points in reach (interval from the chord);
+* the compiled kernels are ready when the hub starts, for the argument types it passes;
+* a seed whose nearest nodes fix no exact point is searched at retry, not on arrival;
+* a large shot that stays where it was is re-located without the consensus over subsets.
 """
 
 from __future__ import annotations
