@@ -149,7 +149,7 @@ def run_demo(
         # ~17 s on the dev machine): the nodes replay against the wall clock from the scene's
         # start, and a hub still compiling then took them as late (2 of 6 gunshots found).
         if not quiet:
-            printer("preparing the hub's compiled kernels (a first run compiles them: about 20 s) ...")
+            printer("preparing the hub's compiled kernels (a first run compiles them: 16 s on a 2-core dev machine) ...")
         grid_kernels.compile_all()
         lm_kernel.compile_all()
         lead_s = 3.0  # time to render and connect before the scene's first sample

@@ -910,8 +910,10 @@ class Associator:
                 return None
         for k in order[i:]:
             gather(k)
-        picks_of = {nbr_ids[k]: found[k][0] for k in sorted(found)}
-        by_node = {nbr_ids[k]: found[k][1] for k in sorted(found)}
+        picks_of: dict[str, list[Pick]] = {}
+        by_node: dict[str, np.ndarray] = {}
+        for k in sorted(found):  # the neighbours' own order, as the kernels were checked in
+            picks_of[nbr_ids[k]], by_node[nbr_ids[k]] = found[k]
         if len(picks_of) + 1 < a.min_nodes:
             # Too few partners now: every set this pick could belong to has a later-arriving
             # member, whose own search sees this pick. Nothing to search again at retry.
@@ -924,19 +926,18 @@ class Associator:
         finally:
             seed.undecided = self._waited
 
-    def _exact_points(self, seed: Pick, r_seed: np.ndarray, nearest: list[tuple[str, np.ndarray]]) -> np.ndarray:
-        """:meth:`_triplet_points` of the seed with its nearest partners ``nearest`` ((node, pick
-        times), nearest first), at the last refinement stage's tolerance."""
-        loc = self.cfg.location
-        rows = np.fromiter((self.onsets.row[n] for n, _ in nearest), dtype=np.intp, count=len(nearest))
+    def _partner_geometry(self, node_ids: list[str], r_seed: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Onset-store rows (K,) of partner nodes, their horizontal positions (K, 2) m, and the squared
+        vertical offsets (m^2) of them (K,) and of the seed to the assumed source height (node heights
+        enter the predicted ranges: masts and roofs; zero in the 2-D mode)."""
+        # Partners hold pooled (trusted) picks, so each has a row in the onset store.
+        rows = np.fromiter((self.onsets.row[n] for n in node_ids), dtype=np.intp, count=len(node_ids))
         xyz = self._rows()[0][rows]
-        flat = loc.mode == "2d"
-        dz2 = np.zeros(len(rows)) if flat else (xyz[:, 2] - loc.source_height_m) ** 2
-        seed_dz2 = 0.0 if flat else float((r_seed[2] - loc.source_height_m) ** 2)
-        fine_step = self.cfg.association.grid_step_m / math.prod(self.SUBDIVISIONS)
-        return self._triplet_points(seed.t_s, r_seed, seed_dz2, np.ascontiguousarray(xyz[:, :2]), dz2,
-                                    [t for _, t in nearest],
-                                    np.sqrt(2) * fine_step / self.c + self.cfg.association.match_tolerance_s)
+        h = self.cfg.location.source_height_m
+        if self.cfg.location.mode == "2d":
+            return rows, np.ascontiguousarray(xyz[:, :2]), np.zeros(len(rows)), 0.0
+        return rows, np.ascontiguousarray(xyz[:, :2]), (xyz[:, 2] - h) ** 2, float((r_seed[2] - h) ** 2)
 
     #: Each refinement stage of the grid search splits a kept cell into n x n cells.
     SUBDIVISIONS = (5, 5)
@@ -947,16 +948,7 @@ class Associator:
         points from the nearest partners (:meth:`_exact_points`; None on small arrays)."""
         a = self.cfg.association
         node_ids = list(by_node)
-        # Partners hold pooled (trusted) picks, so each has a row in the onset store.
-        store_rows = np.fromiter((self.onsets.row[n] for n in node_ids), dtype=np.intp, count=len(node_ids))
-        node_xyz = self._rows()[0][store_rows]
-        node_xy = node_xyz[:, :2]
-        # Node heights enter the predicted ranges (masts and roofs): vertical
-        # offsets to the assumed source height, squared.
-        h = self.cfg.location.source_height_m
-        flat = self.cfg.location.mode == "2d"
-        dz2 = np.zeros(len(node_ids)) if flat else (node_xyz[:, 2] - h) ** 2
-        seed_dz2 = 0.0 if flat else float((r_seed[2] - h) ** 2)
+        store_rows, node_xy, dz2, seed_dz2 = self._partner_geometry(node_ids, r_seed)
 
         # Coarse grid of hypothetical sources within max_range of the seed node
         # (and of reach of the partners), refined twice around the best points.
@@ -1055,14 +1047,14 @@ class Associator:
         return shot
 
     #: Nearest partner nodes whose picks, in pairs with the seed's, fix exact candidate points
-    #: (:meth:`_triplet_points`), and the most pick pairs enumerated per node pair.
+    #: (:meth:`_exact_points`), and the most pick pairs enumerated per node pair.
     N_TRIPLET_NODES = 4
     MAX_TRIPLET_PAIRS = 128
 
-    def _triplet_points(self, t_seed: float, r_seed: np.ndarray, seed_dz2: float, node_xy: np.ndarray,
-                        dz2: np.ndarray, times: list[np.ndarray], tol_s: float) -> np.ndarray:
+    def _exact_points(self, seed: Pick, r_seed: np.ndarray, nearest: list[tuple[str, np.ndarray]]) -> np.ndarray:
         """Source points (E, 2) m fixed exactly by the seed's pick and one pick at each of two of its
-        nearest partner nodes (arrival times ``times`` per partner, s), heard by all near nodes but one.
+        ``N_TRIPLET_NODES`` nearest partner nodes, heard by all of those but one; ``nearest``: (node,
+        its pick times s) of partners, nearest first. Tolerance: the last refinement stage's.
 
         The coarse grid ranks a cell by how many nodes have a pick within the cell's tolerance
         (up to ~100 ms for 25 m cells). Among busy nodes (automatic fire, a firework string)
@@ -1075,19 +1067,20 @@ class Associator:
         nearest nodes hear is heard by all but one of them (10 % of picks missed: 1 % of
         triples lose two), while a chance triple among busy nodes rarely is (tests: 4 % of the
         points of 12 random picks per node), so only points where all near nodes but one have a
-        pick within ``tol_s`` are scored.
+        pick within the tolerance are scored.
         Node pairs with more than ``MAX_TRIPLET_PAIRS`` possible pick pairs are skipped.
         """
         a = self.cfg.association
-        d = np.hypot(node_xy[:, 0] - r_seed[0], node_xy[:, 1] - r_seed[1])
-        near = np.argsort(d)[: self.N_TRIPLET_NODES]
+        near = nearest[: self.N_TRIPLET_NODES]
         if len(near) < 2:
             return np.zeros((0, 2))
-        cat, starts = _slices([times[k] for k in near])
-        return grid_kernels.triplet_points(np.asarray(r_seed[:2], float), float(seed_dz2), float(t_seed),
-                                           np.ascontiguousarray(node_xy[near], dtype=float),
-                                           np.ascontiguousarray(dz2[near], dtype=float), cat, starts, float(self.c),
-                                           a.match_tolerance_s, a.max_range_m, self.MAX_TRIPLET_PAIRS, float(tol_s))
+        _, node_xy, dz2, seed_dz2 = self._partner_geometry([n for n, _ in near], r_seed)
+        cat, starts = _slices([t for _, t in near])
+        fine_step = a.grid_step_m / math.prod(self.SUBDIVISIONS)
+        return grid_kernels.triplet_points(np.asarray(r_seed[:2], float), seed_dz2, float(seed.t_s), node_xy, dz2,
+                                           cat, starts, float(self.c), a.match_tolerance_s, a.max_range_m,
+                                           self.MAX_TRIPLET_PAIRS,
+                                           float(np.sqrt(2) * fine_step / self.c + a.match_tolerance_s))
 
     def _decide(self, sets: list[tuple[list[Pick], np.ndarray, float]], n_partners: int,
                 waiting: list[tuple[list[Pick], np.ndarray, float, float]], tol_s: float) -> ShotState | None:
@@ -1639,7 +1632,7 @@ class Associator:
         """Whether a re-fit from a shot's last solution that used ``n_used`` of ``n_picks`` picks (rejecting
         some) stands without the consensus over subsets: at least 2 x ``min_nodes`` and three quarters
         of the picks agree where the shot was. Dense scene: of 388 such re-fits the consensus moved none
-        by more than 3.4 cm (it kept one marginal pick more or less in 44); each consensus is ~2.5 ms.
+        by more than 3.4 cm (it kept one marginal pick more or less in 44); a 15-node consensus fit takes 2.8-3.3 ms.
         Fewer (a shot of 5 of 13 picks) can be in the wrong place, and the consensus moves them."""
         return n_used >= 2 * self.cfg.association.min_nodes and n_used >= 0.75 * n_picks
 
