@@ -92,6 +92,26 @@ class Pick:
 
 
 @dataclass(eq=False)
+class _WaitingSet:
+    """A candidate set whose negative evidence waited for pending nodes (see :meth:`Associator._join_waiting`)."""
+
+    seed: Pick
+    members: list[Pick]
+    """The seed's pick and its partners' (the same list the seed's ``waiting`` holds)."""
+    xy: np.ndarray
+    """Its fine grid point (m)."""
+    t0_s: float
+    tol_s: float
+    """The fine grid's match tolerance (s)."""
+    n_partners: int
+    """Nodes with candidate picks besides the seed's, when it was searched."""
+    joined: list[Pick] = field(default_factory=list)
+    """Picks that joined it on arrival instead of seeding a search (:meth:`Associator._join_waiting`)."""
+    dropped: bool = False
+    """Refused (or located) after a pick joined it: it takes no more."""
+
+
+@dataclass(eq=False)
 class ShotState:
     """A located shot and the picks behind it.
 
@@ -338,6 +358,12 @@ class Associator:
         self._unheard_cache: _Unheard | None = None
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
+        self._waiting_sets: list[_WaitingSet] = []
+        """Candidate sets of recent searches that waited for pending nodes (:meth:`_join_waiting`)."""
+        self._waiting_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        """Their grid points (S, 2) m, emission times (S,) s and tolerances (S,) s (None: to be built)."""
+        self.n_joined_waiting = 0
+        """Picks that joined a waiting candidate set instead of seeding a search."""
         self._onset_sigma_max = 0.0
         """Largest ``onset_sigma_s`` of any detection taken (s)."""
         # The kernels compile (or load from numba's cache) now, not on the first detection.
@@ -439,7 +465,9 @@ class Associator:
         if pick.tail:
             pick.settled = True
             return []  # may join a shot its partners make, never seeds one
-        new = self._hypothesise(pick)
+        joined, new = self._join_waiting(pick)
+        if not joined:
+            new = self._hypothesise(pick)
         return [new] if new is not None else []
 
     def _is_tail(self, pick: Pick) -> bool:
@@ -671,13 +699,25 @@ class Associator:
         # A search that was decided (every candidate set rejected by silent nodes or by its fit)
         # gives the same answer again: partners that arrived since seeded searches of their own,
         # which find this pick if it belongs with them. Searches that waited are decided here.
-        for p in sorted((p for p in self.pool if not p.settled and p.undecided and p.t_s < due),
-                        key=lambda p: p.t_s):
-            p.settled = True
-            if p in self.pool:
+        # Deciding them lets go of the picks that joined their sets on arrival: a second round
+        # searches those that are due (each round settles its picks, so the loop ends).
+        again = True
+        while again:
+            again = False
+            self._prune_waiting()
+            due_picks = sorted((p for p in self.pool if not p.settled and p.undecided and p.t_s < due),
+                               key=lambda p: p.t_s)
+            for p in due_picks:
+                p.settled = True
+                if p not in self.pool:
+                    continue
                 self._retrying = True
                 try:
-                    shot = self._hypothesise(p) if p.waiting is None else self._decide_waiting(p)
+                    if p.waiting is None:
+                        shot = self._hypothesise(p)
+                    else:
+                        shot = self._decide_waiting(p)
+                        again = True
                 finally:
                     self._retrying = False
                 if shot is not None:
@@ -1044,7 +1084,97 @@ class Associator:
         shot = self._decide(sets, len(node_ids), waiting, tol_fine)
         if self._waited:
             seed.waiting = (waiting, len(node_ids))
+            if shot is None:
+                self._waiting_sets += [_WaitingSet(seed, members, xy, t0, tol, len(node_ids))
+                                       for members, xy, t0, tol in waiting]
+                self._waiting_arrays = None
         return shot
+
+    def _join_waiting(self, pick: Pick) -> tuple[bool, ShotState | None]:
+        """Offer a new pick to the candidate sets that recent searches left waiting for pending nodes.
+
+        A set waits while too few of the nodes in range have reported what it predicts; each of
+        its source's later picks would otherwise seed a grid search of its own that finds the
+        same set, one node larger, and waits again (dense scene: ~7 such searches per source,
+        669 of 3,181). A pick within the set's fine tolerance of the arrival the set predicts at
+        its node joins it instead, and the set's evidence is counted again: "accept" locates it
+        (:meth:`_decide`), "wait" leaves the pick with it (decided with the set at :meth:`retry`),
+        "reject" drops the set. Returns (joined, the shot made); a pick that joined nothing, or
+        whose set was refused, searches as before.
+
+        In a busy network a pick of another source can fall within the tolerance. So a joined
+        pick that a set lets go (a closer pick at its node replaced it, or the set was refused,
+        went stale or was decided without a shot) is undecided again and searched at retry.
+        """
+        if not self._waiting_sets:
+            return False, None
+        a = self.cfg.association
+        if self._waiting_arrays is None:
+            ws = self._waiting_sets
+            self._waiting_arrays = (np.array([w.xy[:2] for w in ws]), np.array([w.t0_s for w in ws]),
+                                    np.array([w.tol_s for w in ws]))
+        xy, t0, tol = self._waiting_arrays
+        r = self.registry.enu(pick.node_id)
+        dz2 = 0.0 if self.cfg.location.mode == "2d" else (r[2] - self.cfg.location.source_height_m) ** 2
+        d2 = (xy[:, 0] - r[0]) ** 2 + (xy[:, 1] - r[1]) ** 2
+        err = np.abs(pick.t_s - t0 - np.sqrt(d2 + dz2) / self.c)
+        for k in np.flatnonzero((err < tol) & (d2 <= a.max_range_m**2)).tolist():
+            w = self._waiting_sets[k]
+            if not self._waiting_live(w):
+                continue  # dropped at the next retry
+            # One pick per node: a closer one replaces the member there (an early N-wave, then the muzzle blast).
+            at = next((i for i, p in enumerate(w.members) if p.node_id == pick.node_id), None)
+            pred = pick.t_s - err[k]
+            if at == 0 or (at is not None and abs(w.members[at].t_s - pred) <= err[k]):
+                continue
+            old = w.members.pop(at) if at is not None else None
+            w.members.append(pick)
+            self._waited = False
+            verdict = self._evidence(w.xy, w.t0_s, {p.node_id for p in w.members}, w.tol_s)
+            if verdict == "wait":
+                self.n_joined_waiting += 1
+                if old is not None:
+                    self._let_go([old])
+                w.joined.append(pick)
+                pick.undecided = False  # decided with the set, at its seed's retry
+                return True, None
+            w.dropped = True
+            if verdict == "accept":
+                shot = self._decide([(w.members, w.xy, w.t0_s)], w.n_partners, [], w.tol_s)
+                if shot is not None:
+                    self.n_joined_waiting += 1
+                    self._let_go(w.joined)  # those the shot did not take
+                    return True, shot
+            w.members.pop()
+            if old is not None:
+                w.members.insert(at, old)
+            self._let_go(w.joined)
+            return False, None
+        return False, None
+
+    def _waiting_live(self, w: _WaitingSet) -> bool:
+        """A waiting set can still take picks: not dropped, its seed not yet decided at retry, and
+        none of its members claimed by a shot."""
+        return (not w.dropped and w.seed.waiting is not None and not w.seed.settled
+                and all(p in self.pool for p in w.members))
+
+    def _prune_waiting(self) -> None:
+        """Forget waiting sets that can take no more picks (at each :meth:`retry`), letting their joined
+        picks go."""
+        live = []
+        for w in self._waiting_sets:
+            if self._waiting_live(w):
+                live.append(w)
+            else:
+                self._let_go(w.joined)
+        if len(live) != len(self._waiting_sets):
+            self._waiting_sets, self._waiting_arrays = live, None
+
+    def _let_go(self, picks: list[Pick]) -> None:
+        """Joined picks a waiting set no longer holds: searched at retry if still unassociated."""
+        for p in picks:
+            if p in self.pool and not p.settled:
+                p.undecided = True
 
     #: Nearest partner nodes whose picks, in pairs with the seed's, fix exact candidate points
     #: (:meth:`_exact_points`), and the most pick pairs enumerated per node pair.

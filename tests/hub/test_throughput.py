@@ -12,7 +12,9 @@
 * the seed tables' rows hold exactly the points in reach (interval from the chord);
 * the compiled kernels are ready when the hub starts, for the argument types it passes;
 * a seed whose nearest nodes fix no exact point is searched at retry, not on arrival;
-* a large shot that stays where it was is re-located without the consensus over subsets.
+* a large shot that stays where it was is re-located without the consensus over subsets;
+* later picks of a source whose search waits join the waiting set instead of searching again,
+  and a chance pick that joined one and was let go is searched at retry.
 """
 
 from __future__ import annotations
@@ -456,3 +458,62 @@ def test_table_rows_hold_exactly_the_points_in_reach_for_nodes_anywhere():
         assert counts[k] == len(want)
         values = diff[offsets[k]: offsets[k] + counts[k]]
         np.testing.assert_allclose(values, np.sqrt(d2[want] + 25.0) / C - t_seed[want], rtol=0, atol=1e-6)
+
+
+def _corner_source(seed: int):
+    """48 nodes 150 m apart and a source near a corner: its far nodes report last, so the first
+    searches wait for them (fewer than 40 % of the nodes in range have reported)."""
+    nodes = grid(8, 6, spacing=150.0)
+    src = (-400.0, -300.0, 1.5)
+    return nodes, src, sorted(arrivals(nodes, src, T0_NS, np.random.default_rng(seed)), key=lambda d: d[1])
+
+
+def test_later_picks_of_a_waiting_source_join_its_set_instead_of_searching():
+    """Each pick after the first search's wait joins the waiting set (17 grid searches without
+    this, here 1); the shot is published on arrival, where the source is."""
+    nodes, src, dets = _corner_source(3)
+    p = make_pipeline(nodes)
+    published = 0
+    for nid, t in dets:
+        published += len(p.handle(*detection(nid, t), received_ns=t))
+        p.tick(t)
+    incs = [o.incident for o in p.finish()]
+    assert published >= 1
+    assert p.assoc.n_searches <= 3 and p.assoc.n_joined_waiting >= 10
+    (shot,) = {s.shot_id: s for inc in incs for s in inc.shots}.values()
+    assert np.linalg.norm(shot_enu(shot) - np.asarray(src[:2])) < 0.5
+
+
+def test_a_chance_pick_that_a_waiting_set_lets_go_is_searched_at_retry(monkeypatch):
+    """A pick 4 ms before a node's arrival (within the set's tolerance: an N-wave, or another
+    source's arrival) joins the waiting set; the node's own arrival then replaces it, and the
+    early pick, let go, is searched at retry like any undecided pick."""
+    from shotline.hub.associate import Associator
+
+    retried = []
+    hypothesise = Associator._hypothesise
+
+    def spy(self, seed):
+        if self._retrying:
+            retried.append(seed.det.detection_id)
+        return hypothesise(self, seed)
+
+    monkeypatch.setattr(Associator, "_hypothesise", spy)
+    nodes, _, dets = _corner_source(3)
+    p = make_pipeline(nodes)
+    k = len(dets) // 3  # reports while the first search's set still waits
+    node, t_true = dets[k]
+    early = (node, t_true - 4_000_000)
+    early_id = m.decode(detection(*early)[1], m.Detection).detection_id
+    joined_before = None
+    for nid, t in dets[:k] + [early] + dets[k:]:
+        p.handle(*detection(nid, t), received_ns=t)
+        if (nid, t) == early:
+            joined_before = p.assoc.n_joined_waiting
+            (pick,) = [q for q in p.assoc.pool if q.det.detection_id == early_id]
+            assert not pick.undecided  # it joined the set
+        if (nid, t) == (node, t_true):
+            assert p.assoc.n_joined_waiting == joined_before + 1 and pick.undecided  # replaced, let go
+        p.tick(t)
+    p.tick(T0_NS + 20 * 10**9)  # every wait window has passed
+    assert early_id in retried
