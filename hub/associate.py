@@ -1256,7 +1256,15 @@ class Associator:
                 break
         if best is None:
             return None
-        used, sol = self._first_arrivals(best[1], best[2])
+        used, sol = best[1], best[2]
+        if len(used) == a.min_nodes or n_partners + 1 < 2 * a.min_nodes:
+            # Where twice min_nodes nodes could take part, a set of more than min_nodes with an echo that
+            # still fits lands at a wrong place, where the nodes that are not members speak against it
+            # (the silent nodes at the solution, :meth:`_fit`). The alternatives are for arrays that have
+            # no such nodes (Pittsburgh's 4-6 sensor tests). In a busy network every member has earlier
+            # pooled picks (other sources): trying them cost up to 16 solves per shot (dense scene: 495
+            # of 2,494 solves, with the same shots).
+            used, sol = self._first_arrivals(used, sol)
         return self._create(used, sol)
 
     #: Earlier alternatives tried per member node, and candidate sets located at most, by
