@@ -284,7 +284,7 @@ def _validate(positions_m, times_s, sigma_s, dims, c_mps):
     n = len(p)
     if len(t) != n:
         raise LocateError(f"{n} positions but {len(t)} times")
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(t))):
+    if not (np.isfinite(p).all() and np.isfinite(t).all()):
         raise LocateError("positions_m and times_s must be finite (no NaN/inf)")
     if not (math.isfinite(c_mps) and c_mps > 0):
         raise LocateError(f"c_mps must be a positive number, got {c_mps}")
@@ -297,20 +297,27 @@ def _validate(positions_m, times_s, sigma_s, dims, c_mps):
             f"need at least {need} nodes for a {dims}-D fix with unknown emission time, got {n}"
         )
     sig = np.broadcast_to(np.asarray(sigma_s, dtype=float), (n,)).astype(float)
-    if not (np.all(np.isfinite(sig)) and np.all(sig > 0)):
+    if not (np.isfinite(sig).all() and (sig > 0).all()):
         raise LocateError("sigma_s must be positive and finite")
     xyz = _as_xyz(p)
     horiz = xyz[:, :2] if dims == 2 else xyz
     diff = horiz[:, None, :] - horiz[None, :, :]
-    dd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-    iu = np.triu_indices(n, 1)
-    close = dd[iu] < 1e-3  # 1 mm: same place (in the solved coordinates)
-    if np.any(close):
-        k = int(np.argmax(close))
-        raise LocateError(f"nodes {iu[0][k]} and {iu[1][k]} are coincident (< 1 mm apart)")
+    dd = np.einsum("ijk,ijk->ij", diff, diff)
+    dd[np.arange(n), np.arange(n)] = np.inf
+    if dd.min() < 1e-6:  # 1 mm: same place (in the solved coordinates)
+        close = np.argwhere(np.triu(dd < 1e-6, 1))[0]
+        raise LocateError(f"nodes {close[0]} and {close[1]} are coincident (< 1 mm apart)")
     centred = horiz - horiz.mean(axis=0)
-    sv = np.linalg.svd(centred, compute_uv=False)
-    if sv[-1] < 1e-6 * sv[0]:
+    # Singular values of the centred positions from the eigenvalues of their 2 x 2 (3 x 3) scatter
+    # matrix (squares of the singular values): the smallest below 1e-6 of the largest is degenerate.
+    scatter = centred.T @ centred
+    if dims == 2:  # closed form (the LAPACK call costs more than the rest of the checks)
+        mid = 0.5 * (scatter[0, 0] + scatter[1, 1])
+        half = math.hypot(0.5 * (scatter[0, 0] - scatter[1, 1]), scatter[0, 1])
+        ev = (mid - half, mid + half)
+    else:
+        ev = np.linalg.eigvalsh(scatter)
+    if ev[0] < 1e-12 * ev[-1]:
         kind = "collinear" if dims == 2 else "coplanar"
         raise LocateError(f"node geometry is degenerate: the nodes are {kind}")
     return p, xyz, t, sig
