@@ -135,6 +135,8 @@ class ShotState:
     dirty: bool = False
     rejected_residuals: dict[str, float] = field(default_factory=dict)
     """Residuals (s) of picks the last solve rejected, by node (kept for the node registry's statistics)."""
+    slot: int = -1
+    """Its row in the associator's shot table (``Associator._shot_xyt``); -1 until it is listed."""
 
 
 class PickPool:
@@ -336,6 +338,9 @@ class Associator:
         """(registry version, located nodes, their horizontal positions (N, 2) m)."""
         self._rows_cache: _RowIndex | None = None
         self.shots: list[ShotState] = []
+        self._shot_xyt = np.empty((0, 3))
+        """Per listed shot (row ``shot.slot``, in the order of ``shots``): east, north (m), emission time
+        (s): :meth:`_attach` compares a pick with the shots that can have made it, not with all."""
         self.onsets = OnsetStore()
         """Per node, the sorted onset times (s) of every recent trusted pick (associated or not) and of
         those that shots hold (:meth:`_evidence`)."""
@@ -748,9 +753,12 @@ class Associator:
         self.watermark_s = max(self.watermark_s, w)
         horizon = self.horizon_s()
         self.n_expired_unassociated += self.pool.keep_if(lambda p: p.t_s > w - horizon)
-        self.shots = [
-            s for s in self.shots if s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c
-        ]
+        keep = [s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c for s in self.shots]
+        if not all(keep):
+            self.shots = [s for s, k in zip(self.shots, keep, strict=True) if k]
+            self._shot_xyt = self._shot_xyt[np.asarray(keep, dtype=bool)]
+            for i, s in enumerate(self.shots):
+                s.slot = i
         self.onsets.trim(w - 2 * horizon)
 
     # -- attaching to a known shot -----------------------------------------
@@ -758,7 +766,20 @@ class Associator:
         r = self.registry.enu(pick.node_id)
         best, best_err = None, np.inf
         t_min = pick.t_s - self.cfg.association.max_range_m / self.c - 0.1
-        for shot in self.shots if only is None else [only]:
+        if only is None:
+            # Only shots from when and where this pick can have come: emitted since t_min, and near
+            # enough that the pick is within the widest attach tolerance of their arrival (sound
+            # travels at most c + |wind|). The checks below decide among those.
+            xyt = self._shot_xyt
+            gust = 0.0 if self.wind_enu_mps is None else float(np.hypot(*self.wind_enu_mps[:2]))
+            reach = (pick.t_s - t_min + 0.05 + 5 * self._sigma(pick) + self.cfg.association.match_tolerance_s) * (
+                self.c + gust)
+            near = ((xyt[:, 2] >= t_min) & (xyt[:, 2] <= pick.t_s)
+                    & ((xyt[:, 0] - r[0]) ** 2 + (xyt[:, 1] - r[1]) ** 2 <= reach * reach))
+            candidates = [self.shots[i] for i in np.flatnonzero(near).tolist()]
+        else:
+            candidates = [only]
+        for shot in candidates:
             if shot.t0_s < t_min or shot.t0_s > pick.t_s or shot.shot_id in pick.rejected_by:
                 continue
             if pick.node_id in shot.corroborating:
@@ -1579,7 +1600,9 @@ class Associator:
             last_pick_received_ns=0,
         )
         self._set_solution(shot, picks, sol, max(p.received_ns for p in picks.values()))
+        shot.slot = len(self.shots)
         self.shots.append(shot)
+        self._shot_xyt = np.vstack([self._shot_xyt, [[shot.enu_m[0], shot.enu_m[1], shot.t0_s]]])
         # Pooled picks that arrived before the shot existed may belong to it: per node, those
         # within the widest attach tolerance of the predicted arrival, offered in onset order.
         joined = False
@@ -1787,6 +1810,8 @@ class Associator:
         z = pos[2] if (len(pos) > 2 and sol.dims == 3) else self.cfg.location.source_height_m
         shot.enu_m = np.array([pos[0], pos[1], z])
         shot.t0_s = sol.t0_s
+        if shot.slot >= 0:
+            self._shot_xyt[shot.slot] = (shot.enu_m[0], shot.enu_m[1], shot.t0_s)
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
 

@@ -16,13 +16,26 @@
 * later picks of a source whose search waits join the waiting set instead of searching again,
   and a chance pick that joined one and was let go is searched at retry;
 * a set of more than min_nodes picks, where twice min_nodes nodes could take part, is not
-  re-fitted with each member's earlier pooled picks (the first-arrival alternatives).
+  re-fitted with each member's earlier pooled picks (the first-arrival alternatives);
+* the shot table that picks are first compared with follows every shot's solution, through
+  re-locations and expiry, and passes every shot a pick can join.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from test_pipeline import SITE, T0_NS, C, arrivals, detection, grid, make_pipeline, run, shot_enu
+from test_pipeline import (
+    SITE,
+    T0_NS,
+    C,
+    arrivals,
+    detection,
+    grid,
+    make_pipeline,
+    run,
+    shot_enu,
+    status,
+)
 
 from shotline.core import messages as m
 from shotline.core import topics
@@ -547,3 +560,33 @@ def test_first_arrival_alternatives_are_not_tried_where_other_nodes_can_refute_a
     assert len(near) == 6 and inc.rounds == 1
     assert np.linalg.norm(shot_enu(inc.shots[0]) - np.asarray(src[:2])) < 0.1
     assert all(n == p.cfg.association.min_nodes for n in sizes)  # none here
+
+
+def test_the_shot_table_follows_every_solution_and_passes_every_shot_a_pick_can_join():
+    """Shots made, re-located and expired over 40 s: the table row of each listed shot holds its
+    position and emission time; and a pick at each shot's predicted arrival at a far node joins it."""
+    nodes = grid(4, 3)
+    p = make_pipeline(nodes)
+    rng = np.random.default_rng(6)
+    srcs = [(rng.uniform(-400, 400), rng.uniform(-300, 300), 1.5) for _ in range(8)]
+    dets = []
+    for k, src in enumerate(srcs):
+        dets += arrivals(nodes, src, T0_NS + k * 5 * 10**9, rng)
+    for nid, t in sorted(dets, key=lambda d: d[1]):
+        p.handle(*detection(nid, t), received_ns=t)
+        p.tick(t)
+    a = p.assoc
+    assert 0 < len(a.shots) < len(srcs)  # the early ones have expired
+    assert len(a._shot_xyt) == len(a.shots)
+    for i, shot in enumerate(a.shots):
+        assert shot.slot == i
+        np.testing.assert_array_equal(a._shot_xyt[i], [shot.enu_m[0], shot.enu_m[1], shot.t0_s])
+    # A corroborating (untrusted) pick from a node ~1.1 km from the last shot, at its predicted
+    # arrival there (in the associator's own frame), joins it.
+    shot = a.shots[-1]
+    p.handle(*status("N_far", np.array([1400.0, 0.0, 5.0])), received_ns=0)
+    far_enu = a.registry.enu("N_far")
+    assert 1000 < np.hypot(*(far_enu - shot.enu_m)[:2]) < a.cfg.association.max_range_m
+    t = a.t_ref_ns + int(round((shot.t0_s + np.linalg.norm(far_enu - shot.enu_m) / C) * 1e9))
+    p.handle(*detection("N_far", t, quality="ntp"), received_ns=t)
+    assert "N_far" in shot.corroborating
