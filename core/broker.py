@@ -32,8 +32,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """True if something already listens on (host, port)."""
+    """True if something already listens on (host, port).
+
+    The test binds as the servers will (asyncio's and uvicorn's listeners set SO_REUSEADDR):
+    connections of a server that just stopped linger in TIME_WAIT for a minute, and without
+    the option they made a second ``make demo`` right after the first refuse its own port.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

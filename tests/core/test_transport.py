@@ -110,6 +110,24 @@ def test_embedded_broker_refuses_a_taken_port(embedded_broker):
         EmbeddedBroker(port=embedded_broker.port).start()
 
 
+def test_a_broker_starts_again_on_the_port_of_one_that_just_stopped():
+    """Stopping a broker with a client connected leaves its side of the connection in TIME_WAIT on
+    the port for a minute; a new broker there (a second ``make demo`` right after the first) starts."""
+    import socket
+
+    first = EmbeddedBroker().start()
+    port = first.port
+    client = socket.create_connection(("127.0.0.1", port))
+    try:
+        time.sleep(0.2)
+        first.stop()  # the broker closes the connection first: TIME_WAIT on its side, at `port`
+        time.sleep(0.2)
+    finally:
+        client.close()
+    again = EmbeddedBroker(port=port).start()
+    again.stop()
+
+
 @pytest.mark.mosquitto
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_persistent_session_on_mosquitto(mosquitto, protocol):
