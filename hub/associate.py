@@ -1138,14 +1138,15 @@ class Associator:
         r = self.registry.enu(pick.node_id)
         dz2 = 0.0 if self.cfg.location.mode == "2d" else (r[2] - self.cfg.location.source_height_m) ** 2
         d2 = (xy[:, 0] - r[0]) ** 2 + (xy[:, 1] - r[1]) ** 2
-        err = np.abs(pick.t_s - t0 - np.sqrt(d2 + dz2) / self.c)
+        res = pick.t_s - t0 - np.sqrt(d2 + dz2) / self.c  # the pick less each set's predicted arrival (s)
+        err = np.abs(res)
         for k in np.flatnonzero((err < tol) & (d2 <= a.max_range_m**2)).tolist():
             w = self._waiting_sets[k]
             if not self._waiting_live(w):
                 continue  # dropped at the next retry
             # One pick per node: a closer one replaces the member there (an early N-wave, then the muzzle blast).
             at = next((i for i, p in enumerate(w.members) if p.node_id == pick.node_id), None)
-            pred = pick.t_s - err[k]
+            pred = pick.t_s - res[k]
             if at == 0 or (at is not None and abs(w.members[at].t_s - pred) <= err[k]):
                 continue
             old = w.members.pop(at) if at is not None else None
@@ -1281,10 +1282,11 @@ class Associator:
         if len(used) == a.min_nodes or n_partners + 1 < 2 * a.min_nodes:
             # Where twice min_nodes nodes could take part, a set of more than min_nodes with an echo that
             # still fits lands at a wrong place, where the nodes that are not members speak against it
-            # (the silent nodes at the solution, :meth:`_fit`). The alternatives are for arrays that have
-            # no such nodes (Pittsburgh's 4-6 sensor tests). In a busy network every member has earlier
-            # pooled picks (other sources): trying them cost up to 16 solves per shot (dense scene: 495
-            # of 2,494 solves, with the same shots).
+            # (the silent nodes at the solution, :meth:`_fit`), and among twice min_nodes picks the robust
+            # solve's consensus outvotes an echo. The alternatives are for arrays that have no such nodes
+            # (Pittsburgh's 4-6 sensor tests). In a busy network every member has earlier pooled picks
+            # (other sources): trying them cost up to 16 solves per shot (dense scene: 495 of 2,494
+            # solves, with the same shots).
             used, sol = self._first_arrivals(used, sol)
         return self._create(used, sol)
 
@@ -1313,9 +1315,7 @@ class Associator:
         recognised as the shot's echoes.
         """
         a = self.cfg.association
-        if a.reverb_s <= 0 or len(members) >= 2 * a.min_nodes:
-            # Twice min_nodes picks: the robust solve's consensus outvotes an echo (it is an outlier
-            # among many direct arrivals); trading picks there only moves fits that are right.
+        if a.reverb_s <= 0:
             return members, sol
         options = []
         for p in members:

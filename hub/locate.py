@@ -303,7 +303,7 @@ def _validate(positions_m, times_s, sigma_s, dims, c_mps):
     horiz = xyz[:, :2] if dims == 2 else xyz
     diff = horiz[:, None, :] - horiz[None, :, :]
     dd = np.einsum("ijk,ijk->ij", diff, diff)
-    dd[np.arange(n), np.arange(n)] = np.inf
+    np.fill_diagonal(dd, np.inf)
     if dd.min() < 1e-6:  # 1 mm: same place (in the solved coordinates)
         close = np.argwhere(np.triu(dd < 1e-6, 1))[0]
         raise LocateError(f"nodes {close[0]} and {close[1]} are coincident (< 1 mm apart)")

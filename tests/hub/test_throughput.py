@@ -14,7 +14,8 @@
 * a seed whose nearest nodes fix no exact point is searched at retry, not on arrival;
 * a large shot that stays where it was is re-located without the consensus over subsets;
 * later picks of a source whose search waits join the waiting set instead of searching again,
-  and a chance pick that joined one and was let go is searched at retry;
+  and a chance pick that joined one and was let go is searched at retry; a pick farther from
+  the predicted arrival than the set's member at its node does not replace it;
 * a set of more than min_nodes picks, where twice min_nodes nodes could take part, is not
   re-fitted with each member's earlier pooled picks (the first-arrival alternatives);
 * the shot table that picks are first compared with follows every shot's solution, through
@@ -532,6 +533,25 @@ def test_a_chance_pick_that_a_waiting_set_lets_go_is_searched_at_retry(monkeypat
         p.tick(t)
     p.tick(T0_NS + 20 * 10**9)  # every wait window has passed
     assert early_id in retried
+
+
+def test_a_pick_further_from_a_waiting_sets_arrival_than_its_member_there_does_not_replace_it():
+    """A node's pick delivered out of order (an outbox replayed after an outage), 4 ms before the
+    arrival a waiting set predicts where the set already holds that node's arrival, leaves the set
+    as it was: it is the farther of the two from the prediction."""
+    nodes, _, dets = _corner_source(3)
+    p = make_pipeline(nodes)
+    k = len(dets) // 3
+    node, t_true = dets[k]
+    early = (node, t_true - 4_000_000)
+    early_id = m.decode(detection(*early)[1], m.Detection).detection_id
+    for nid, t in dets[: k + 1] + [early]:
+        p.handle(*detection(nid, t), received_ns=t)
+        if (nid, t) == (node, t_true):
+            joined = p.assoc.n_joined_waiting
+    assert joined >= 1  # the node's own arrival joined the waiting set
+    (pick,) = [q for q in p.assoc.pool if q.det.detection_id == early_id]
+    assert p.assoc.n_joined_waiting == joined and pick.undecided
 
 
 def test_first_arrival_alternatives_are_not_tried_where_other_nodes_can_refute_an_echo_set(monkeypatch):
