@@ -146,7 +146,7 @@ def run_demo(
             tmp = tempfile.TemporaryDirectory(prefix="shotline-demo-")
             out_dir = tmp.name
         # The hub's compiled kernels first (loaded from numba's cache; compiled on the first run,
-        # ~17 s on the dev machine): the nodes replay against the wall clock from the scene's
+        # 16-17 s on the dev machine): the nodes replay against the wall clock from the scene's
         # start, and a hub still compiling then took them as late (2 of 6 gunshots found).
         if not quiet:
             printer("preparing the hub's compiled kernels (a first run compiles them: 16 s on a 2-core dev machine) ...")

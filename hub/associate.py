@@ -1278,16 +1278,7 @@ class Associator:
                 break
         if best is None:
             return None
-        used, sol = best[1], best[2]
-        if len(used) == a.min_nodes or n_partners + 1 < 2 * a.min_nodes:
-            # Where twice min_nodes nodes could take part, a set of more than min_nodes with an echo that
-            # still fits lands at a wrong place, where the nodes that are not members speak against it
-            # (the silent nodes at the solution, :meth:`_fit`), and among twice min_nodes picks the robust
-            # solve's consensus outvotes an echo. The alternatives are for arrays that have no such nodes
-            # (Pittsburgh's 4-6 sensor tests). In a busy network every member has earlier pooled picks
-            # (other sources): trying them cost up to 16 solves per shot (dense scene: 495 of 2,494
-            # solves, with the same shots).
-            used, sol = self._first_arrivals(used, sol)
+        used, sol = self._first_arrivals(best[1], best[2])
         return self._create(used, sol)
 
     #: Earlier alternatives tried per member node, and candidate sets located at most, by
@@ -1315,7 +1306,13 @@ class Associator:
         recognised as the shot's echoes.
         """
         a = self.cfg.association
-        if a.reverb_s <= 0:
+        if a.reverb_s <= 0 or len(members) >= 2 * a.min_nodes:
+            # Twice min_nodes picks: the robust solve's consensus outvotes an echo (it is an outlier
+            # among many direct arrivals); trading picks there only moves fits that are right.
+            # Smaller sets keep the alternatives also in a busy network (dense scene: 495 of 2,494
+            # solves): skipped there, a small shot's re-decision at each flush (_refine_small_shot)
+            # did the work later, inside the message path (demo: p99 latency 116-127 ms in 3 of 6
+            # runs; 21-56 ms in 7 runs with the alternatives here).
             return members, sol
         options = []
         for p in members:

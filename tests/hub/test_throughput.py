@@ -16,8 +16,6 @@
 * later picks of a source whose search waits join the waiting set instead of searching again,
   and a chance pick that joined one and was let go is searched at retry; a pick farther from
   the predicted arrival than the set's member at its node does not replace it;
-* a set of more than min_nodes picks, where twice min_nodes nodes could take part, is not
-  re-fitted with each member's earlier pooled picks (the first-arrival alternatives);
 * the shot table that picks are first compared with follows every shot's solution, through
   re-locations and expiry, and passes every shot a pick can join.
 """
@@ -552,34 +550,6 @@ def test_a_pick_further_from_a_waiting_sets_arrival_than_its_member_there_does_n
     assert joined >= 1  # the node's own arrival joined the waiting set
     (pick,) = [q for q in p.assoc.pool if q.det.detection_id == early_id]
     assert p.assoc.n_joined_waiting == joined and pick.undecided
-
-
-def test_first_arrival_alternatives_are_not_tried_where_other_nodes_can_refute_an_echo_set(monkeypatch):
-    """A source heard by 6 of 12 busy nodes: its set (more than min_nodes, twice min_nodes nodes
-    in reach) is made a shot without re-fitting it with each member's earlier pooled picks, which
-    belong to other sources here (a set fitted at a wrong place would meet the silent nodes). The
-    shot is where the source is."""
-    from shotline.hub.associate import Associator
-
-    sizes = []
-    first_arrivals = Associator._first_arrivals
-
-    def spy(self, members, sol):
-        sizes.append(len(members))
-        return first_arrivals(self, members, sol)
-
-    monkeypatch.setattr(Associator, "_first_arrivals", spy)
-    nodes = grid(4, 3)
-    src = (0.0, -300.0, 1.5)
-    near = {k: v for k, v in nodes.items() if np.hypot(*(v[:2] - src[:2])) < 500}
-    rng = np.random.default_rng(2)
-    dets = arrivals(near, src, T0_NS + 10**9, rng)
-    dets += [(nid, T0_NS + int(t * 1e9)) for nid in nodes for t in rng.uniform(0.3, 0.95, 2)]  # earlier impulses
-    p = make_pipeline(nodes)
-    (inc,) = run(p, dets)
-    assert len(near) == 6 and inc.rounds == 1
-    assert np.linalg.norm(shot_enu(inc.shots[0]) - np.asarray(src[:2])) < 0.1
-    assert all(n == p.cfg.association.min_nodes for n in sizes)  # none here
 
 
 def test_the_shot_table_follows_every_solution_and_passes_every_shot_a_pick_can_join():
