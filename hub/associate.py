@@ -78,6 +78,9 @@ class Pick:
     """No search from this pick has been decided yet: never searched (too few partners), a
     hypothesis waited for pending nodes, or the pick came back to the pool from a shot. Only
     undecided picks are searched again at :meth:`Associator.retry`."""
+    unsearched: bool = False
+    """Its ``waiting`` set came from a recent shot's place (:meth:`Associator._repeat_place`), not from a
+    grid search: if that set makes no shot, the pick is searched at :meth:`Associator.retry`."""
     tail: bool = False
     """Much weaker than a pick of the same node just before it: likely its reverberation
     (``association.reverb_s`` / ``reverb_drop_db``). Never seeds or supports a new shot."""
@@ -368,6 +371,9 @@ class Associator:
         self._waiting_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         """Their grid points (S, 2) m, emission times (S,) s and tolerances (S,) s (None: to be built)."""
         self.n_joined_waiting = 0
+        self.n_repeats = 0
+        self.n_repeat_waits = 0
+        """Shots made from the place of a recent shot without a grid search (:meth:`_repeat_place`)."""
         """Picks that joined a waiting candidate set instead of seeding a search."""
         self._onset_sigma_max = 0.0
         """Largest ``onset_sigma_s`` of any detection taken (s)."""
@@ -471,6 +477,8 @@ class Associator:
             pick.settled = True
             return []  # may join a shot its partners make, never seeds one
         joined, new = self._join_waiting(pick)
+        if not joined:
+            joined, new = self._repeat_place(pick)
         if not joined:
             new = self._hypothesise(pick)
         return [new] if new is not None else []
@@ -723,6 +731,9 @@ class Associator:
                     else:
                         shot = self._decide_waiting(p)
                         again = True
+                        if shot is None and p.unsearched and p in self.pool:
+                            p.unsearched = False
+                            shot = self._hypothesise(p)
                 finally:
                     self._retrying = False
                 if shot is not None:
@@ -1174,6 +1185,96 @@ class Associator:
             return False, None
         return False, None
 
+    #: A pick is tried as another round from the places of the shots emitted up to this long (s) before
+    #: it would have been (and more than ``FRAGMENT_T0_S`` before: within that it is the same shot) ...
+    REPEAT_MEMORY_S = 5.0
+    #: ... the most recent of them at most.
+    REPEAT_MAX_PLACES = 16
+    #: A set at such a place waits for its source's later picks once the seed and one more node fit it.
+    REPEAT_WAIT_SUPPORT = 2
+
+    def _repeat_place(self, pick: Pick) -> tuple[bool, ShotState | None]:
+        """Try a new pick as another round from where a recent shot was, before any grid search.
+
+        Gunfire comes in rounds from one place (automatic fire, a shooter's
+        several shots, a firework battery). The place of each recent shot,
+        with the emission time that puts this pick's arrival there, is a
+        hypothesis that costs one count of the nodes in range instead of a
+        grid search (dense scene: ~5 searches per source, most of them before
+        enough of its nodes had reported). Only shots of at least 2 x
+        ``min_nodes`` picks lend their place: a smaller set can fit at a mirror
+        position, which every later round would then be tried at.
+
+        The hypothesis' candidate set is the seed and, at each node in range,
+        the pooled pick nearest the predicted arrival within the fine grid's
+        tolerance (narrower where the shots' attach tolerance is); its
+        negative evidence is counted as for a search's sets. "accept" locates
+        it (:meth:`_decide`). "wait", with at least ``REPEAT_WAIT_SUPPORT``
+        members, leaves it waiting for the source's later picks, which join it
+        (:meth:`_join_waiting`) instead of searching; if the set makes no shot,
+        the seed is searched at :meth:`retry` (it may be the first pick of a
+        source elsewhere). Returns (handled, the shot made); a pick that no
+        recent place explains searches as before.
+        """
+        a = self.cfg.association
+        xyt = self._shot_xyt
+        if not len(xyt):
+            return False, None
+        r = self.registry.enu(pick.node_id)
+        dz2 = 0.0 if self.cfg.location.mode == "2d" else (r[2] - self.cfg.location.source_height_m) ** 2
+        d2 = (xyt[:, 0] - r[0]) ** 2 + (xyt[:, 1] - r[1]) ** 2
+        t0 = pick.t_s - np.sqrt(d2 + dz2) / self.c
+        gap = t0 - xyt[:, 2]
+        cand = np.flatnonzero((d2 <= a.max_range_m**2) & (gap > self.FRAGMENT_T0_S) & (gap < self.REPEAT_MEMORY_S))
+        cand = [k for k in cand[np.argsort(-xyt[cand, 2], kind="stable")].tolist()  # the latest first
+                if len(self.shots[k].picks) >= 2 * a.min_nodes][: self.REPEAT_MAX_PLACES]
+        if not cand:
+            return False, None
+        fine_step = a.grid_step_m / math.prod(self.SUBDIVISIONS)
+        tol = min(float(np.sqrt(2) * fine_step / self.c + a.match_tolerance_s),
+                  5 * self._sigma_max + a.match_tolerance_s
+                  + max(min(2.0 * self.shots[k].solution.cep95_m / self.c, 0.02) for k in cand))
+        _, grid = self._rows()
+        nodes = grid.near(float(r[0]), float(r[1]), 2 * a.max_range_m)
+        member = np.zeros((len(cand), len(nodes)), dtype=np.bool_)
+        member[:, np.searchsorted(nodes, self.onsets.row[pick.node_id])] = True
+        verdicts, support = self._verdicts(xyt[cand, :2], t0[cand], [1] * len(cand), nodes, member, tol,
+                                           matched_join=True, with_support=True)
+        tried: list[np.ndarray] = []
+        for k, ev, n_sup in zip(cand, verdicts, support, strict=True):
+            if ev == "reject" or (ev == "wait" and n_sup < self.REPEAT_WAIT_SUPPORT):
+                continue
+            src = self.shots[k].enu_m
+            if any(abs(q[0] - src[0]) < 1.0 and abs(q[1] - src[1]) < 1.0 for q in tried):
+                continue  # a round at that place was tried already (automatic fire: every round is listed)
+            tried.append(src)
+            t0_k = pick.t_s - self._travel(src, r)
+            members = [pick]
+            for nid in self._pool_nodes_near(src):
+                if nid == pick.node_id:
+                    continue
+                pred = t0_k + self._travel(src, self.registry.enu(nid))
+                times, ps = self.pool.window(nid, pred - tol, pred + tol, tails=False)
+                if ps:
+                    members.append(ps[int(np.argmin(np.abs(times - pred)))])
+            n_partners = max(len(self._nodes_within_range(src)) - 1, len(members) - 1)
+            self._waited = False
+            ev = self._evidence(src[:2], t0_k, {p.node_id for p in members}, tol)
+            if ev == "accept" and len(members) >= a.min_nodes:
+                made = self._decide([(members, src[:2].copy(), t0_k)], n_partners, [], tol)
+                if made is not None:
+                    self.n_repeats += 1
+                    return True, made
+            elif ev == "wait" and len(members) >= self.REPEAT_WAIT_SUPPORT:
+                pick.waiting = ([(members, src[:2].copy(), t0_k, tol)], n_partners)
+                pick.unsearched = True
+                pick.undecided = True
+                self._waiting_sets.append(_WaitingSet(pick, members, src[:2].copy(), t0_k, tol, n_partners))
+                self._waiting_arrays = None
+                self.n_repeat_waits += 1
+                return True, None
+        return False, None
+
     def _waiting_live(self, w: _WaitingSet) -> bool:
         """A waiting set can still take picks: not dropped, its seed not yet decided at retry, and
         none of its members claimed by a shot."""
@@ -1503,7 +1604,8 @@ class Associator:
                 continue
             if dt0 <= GHOST_T0_TOL_S + 3 * (t_sig + shot.solution.t0_sigma_s):
                 shared = [p for p in members if p.node_id in shot.picks]
-                if shared and all(p.t_s > shot.picks[p.node_id].t_s + 3 * self._sigma(p) for p in shared):
+                if (shared and all(p.t_s > shot.picks[p.node_id].t_s + 3 * self._sigma(p) for p in shared)
+                        and self._farther_than_shot(members, pos, shot)):
                     return shot, "echo"
             if dt0 <= self.FRAGMENT_T0_S:
                 n_rej = sum(1 for p in members if shot.shot_id in p.rejected_by)
@@ -1511,6 +1613,20 @@ class Associator:
                 if 2 * n_rej >= len(members) or math.hypot(*(shot.enu_m[:2] - pos)) <= near:
                     return shot, "fragment"
         return None
+
+    def _farther_than_shot(self, members: list[Pick], pos: np.ndarray, shot: ShotState) -> bool:
+        """Whether every member node is at least as far from ``pos`` (E, N m) as from the shot, horizontally
+        (within ``GHOST_T0_TOL_S`` of travel): as from an image source, whose reflected path is never
+        shorter than the direct one. A node that did not hear the shot has no pick to compare; its
+        distance still tells a reflection from a second source that happened to fire at the same time
+        (dense scene: a firecracker 1.6 ms after a round, sharing one node with it, whose seven
+        other nodes lie nearer the firecracker)."""
+        slack = self.c * GHOST_T0_TOL_S
+        for p in members:
+            r = self.registry.enu(p.node_id)
+            if math.hypot(r[0] - pos[0], r[1] - pos[1]) < math.hypot(r[0] - shot.enu_m[0], r[1] - shot.enu_m[1]) - slack:
+                return False
+        return True
 
     FRAGMENT_T0_S = 0.03
     """Two sets from one place whose emission times differ by less than this (s) are one shot
@@ -1644,11 +1760,11 @@ class Associator:
         return got
 
     def _evidence_many(self, xy: np.ndarray, t0_s: np.ndarray, member_idx: np.ndarray, fits: np.ndarray,
-                       seed_id: str, tol_s: float) -> list[str]:
+                       seed_id: str, tol_s: float, matched_join: bool = False) -> list[str]:
         """:meth:`_evidence` at P hypotheses at once (without setting ``_waited``): sources ``xy`` (P, 2) m,
         emission times ``t0_s`` (P,) s; the members are the seed's node and, per hypothesis, the partner
         nodes where ``fits`` (K, P) holds, ``member_idx`` (K,) their rows in the onset store (the
-        hypotheses lie within ``max_range_m`` of the seed's node)."""
+        hypotheses lie within ``max_range_m`` of the seed's node). ``matched_join``: see :meth:`_verdicts`."""
         n_mem = fits.sum(axis=0) + 1
         if not len(self.onsets):
             return ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
@@ -1661,13 +1777,14 @@ class Associator:
         member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
         member[:, at[:-1]] = fits.T
         member[:, at[-1]] = True
-        return self._verdicts(xy, t0_s, n_mem.tolist(), nodes, member, tol_s)
+        return self._verdicts(xy, t0_s, n_mem.tolist(), nodes, member, tol_s, matched_join)
 
     def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members: list[int], nodes: np.ndarray,
-                  member: np.ndarray, tol_s: float) -> list[str]:
+                  member: np.ndarray, tol_s: float, matched_join: bool = False, with_support: bool = False):
         """The rule (:meth:`_verdict`) at P hypotheses (``xy`` (P, 2) m, ``t0_s`` (P,) s) from the compiled
         counts over the onset-store rows ``nodes`` (``member`` (P, K)), nodes never heard from added to
-        the pending ones (except at :meth:`retry`)."""
+        the pending ones (except at :meth:`retry`). ``matched_join``: pending nodes that already hold a
+        matching onset count as members (the verdict once those picks join the set)."""
         xyz, _ = self._rows()
         st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
@@ -1676,9 +1793,19 @@ class Associator:
             np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
             st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
             self.cfg.association.min_audible_range_m)
-        pending = counts[:, 2] if self._retrying else counts[:, 2] + self._unheard_in_range(xy)
-        return [self._verdict(int(n), int(c[0]), int(c[1]), int(w))
-                for n, c, w in zip(n_members, counts.tolist(), pending.tolist(), strict=True)]
+        matched = counts[:, 3]
+        if matched_join:
+            n_members = (np.asarray(n_members) + matched).tolist()
+            pending = counts[:, 2]
+        else:
+            pending = counts[:, 2] + matched
+        if not self._retrying:
+            pending = pending + self._unheard_in_range(xy)
+        got = [self._verdict(int(n), int(c[0]), int(c[1]), int(w))
+               for n, c, w in zip(n_members, counts.tolist(), pending.tolist(), strict=True)]
+        if with_support:
+            return got, (np.asarray(n_members) + counts[:, 1]).tolist()
+        return got
 
     def _verdict(self, n_members: int, silent: int, agree: int, pending: int) -> str:
         """The rule of :meth:`_evidence` from its counts: "accept", "reject" or "wait"."""

@@ -207,9 +207,11 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
     no shot holds) or are silent; the others are pending. An onset that a shot holds is
     explained by that shot (the node heard the other source, not this one): an echo ghost
     or a chance alignment near a burst must not count the burst's own arrivals as support.
-    Travel times as ``Associator._travel``. Returns (P, 3) counts.
+    A pending node may already hold such an onset (its latest one): it is counted apart, as
+    *matched*. Travel times as ``Associator._travel``. Returns (P, 4) counts: silent, agree,
+    pending without a matching onset, pending with one.
     """
-    out = np.zeros((xs.shape[0], 3), dtype=np.int64)
+    out = np.zeros((xs.shape[0], 4), dtype=np.int64)
     n = nodes.shape[0]
     state = np.empty(n, dtype=np.int64)
     d2 = np.empty(n)
@@ -230,14 +232,15 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
                 reach2 = d2[k]
         for k in range(n):
             st = state[k]
-            if st == 1 or st == 2 or (st == 0 and d2[k] <= reach2):
+            if st >= 1 or (st == 0 and d2[k] <= reach2):
                 out[g, st] += 1
     return out
 
 
 @njit(cache=True, inline="always")
 def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held, c, wind, max_range):
-    """Row i at a hypothesis: 0 silent, 1 agrees, 2 pending, -1 out of range (see :func:`silent_counts`)."""
+    """Row i at a hypothesis: 0 silent, 1 agrees, 2 pending, 3 pending with a matching onset, -1 out of
+    range (see :func:`silent_counts`)."""
     dx = xyz[i, 0] - x
     dy = xyz[i, 1] - y
     if dx * dx + dy * dy > max_range * max_range:
@@ -268,6 +271,12 @@ def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held,
                 return 1
             a += 1
         return 0
+    # Pending: its onsets all come before pred + tol, so a matching one is among the last.
+    a = hi - 1
+    while a >= 0 and onsets[i, a] >= pred - tol:
+        if not _holds(held[i], 0, n_held[i], onsets[i, a]):
+            return 3
+        a -= 1
     return 2
 
 

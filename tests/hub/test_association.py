@@ -41,6 +41,33 @@ def test_wall_echo_ghost_is_not_a_shot():
     assert np.linalg.norm(shot_enu(shots[0]) - src[:2]) < 0.5
 
 
+def test_a_second_source_at_the_same_emission_time_is_not_taken_for_an_echo():
+    """Two sources 1.3 km apart fire 1 ms apart. The second's first set holds a node both heard,
+    where its pick is the later one, as an echo's would be; its other nodes lie nearer to it than
+    to the first, where no reflection of the first can be heard first. It is a shot with every node
+    that heard it (without the distance test its first set was dropped as an echo: 8 of 20 nodes)."""
+    nodes = grid(8, 4, 300.0, seed=3)
+    first, second = np.array([-800.0, 0.0, 1.5]), np.array([500.0, 0.0, 1.5])
+    rng = np.random.default_rng(2)
+    d1 = {n: np.linalg.norm(r - first) for n, r in nodes.items()}
+    d2 = {n: np.linalg.norm(r - second) for n, r in nodes.items()}
+    dets1 = [(n, t) for n, t in arrivals(nodes, first, T0_NS, rng) if d1[n] <= 700]
+    dets2 = [(n, t) for n, t in arrivals(nodes, second, T0_NS + 1_000_000, rng) if d2[n] <= 950]
+    shared = {n for n, _ in dets1} & {n for n, _ in dets2}
+    assert any(d2[n] > d1[n] for n in shared)
+    p = make_pipeline(nodes)
+    outs = []
+    # The first is a shot when the second's picks come, those of the shared nodes first.
+    for nid, t in sorted(dets1, key=lambda d: d[1]) + sorted(dets2, key=lambda d: (d[0] not in shared, d[1])):
+        outs += p.handle(*detection(nid, t), received_ns=t)
+    outs += p.finish()
+    shots = {s.shot_id: s for o in outs for s in o.incident.shots}.values()
+    got = sorted((shot_enu(s)[0], s.n_nodes) for s in shots)
+    assert len(got) == 2 and p.assoc.n_echo_ghosts == 0
+    assert abs(got[0][0] - first[0]) < 0.5 and got[0][1] == len(dets1)
+    assert abs(got[1][0] - second[0]) < 0.5 and got[1][1] == len(dets2)
+
+
 def test_supersonic_nwave_before_the_muzzle_blast_is_replaced():
     """Nodes near the line of fire pick the bullet's shock wave first: the later muzzle blast takes its place."""
     rng = np.random.default_rng(12)

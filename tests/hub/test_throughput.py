@@ -17,7 +17,9 @@
   and a chance pick that joined one and was let go is searched at retry; a pick farther from
   the predicted arrival than the set's member at its node does not replace it;
 * the shot table that picks are first compared with follows every shot's solution, through
-  re-locations and expiry, and passes every shot a pick can join.
+  re-locations and expiry, and passes every shot a pick can join;
+* later rounds from the place of a shot are located there without grid searches, and a seed
+  whose set at such a place makes no shot is searched at retry.
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def test_compiled_evidence_equals_plain_count_with_wind():
                                          member[None, :], st.onsets, st.n, st.held, st.n_held, a.c, a.wind_enu_mps,
                                          a.cfg.association.max_range_m, min_range)[0]
         is_member = {st.ids[r] for r, mm in zip(nodes_k, member, strict=True) if mm}
-        want = [0, 0, 0]
+        want = [0, 0, 0, 0]
         reach = min_range
         silent_at = []
         for n in ids:
@@ -187,6 +189,8 @@ def test_compiled_evidence_equals_plain_count_with_wind():
                     reach = max(reach, d)
                 else:
                     silent_at.append(d)
+            elif [t for t in recent[n] if abs(t - pred) <= tol and t not in held[n]]:
+                want[3] += 1  # pending, already holding a matching onset
             else:
                 want[2] += 1
         want[0] = sum(d <= reach for d in silent_at)
@@ -580,3 +584,73 @@ def test_the_shot_table_follows_every_solution_and_passes_every_shot_a_pick_can_
     t = a.t_ref_ns + int(round((shot.t0_s + np.linalg.norm(far_enu - shot.enu_m) / C) * 1e9))
     p.handle(*detection("N_far", t, quality="ntp"), received_ns=t)
     assert "N_far" in shot.corroborating
+
+
+def _rounds(n_rounds: int, gap_s: float, seed: int = 4):
+    """48 nodes 150 m apart and a shooter firing ``n_rounds`` from one place, ``gap_s`` apart."""
+    nodes = grid(8, 6, spacing=150.0)
+    src = (100.0, 50.0, 1.5)
+    rng = np.random.default_rng(seed)
+    dets = []
+    for k in range(n_rounds):
+        dets += arrivals(nodes, src, T0_NS + int(k * gap_s * 1e9), rng)
+    return nodes, src, sorted(dets, key=lambda d: d[1])
+
+
+def test_rounds_from_the_place_of_a_shot_are_located_there_without_grid_searches(monkeypatch):
+    """Six rounds from one place, 0.5 s apart: once the first is a shot, each later round's first
+    pick is tried at that place (one count of the nodes in range), its later picks join that
+    hypothesis, and the round is located there: 2 grid searches for the six rounds, 6 without the
+    recent places; every round within 1 cm of the shooter."""
+    from shotline.hub.associate import Associator
+
+    searched = []
+    search = Associator._search
+
+    def spy(self, seed, *args):
+        searched.append(seed.det.detection_id)
+        return search(self, seed, *args)
+
+    monkeypatch.setattr(Associator, "_search", spy)
+    nodes, src, dets = _rounds(6, 0.5)
+    p = make_pipeline(nodes)
+    for nid, t in dets:
+        p.handle(*detection(nid, t), received_ns=t)
+        p.tick(t)
+    incs = [o.incident for o in p.finish()]
+    shots = list({s.shot_id: s for inc in incs for s in inc.shots}.values())
+    assert len(shots) == 6
+    assert all(np.linalg.norm(shot_enu(s) - np.asarray(src[:2])) < 0.01 for s in shots)
+    assert len(searched) <= 2 and p.assoc.n_repeat_waits >= 3
+
+
+def test_a_seed_whose_recent_place_set_makes_no_shot_is_searched_at_retry(monkeypatch):
+    """Two picks that fit another round from a shot's place (the seed and one more node), while the
+    other nodes have not yet reported, wait there instead of searching; when the wait window has
+    passed with no other node agreeing, the set is refused and the seed is searched like any
+    undecided pick (it may belong to a source elsewhere)."""
+    from shotline.hub.associate import Associator
+
+    retried = []
+    hypothesise = Associator._hypothesise
+
+    def spy(self, seed):
+        if self._retrying:
+            retried.append(seed.det.detection_id)
+        return hypothesise(self, seed)
+
+    monkeypatch.setattr(Associator, "_hypothesise", spy)
+    nodes, src, dets = _rounds(1, 0.0)
+    p = make_pipeline(nodes)
+    for nid, t in dets:
+        p.handle(*detection(nid, t), received_ns=t)
+        p.tick(t)
+    assert len(p.assoc.shots) == 1
+    # A second "round" 4 s later heard at the two nodes nearest the shooter only.
+    again = [(nid, t + 4 * 10**9) for nid, t in dets[:2]]
+    seed_id = m.decode(detection(*again[1])[1], m.Detection).detection_id
+    for nid, t in again:
+        p.handle(*detection(nid, t), received_ns=t)
+    assert p.assoc.n_repeat_waits == 1
+    p.tick(dets[-1][1] + 20 * 10**9)  # every wait window has passed
+    assert seed_id in retried
