@@ -1173,7 +1173,9 @@ class Associator:
                 return True, None
             w.dropped = True
             if verdict == "accept":
-                shot = self._decide([(w.members, w.xy, w.t0_s)], w.n_partners, [], w.tol_s)
+                # With the picks that fit it but joined another set (or came before it waited).
+                shot = self._decide([(self._complete_set(w.members, w.xy, w.t0_s, w.tol_s), w.xy, w.t0_s)],
+                                    w.n_partners, [], w.tol_s)
                 if shot is not None:
                     self.n_joined_waiting += 1
                     self._let_go(w.joined)  # those the shot did not take
@@ -1249,14 +1251,7 @@ class Associator:
                 continue  # a round at that place was tried already (automatic fire: every round is listed)
             tried.append(src)
             t0_k = pick.t_s - self._travel(src, r)
-            members = [pick]
-            for nid in self._pool_nodes_near(src):
-                if nid == pick.node_id:
-                    continue
-                pred = t0_k + self._travel(src, self.registry.enu(nid))
-                times, ps = self.pool.window(nid, pred - tol, pred + tol, tails=False)
-                if ps:
-                    members.append(ps[int(np.argmin(np.abs(times - pred)))])
+            members = self._complete_set([pick], src[:2], t0_k, tol)
             n_partners = max(len(self._nodes_within_range(src)) - 1, len(members) - 1)
             self._waited = False
             ev = self._evidence(src[:2], t0_k, {p.node_id for p in members}, tol)
@@ -1274,6 +1269,22 @@ class Associator:
                 self.n_repeat_waits += 1
                 return True, None
         return False, None
+
+    def _complete_set(self, members: list[Pick], xy: np.ndarray, t0_s: float, tol_s: float) -> list[Pick]:
+        """``members`` and, at each other node in range of a hypothesis (source ``xy`` m, emission
+        ``t0_s`` s), the pooled pick (not a reverberation tail) nearest its predicted arrival, within
+        ``tol_s`` of it."""
+        src = np.array([xy[0], xy[1], self.cfg.location.source_height_m])
+        have = {p.node_id for p in members}
+        out = list(members)
+        for nid in self._pool_nodes_near(src):
+            if nid in have:
+                continue
+            pred = t0_s + self._travel(src, self.registry.enu(nid))
+            times, ps = self.pool.window(nid, pred - tol_s, pred + tol_s, tails=False)
+            if ps:
+                out.append(ps[int(np.argmin(np.abs(times - pred)))])
+        return out
 
     def _waiting_live(self, w: _WaitingSet) -> bool:
         """A waiting set can still take picks: not dropped, its seed not yet decided at retry, and

@@ -654,3 +654,36 @@ def test_a_seed_whose_recent_place_set_makes_no_shot_is_searched_at_retry(monkey
     assert p.assoc.n_repeat_waits == 1
     p.tick(dets[-1][1] + 20 * 10**9)  # every wait window has passed
     assert seed_id in retried
+
+
+def test_a_set_is_completed_with_the_pooled_pick_nearest_each_other_nodes_predicted_arrival():
+    """:meth:`_complete_set` (a waiting set that accepts, a recent place's set) adds, per node in range
+    that holds no member, the pooled pick nearest the predicted arrival within the tolerance, never a
+    reverberation tail: the same picks as a scan of the pool."""
+    nodes = grid(8, 6, spacing=150.0)
+    p = make_pipeline(nodes)
+    a = p.assoc
+    a.t_ref_ns = T0_NS
+    rng = np.random.default_rng(9)
+    picks = []
+    for k, nid in enumerate(nodes):
+        for j, t in enumerate(rng.uniform(0.0, 3.0, 12)):
+            q = _pick(nid, float(t), 100 * k + j)
+            q.tail = rng.random() < 0.2
+            a.pool.append(q)
+            a.onsets.add(nid, q.t_s)  # as Associator.add does for every trusted pick
+            picks.append(q)
+    xy, tol, h = np.array([120.0, -60.0]), 0.02, a.cfg.location.source_height_m
+    for t0 in rng.uniform(0.0, 2.0, 20):
+        members = list(rng.choice(picks, 3, replace=False))
+        got = a._complete_set(members, xy, float(t0), tol)
+        assert got[: len(members)] == members
+        want = {}
+        for q in picks:
+            r = a.registry.enu(q.node_id)
+            if q.tail or q.node_id in {m_.node_id for m_ in members} or np.hypot(*(r[:2] - xy)) > a.cfg.association.max_range_m:
+                continue
+            err = abs(q.t_s - t0 - np.linalg.norm(r - np.r_[xy, h]) / C)
+            if err <= tol and (q.node_id not in want or err < want[q.node_id][0]):
+                want[q.node_id] = (err, q)
+        assert {id(q) for q in got[len(members):]} == {id(w[1]) for w in want.values()}
