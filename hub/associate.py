@@ -1246,7 +1246,8 @@ class Associator:
         for k, ev, n_sup in zip(cand, verdicts, support, strict=True):
             if ev == "reject" or (ev == "wait" and n_sup < self.REPEAT_WAIT_SUPPORT):
                 continue
-            src = self.shots[k].enu_m
+            # At the assumed source height, as the grid's points and the count above.
+            src = np.array([xyt[k, 0], xyt[k, 1], self.cfg.location.source_height_m])
             if any(abs(q[0] - src[0]) < 1.0 and abs(q[1] - src[1]) < 1.0 for q in tried):
                 continue  # a round at that place was tried already (automatic fire: every round is listed)
             tried.append(src)
