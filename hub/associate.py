@@ -371,10 +371,11 @@ class Associator:
         self._waiting_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         """Their grid points (S, 2) m, emission times (S,) s and tolerances (S,) s (None: to be built)."""
         self.n_joined_waiting = 0
-        self.n_repeats = 0
-        self.n_repeat_waits = 0
-        """Shots made from the place of a recent shot without a grid search (:meth:`_repeat_place`)."""
         """Picks that joined a waiting candidate set instead of seeding a search."""
+        self.n_repeats = 0
+        """Shots made at the place of a recent shot without a grid search (:meth:`_repeat_place`)."""
+        self.n_repeat_waits = 0
+        """Picks left waiting in a set at the place of a recent shot instead of searching."""
         self._onset_sigma_max = 0.0
         """Largest ``onset_sigma_s`` of any detection taken (s)."""
         # The kernels compile (or load from numba's cache) now, not on the first detection.
@@ -1772,11 +1773,11 @@ class Associator:
         return got
 
     def _evidence_many(self, xy: np.ndarray, t0_s: np.ndarray, member_idx: np.ndarray, fits: np.ndarray,
-                       seed_id: str, tol_s: float, matched_join: bool = False) -> list[str]:
+                       seed_id: str, tol_s: float) -> list[str]:
         """:meth:`_evidence` at P hypotheses at once (without setting ``_waited``): sources ``xy`` (P, 2) m,
         emission times ``t0_s`` (P,) s; the members are the seed's node and, per hypothesis, the partner
         nodes where ``fits`` (K, P) holds, ``member_idx`` (K,) their rows in the onset store (the
-        hypotheses lie within ``max_range_m`` of the seed's node). ``matched_join``: see :meth:`_verdicts`."""
+        hypotheses lie within ``max_range_m`` of the seed's node)."""
         n_mem = fits.sum(axis=0) + 1
         if not len(self.onsets):
             return ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
@@ -1789,14 +1790,15 @@ class Associator:
         member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
         member[:, at[:-1]] = fits.T
         member[:, at[-1]] = True
-        return self._verdicts(xy, t0_s, n_mem.tolist(), nodes, member, tol_s, matched_join)
+        return self._verdicts(xy, t0_s, n_mem.tolist(), nodes, member, tol_s)
 
     def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members: list[int], nodes: np.ndarray,
                   member: np.ndarray, tol_s: float, matched_join: bool = False, with_support: bool = False):
         """The rule (:meth:`_verdict`) at P hypotheses (``xy`` (P, 2) m, ``t0_s`` (P,) s) from the compiled
         counts over the onset-store rows ``nodes`` (``member`` (P, K)), nodes never heard from added to
         the pending ones (except at :meth:`retry`). ``matched_join``: pending nodes that already hold a
-        matching onset count as members (the verdict once those picks join the set)."""
+        matching onset count as members (the verdict once those picks join the set). ``with_support``:
+        also return each hypothesis' supporting nodes (members and agreeing)."""
         xyz, _ = self._rows()
         st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
