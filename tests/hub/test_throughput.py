@@ -19,7 +19,9 @@
 * the shot table that picks are first compared with follows every shot's solution, through
   re-locations and expiry, and passes every shot a pick can join;
 * later rounds from the place of a shot are located there without grid searches, and a seed
-  whose set at such a place makes no shot is searched at retry.
+  whose set at such a place makes no shot is searched at retry;
+* a search's partners are the nodes within range and at least the nearest few, and a source
+  heard beyond them is located with every node that heard it.
 """
 
 from __future__ import annotations
@@ -687,3 +689,48 @@ def test_a_set_is_completed_with_the_pooled_pick_nearest_each_other_nodes_predic
             if err <= tol and (q.node_id not in want or err < want[q.node_id][0]):
                 want[q.node_id] = (err, q)
         assert {id(q) for q in got[len(members):]} == {id(w[1]) for w in want.values()}
+
+
+def test_search_partners_are_the_nodes_within_range_and_at_least_the_nearest_few():
+    """A seed's partners are the nodes within ``max_range_m`` of it, and on a sparse array at least its
+    2 x min_nodes - 1 nearest within twice that (a 5-node array, every node beyond the range of the
+    others, keeps all four)."""
+    from shotline.hub.config import AssociationSettings
+
+    def check(nodes, max_range):
+        p = make_pipeline(nodes, association=AssociationSettings(max_range_m=max_range))
+        for nid in nodes:
+            p.handle(*detection(nid, T0_NS), received_ns=T0_NS)  # every node has reported
+        a = p.assoc
+        for seed in nodes:
+            d = {n: float(np.hypot(*(a.registry.enu(n) - a.registry.enu(seed))[:2])) for n in nodes if n != seed}
+            ranked = sorted((n for n in d if d[n] <= 2 * max_range), key=d.get)
+            want = {n for i, n in enumerate(ranked) if d[n] <= max_range or i < 2 * a.cfg.association.min_nodes - 1}
+            ids, dist, order = a._neighbours(seed)
+            assert set(ids) == want and len(ids) == len(want)
+            np.testing.assert_allclose(dist, [d[n] for n in ids], atol=1e-6)
+            assert list(np.asarray(ids)[order]) == sorted(ids, key=d.get)
+        return a
+
+    a = check(grid(8, 6, spacing=150.0), 400.0)  # ~20 within range of an inner node, 48 within twice
+    assert max(len(a._neighbours(n)[0]) for n in a.registry.located_ids()) < 30
+    ang = 2 * np.pi * np.arange(5) / 5
+    sparse = {f"S{k}": np.array([600.0 * np.cos(t), 600.0 * np.sin(t), 5.0]) for k, t in enumerate(ang)}  # 705-1141 m apart
+    a = check(sparse, 700.0)
+    assert all(len(a._neighbours(n)[0]) == 4 for n in sparse)
+
+
+def test_a_source_is_located_with_every_node_that_heard_it_beyond_the_seeds_partners():
+    """Forward model on 96 nodes 250 m apart with an 800 m range: nodes up to 1.6 km apart hear one
+    source, more than any seed's partners reach; the far ones join the shot once it is made."""
+    from shotline.hub.config import AssociationSettings
+
+    nodes = grid(12, 8, spacing=250.0, seed=4)
+    src = np.array([-300.0, 100.0, 1.5])
+    heard = {n: r for n, r in nodes.items() if np.hypot(*(r - src)[:2]) <= 780.0}
+    assert max(np.hypot(*(heard[a] - heard[b])[:2]) for a in heard for b in heard) > 1400.0
+    p = make_pipeline(nodes, association=AssociationSettings(max_range_m=800.0))
+    incs = run(p, arrivals(heard, src, T0_NS, np.random.default_rng(3)))
+    (shot,) = [s for inc in incs for s in inc.shots]
+    assert np.linalg.norm(shot_enu(shot) - src[:2]) < 0.3
+    assert shot.n_nodes == len(heard)
