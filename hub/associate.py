@@ -979,7 +979,7 @@ class Associator:
 
         # Nearest partners first: where there are at least 2 x min_nodes - 1 of them, the exact
         # points from the nearest (see :meth:`_search`) decide whether a search can be decided
-        # now, before the windows of every other neighbour are read (1,024-node bench: ~160 of them).
+        # now, before the windows of every other partner are read (1,024-node bench: ~40 of them).
         order = by_distance.tolist()
         i, exact = 0, None
         while i < len(order) and len(found) + 1 < 2 * a.min_nodes:
