@@ -1162,9 +1162,8 @@ class Associator:
                                     np.array([w.tol_s for w in ws]))
         xy, t0, tol = self._waiting_arrays
         r = self.registry.enu(pick.node_id)
-        dz2 = 0.0 if self.cfg.location.mode == "2d" else (r[2] - self.cfg.location.source_height_m) ** 2
         d2 = (xy[:, 0] - r[0]) ** 2 + (xy[:, 1] - r[1]) ** 2
-        res = pick.t_s - t0 - np.sqrt(d2 + dz2) / self.c  # the pick less each set's predicted arrival (s)
+        res = pick.t_s - t0 - self._range(xy, r) / self.c  # the pick less each set's predicted arrival (s)
         err = np.abs(res)
         for k in np.flatnonzero((err < tol) & (d2 <= a.max_range_m**2)).tolist():
             w = self._waiting_sets[k]
@@ -1238,9 +1237,8 @@ class Associator:
         if not len(xyt):
             return False, None
         r = self.registry.enu(pick.node_id)
-        dz2 = 0.0 if self.cfg.location.mode == "2d" else (r[2] - self.cfg.location.source_height_m) ** 2
         d2 = (xyt[:, 0] - r[0]) ** 2 + (xyt[:, 1] - r[1]) ** 2
-        t0 = pick.t_s - np.sqrt(d2 + dz2) / self.c
+        t0 = pick.t_s - self._range(xyt[:, :2], r) / self.c
         gap = t0 - xyt[:, 2]
         cand = np.flatnonzero((d2 <= a.max_range_m**2) & (gap > self.FRAGMENT_T0_S) & (gap < self.REPEAT_MEMORY_S))
         cand = [k for k in cand[np.argsort(-xyt[cand, 2], kind="stable")].tolist()  # the latest first
@@ -1251,36 +1249,33 @@ class Associator:
         tol = min(float(np.sqrt(2) * fine_step / self.c + a.match_tolerance_s),
                   5 * self._sigma_max + a.match_tolerance_s
                   + max(min(2.0 * self.shots[k].solution.cep95_m / self.c, 0.02) for k in cand))
-        _, grid = self._rows()
-        nodes = grid.near(float(r[0]), float(r[1]), 2 * a.max_range_m)
-        member = np.zeros((len(cand), len(nodes)), dtype=np.bool_)
-        member[:, np.searchsorted(nodes, self.onsets.row[pick.node_id])] = True
-        verdicts, support = self._verdicts(xyt[cand, :2], t0[cand], [1] * len(cand), nodes, member, tol,
-                                           matched_join=True, with_support=True)
+        verdicts, support = self._evidence_many(xyt[cand, :2], t0[cand], np.zeros(0, dtype=np.intp),
+                                                np.zeros((0, len(cand)), dtype=np.bool_), pick.node_id, tol,
+                                                matched_join=True, with_support=True)
         tried: list[np.ndarray] = []
         for k, ev, n_sup in zip(cand, verdicts, support, strict=True):
             if ev == "reject" or (ev == "wait" and n_sup < self.REPEAT_WAIT_SUPPORT):
                 continue
-            # At the assumed source height, as the grid's points and the count above.
-            src = np.array([xyt[k, 0], xyt[k, 1], self.cfg.location.source_height_m])
-            if any(abs(q[0] - src[0]) < 1.0 and abs(q[1] - src[1]) < 1.0 for q in tried):
+            xy = xyt[k, :2].copy()
+            if any(abs(q[0] - xy[0]) < 1.0 and abs(q[1] - xy[1]) < 1.0 for q in tried):
                 continue  # a round at that place was tried already (automatic fire: every round is listed)
-            tried.append(src)
+            tried.append(xy)
+            src = np.r_[xy, self.cfg.location.source_height_m]  # as the grid's points and the count above
             t0_k = pick.t_s - self._travel(src, r)
-            members = self._complete_set([pick], src[:2], t0_k, tol)
+            members = self._complete_set([pick], xy, t0_k, tol)
             n_partners = max(len(self._nodes_within_range(src)) - 1, len(members) - 1)
             self._waited = False
-            ev = self._evidence(src[:2], t0_k, {p.node_id for p in members}, tol)
+            ev = self._evidence(xy, t0_k, {p.node_id for p in members}, tol)
             if ev == "accept" and len(members) >= a.min_nodes:
-                made = self._decide([(members, src[:2].copy(), t0_k)], n_partners, [], tol)
+                made = self._decide([(members, xy, t0_k)], n_partners, [], tol)
                 if made is not None:
                     self.n_repeats += 1
                     return True, made
             elif ev == "wait" and len(members) >= self.REPEAT_WAIT_SUPPORT:
-                pick.waiting = ([(members, src[:2].copy(), t0_k, tol)], n_partners)
+                pick.waiting = ([(members, xy, t0_k, tol)], n_partners)
                 pick.unsearched = True
                 pick.undecided = True
-                self._waiting_sets.append(_WaitingSet(pick, members, src[:2].copy(), t0_k, tol, n_partners))
+                self._waiting_sets.append(_WaitingSet(pick, members, xy, t0_k, tol, n_partners))
                 self._waiting_arrays = None
                 self.n_repeat_waits += 1
                 return True, None
@@ -1646,8 +1641,8 @@ class Associator:
         (within ``GHOST_T0_TOL_S`` of travel): as from an image source, whose reflected path is never
         shorter than the direct one. A node that did not hear the shot has no pick to compare; its
         distance still tells a reflection from a second source that happened to fire at the same time
-        (dense scene: a firecracker 1.6 ms after a round, sharing one node with it, whose seven
-        other nodes lie nearer the firecracker)."""
+        (dense scene: a firecracker 1.6 ms after a round, sharing one node with it; six of its seven
+        other nodes lie nearer the firecracker than the shooter)."""
         slack = self.c * GHOST_T0_TOL_S
         for p in members:
             r = self.registry.enu(p.node_id)
@@ -1787,14 +1782,16 @@ class Associator:
         return got
 
     def _evidence_many(self, xy: np.ndarray, t0_s: np.ndarray, member_idx: np.ndarray, fits: np.ndarray,
-                       seed_id: str, tol_s: float) -> list[str]:
+                       seed_id: str, tol_s: float, matched_join: bool = False, with_support: bool = False):
         """:meth:`_evidence` at P hypotheses at once (without setting ``_waited``): sources ``xy`` (P, 2) m,
         emission times ``t0_s`` (P,) s; the members are the seed's node and, per hypothesis, the partner
         nodes where ``fits`` (K, P) holds, ``member_idx`` (K,) their rows in the onset store (the
-        hypotheses lie within ``max_range_m`` of the seed's node)."""
+        hypotheses lie within ``max_range_m`` of the seed's node). ``matched_join``, ``with_support``: as
+        :meth:`_verdicts`."""
         n_mem = fits.sum(axis=0) + 1
         if not len(self.onsets):
-            return ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
+            got = ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
+            return (got, n_mem.tolist()) if with_support else got
         _, grid = self._rows()
         r_seed = self.registry.enu(seed_id)
         nodes = grid.near(float(r_seed[0]), float(r_seed[1]), 2 * self.cfg.association.max_range_m)
@@ -1804,7 +1801,7 @@ class Associator:
         member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
         member[:, at[:-1]] = fits.T
         member[:, at[-1]] = True
-        return self._verdicts(xy, t0_s, n_mem.tolist(), nodes, member, tol_s)
+        return self._verdicts(xy, t0_s, n_mem.tolist(), nodes, member, tol_s, matched_join, with_support)
 
     def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members: list[int], nodes: np.ndarray,
                   member: np.ndarray, tol_s: float, matched_join: bool = False, with_support: bool = False):

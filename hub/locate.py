@@ -51,6 +51,7 @@ from .uncertainty import (
     ellipse_scale_factor,
     error_ellipse,
     scale_ellipse,
+    sym2_eigenvalues,
 )
 
 __all__ = [
@@ -311,10 +312,8 @@ def _validate(positions_m, times_s, sigma_s, dims, c_mps):
     # Singular values of the centred positions from the eigenvalues of their 2 x 2 (3 x 3) scatter
     # matrix (squares of the singular values): the smallest below 1e-6 of the largest is degenerate.
     scatter = centred.T @ centred
-    if dims == 2:  # closed form (the LAPACK call costs more than the rest of the checks)
-        mid = 0.5 * (scatter[0, 0] + scatter[1, 1])
-        half = math.hypot(0.5 * (scatter[0, 0] - scatter[1, 1]), scatter[0, 1])
-        ev = (mid - half, mid + half)
+    if dims == 2:
+        ev = sym2_eigenvalues(float(scatter[0, 0]), float(scatter[0, 1]), float(scatter[1, 1]))
     else:
         ev = np.linalg.eigvalsh(scatter)
     if ev[0] < 1e-12 * ev[-1]:

@@ -30,6 +30,14 @@ def ellipse_scale_factor(probability: float) -> float:
     return math.sqrt(-2.0 * math.log1p(-probability))
 
 
+def sym2_eigenvalues(a: float, b: float, c: float) -> tuple[float, float]:
+    """Eigenvalues (smaller, larger) of the symmetric 2 x 2 matrix [[a, b], [b, c]], in closed form
+    (a LAPACK call costs more than everything else where this runs once per solve)."""
+    mid = 0.5 * (a + c)
+    half = math.hypot(0.5 * (a - c), b)
+    return mid - half, mid + half
+
+
 def error_ellipse(cov_en_m2: np.ndarray) -> tuple[float, float, float]:
     """1-sigma error ellipse of a 2x2 (east, north) covariance in m^2.
 
@@ -86,11 +94,9 @@ def cep_radius_m(cov_en_m2: np.ndarray, probability: float = 0.5) -> float:
     if not 0.0 < probability < 1.0:
         raise ValueError(f"probability must be in (0, 1), got {probability}")
     cov = np.asarray(cov_en_m2, float)
-    # Eigenvalues of the symmetric part in closed form (a 2 x 2 matrix: no LAPACK call).
-    mid = 0.5 * (float(cov[0, 0]) + float(cov[1, 1]))
-    half = math.hypot(0.5 * (float(cov[0, 0]) - float(cov[1, 1])), 0.5 * (float(cov[0, 1]) + float(cov[1, 0])))
-    s1 = math.sqrt(max(mid + half, 0.0))
-    s2 = math.sqrt(max(mid - half, 0.0))
+    w_lo, w_hi = sym2_eigenvalues(float(cov[0, 0]), 0.5 * (float(cov[0, 1]) + float(cov[1, 0])), float(cov[1, 1]))
+    s1 = math.sqrt(max(w_hi, 0.0))
+    s2 = math.sqrt(max(w_lo, 0.0))
     if s1 == 0.0:
         return 0.0
     rho = s2 / s1

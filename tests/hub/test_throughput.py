@@ -52,6 +52,32 @@ def _pick(node: str, t_s: float, k: int, peak: float = -20.0) -> Pick:
     return Pick(det, t_s, 0)
 
 
+def _stream(p, dets) -> int:
+    """Hand each (node, onset ns) to the pipeline as it arrives, with a tick after each; the number of
+    incident messages published on arrival."""
+    published = 0
+    for nid, t in dets:
+        published += len(p.handle(*detection(nid, t), received_ns=t))
+        p.tick(t)
+    return published
+
+
+def _retried_seeds(monkeypatch) -> list[str]:
+    """The detection ids of the picks searched at retry from now on (a spy on ``_hypothesise``)."""
+    from shotline.hub.associate import Associator
+
+    retried: list[str] = []
+    hypothesise = Associator._hypothesise
+
+    def spy(self, seed):
+        if self._retrying:
+            retried.append(seed.det.detection_id)
+        return hypothesise(self, seed)
+
+    monkeypatch.setattr(Associator, "_hypothesise", spy)
+    return retried
+
+
 def test_pool_window_equals_scan():
     rng = np.random.default_rng(3)
     pool = PickPool()
@@ -391,10 +417,7 @@ def test_a_pick_its_nearest_nodes_do_not_share_waits_for_the_window_without_a_gr
     # Unrelated impulses at single nodes (car doors, dogs), 1 per second per node over 4 s: every
     # search has partners at every node.
     strays = [(nid, T0_NS + int(t * 1e9)) for nid in nodes for t in rng.uniform(0.0, 4.0, 4)]
-    published_on_arrival = 0
-    for nid, t in sorted(direct + strays, key=lambda d: d[1]):
-        published_on_arrival += len(p.handle(*detection(nid, t), received_ns=t))
-        p.tick(t)
+    published_on_arrival = _stream(p, sorted(direct + strays, key=lambda d: d[1]))
     p.tick(T0_NS + 20 * 10**9)  # every wait window has passed
     incs = [o.incident for o in p.finish()]
     assert published_on_arrival >= 1 and len(incs) == 1 and incs[0].rounds == 1
@@ -493,10 +516,7 @@ def test_later_picks_of_a_waiting_source_join_its_set_instead_of_searching():
     this, here 1); the shot is published on arrival, where the source is."""
     nodes, src, dets = _corner_source(3)
     p = make_pipeline(nodes)
-    published = 0
-    for nid, t in dets:
-        published += len(p.handle(*detection(nid, t), received_ns=t))
-        p.tick(t)
+    published = _stream(p, dets)
     incs = [o.incident for o in p.finish()]
     assert published >= 1
     assert p.assoc.n_searches <= 3 and p.assoc.n_joined_waiting >= 10
@@ -508,17 +528,7 @@ def test_a_chance_pick_that_a_waiting_set_lets_go_is_searched_at_retry(monkeypat
     """A pick 4 ms before a node's arrival (within the set's tolerance: an N-wave, or another
     source's arrival) joins the waiting set; the node's own arrival then replaces it, and the
     early pick, let go, is searched at retry like any undecided pick."""
-    from shotline.hub.associate import Associator
-
-    retried = []
-    hypothesise = Associator._hypothesise
-
-    def spy(self, seed):
-        if self._retrying:
-            retried.append(seed.det.detection_id)
-        return hypothesise(self, seed)
-
-    monkeypatch.setattr(Associator, "_hypothesise", spy)
+    retried = _retried_seeds(monkeypatch)
     nodes, _, dets = _corner_source(3)
     p = make_pipeline(nodes)
     k = len(dets) // 3  # reports while the first search's set still waits
@@ -568,9 +578,7 @@ def test_the_shot_table_follows_every_solution_and_passes_every_shot_a_pick_can_
     dets = []
     for k, src in enumerate(srcs):
         dets += arrivals(nodes, src, T0_NS + k * 5 * 10**9, rng)
-    for nid, t in sorted(dets, key=lambda d: d[1]):
-        p.handle(*detection(nid, t), received_ns=t)
-        p.tick(t)
+    _stream(p, sorted(dets, key=lambda d: d[1]))
     a = p.assoc
     assert 0 < len(a.shots) < len(srcs)  # the early ones have expired
     assert len(a._shot_xyt) == len(a.shots)
@@ -616,9 +624,7 @@ def test_rounds_from_the_place_of_a_shot_are_located_there_without_grid_searches
     monkeypatch.setattr(Associator, "_search", spy)
     nodes, src, dets = _rounds(6, 0.5)
     p = make_pipeline(nodes)
-    for nid, t in dets:
-        p.handle(*detection(nid, t), received_ns=t)
-        p.tick(t)
+    _stream(p, dets)
     incs = [o.incident for o in p.finish()]
     shots = list({s.shot_id: s for inc in incs for s in inc.shots}.values())
     assert len(shots) == 6
@@ -631,22 +637,10 @@ def test_a_seed_whose_recent_place_set_makes_no_shot_is_searched_at_retry(monkey
     other nodes have not yet reported, wait there instead of searching; when the wait window has
     passed with no other node agreeing, the set is refused and the seed is searched like any
     undecided pick (it may belong to a source elsewhere)."""
-    from shotline.hub.associate import Associator
-
-    retried = []
-    hypothesise = Associator._hypothesise
-
-    def spy(self, seed):
-        if self._retrying:
-            retried.append(seed.det.detection_id)
-        return hypothesise(self, seed)
-
-    monkeypatch.setattr(Associator, "_hypothesise", spy)
+    retried = _retried_seeds(monkeypatch)
     nodes, src, dets = _rounds(1, 0.0)
     p = make_pipeline(nodes)
-    for nid, t in dets:
-        p.handle(*detection(nid, t), received_ns=t)
-        p.tick(t)
+    _stream(p, dets)
     assert len(p.assoc.shots) == 1
     # A second "round" 4 s later heard at the two nodes nearest the shooter only.
     again = [(nid, t + 4 * 10**9) for nid, t in dets[:2]]
