@@ -409,6 +409,16 @@ class Associator:
         extent = min(self.registry.extent_m(), 2 * self.cfg.association.max_range_m)
         return extent / self.c + 1.0
 
+    @property
+    def source_z_m(self) -> float:
+        """The assumed source height in the hub's frame (m, its "up"): ``source_height_m`` above
+        ``ground_alt_m`` (above the frame's origin when that is not set)."""
+        loc = self.cfg.location
+        frame = self.registry.frame
+        if loc.ground_alt_m is None or frame is None:
+            return loc.source_height_m
+        return loc.ground_alt_m - frame.alt_m + loc.source_height_m
+
     def _sigma(self, pick: Pick) -> float:
         return max(self.cfg.location.timing_sigma_s, pick.det.onset_sigma_s)
 
@@ -894,7 +904,7 @@ class Associator:
         and reused by every search (until positions, c or the height model change).
         """
         loc = self.cfg.location
-        key = (self.registry.version, self.c, loc.source_height_m, loc.mode)
+        key = (self.registry.version, self.c, self.source_z_m, loc.mode)
         tab = self._tables.get(seed_id)
         if tab is None or tab.key != key:
             r = self.registry.enu(seed_id)
@@ -939,7 +949,7 @@ class Associator:
         loc = self.cfg.location
         xyz = np.array([self.registry.enu(n) for n in node_ids], dtype=float).reshape(-1, 3)
         node_xy = np.ascontiguousarray(xyz[:, :2])
-        dz2 = np.zeros(len(node_ids)) if loc.mode == "2d" else (xyz[:, 2] - loc.source_height_m) ** 2
+        dz2 = np.zeros(len(node_ids)) if loc.mode == "2d" else (xyz[:, 2] - self.source_z_m) ** 2
         half_diag = a.grid_step_m / np.sqrt(2)
         # Points beyond max_range_m of the node (farther than a cell's half-diagonal) are left out:
         # it cannot hear a source there, so it never supports one.
@@ -957,7 +967,7 @@ class Associator:
 
     def _range(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Distance (m) from sources at ``pts`` (G, 2), at the assumed source height, to a node."""
-        dz2 = 0.0 if self.cfg.location.mode == "2d" else (node[2] - self.cfg.location.source_height_m) ** 2
+        dz2 = 0.0 if self.cfg.location.mode == "2d" else (node[2] - self.source_z_m) ** 2
         return np.sqrt((pts[:, 0] - node[0]) ** 2 + (pts[:, 1] - node[1]) ** 2 + dz2)
 
     def _hypothesise(self, seed: Pick) -> ShotState | None:
@@ -1021,7 +1031,7 @@ class Associator:
         # Partners hold pooled (trusted) picks, so each has a row in the onset store.
         rows = np.fromiter((self.onsets.row[n] for n in node_ids), dtype=np.intp, count=len(node_ids))
         xyz = self._rows()[0][rows]
-        h = self.cfg.location.source_height_m
+        h = self.source_z_m
         if self.cfg.location.mode == "2d":
             return rows, np.ascontiguousarray(xyz[:, :2]), np.zeros(len(rows)), 0.0
         return rows, np.ascontiguousarray(xyz[:, :2]), (xyz[:, 2] - h) ** 2, float((r_seed[2] - h) ** 2)
@@ -1260,7 +1270,7 @@ class Associator:
             if any(abs(q[0] - xy[0]) < 1.0 and abs(q[1] - xy[1]) < 1.0 for q in tried):
                 continue  # a round at that place was tried already (automatic fire: every round is listed)
             tried.append(xy)
-            src = np.r_[xy, self.cfg.location.source_height_m]  # as the grid's points and the count above
+            src = np.r_[xy, self.source_z_m]  # as the grid's points and the count above
             t0_k = pick.t_s - self._travel(src, r)
             members = self._complete_set([pick], xy, t0_k, tol)
             n_partners = max(len(self._nodes_within_range(src)) - 1, len(members) - 1)
@@ -1285,7 +1295,7 @@ class Associator:
         """``members`` and, at each other node in range of a hypothesis (source ``xy`` m, emission
         ``t0_s`` s), the pooled pick (not a reverberation tail) nearest its predicted arrival, within
         ``tol_s`` of it."""
-        src = np.array([xy[0], xy[1], self.cfg.location.source_height_m])
+        src = np.array([xy[0], xy[1], self.source_z_m])
         have = {p.node_id for p in members}
         out = list(members)
         for nid in self._pool_nodes_near(src):
@@ -1498,7 +1508,7 @@ class Associator:
         pos = np.array([self.registry.enu(p.node_id) for p in members])
         t = np.array([p.t_s for p in members])
         sig = np.array([self._sigma(p) for p in members])
-        dz2 = np.zeros(len(members)) if loc.mode == "2d" else (pos[:, 2] - loc.source_height_m) ** 2
+        dz2 = np.zeros(len(members)) if loc.mode == "2d" else (pos[:, 2] - self.source_z_m) ** 2
         x = np.array([xy[0], xy[1], t0_s])
         c = self.c
         res = np.zeros(len(members))
@@ -1814,7 +1824,7 @@ class Associator:
         st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
         counts = grid_kernels.silent_counts(
-            np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.cfg.location.source_height_m,
+            np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.source_z_m,
             np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
             st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
             self.cfg.association.min_audible_range_m)
@@ -1888,8 +1898,8 @@ class Associator:
         if mode == "3d" or (
             mode == "auto" and len(pos) >= 6 and float(np.std(pos[:, 2])) >= loc.min_vertical_spread_m
         ):
-            return 3, pos, loc.source_height_m
-        return 2, pos, loc.source_height_m
+            return 3, pos, self.source_z_m
+        return 2, pos, self.source_z_m
 
     def _solve(self, picks: list[Pick], near: ShotState | None = None,
                start: tuple[np.ndarray, float] | None = None) -> Solution | None:
@@ -1914,7 +1924,7 @@ class Associator:
         try:
             sol = None
             if start is not None and not loc.solve_speed_of_sound:
-                xyz = np.array([start[0][0], start[0][1], loc.source_height_m])
+                xyz = np.array([start[0][0], start[0][1], self.source_z_m])
                 sol = locate(pos_used, t - t_base, start=(xyz, start[1] - t_base), **kw)
                 if not sol.converged:
                     sol = None
@@ -1956,7 +1966,7 @@ class Associator:
         shot.picks = picks
         shot.solution = sol
         pos = np.asarray(sol.position_m, dtype=float)
-        z = pos[2] if (len(pos) > 2 and sol.dims == 3) else self.cfg.location.source_height_m
+        z = pos[2] if (len(pos) > 2 and sol.dims == 3) else self.source_z_m
         shot.enu_m = np.array([pos[0], pos[1], z])
         shot.t0_s = sol.t0_s
         if shot.slot >= 0:

@@ -45,7 +45,12 @@ class LocationSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     timing_sigma_s: float = 100e-6
     """Assumed 1-sigma error of one onset time, seconds (floor for the node's own estimate)."""
     source_height_m: float = 1.5
-    """Assumed source height above the local frame's origin plane for 2-D solutions, metres."""
+    """Assumed source height for 2.5-D solutions, metres above ground_alt_m (or, when that is not
+    set, above the local frame's origin: the first node position the hub learns)."""
+    ground_alt_m: float | None = None
+    """Altitude of the street level, metres above the WGS84 ellipsoid (the datum of node positions),
+    that source_height_m is measured from. Set it for any 2.5-D deployment: unset, the source height
+    is measured from the first node learnt, a microphone several metres up a pole or a roof."""
     mode: Literal["2d", "2.5d", "3d", "auto"] = "2.5d"
     """Unknowns of a fix: "2.5d" (default) (x, y, t0) with the source at source_height_m and every
     node's height used exactly; "2d" planar, all heights ignored; "3d" (x, y, z, t0); "auto" 3-D when

@@ -202,7 +202,7 @@ def _ns(t_s: float) -> int:
 
 def make_pipeline(nodes: dict[str, np.ndarray]) -> HubPipeline:
     cfg = HubConfig(site=SITE, location=LocationSettings(speed_of_sound_mps=C_MPS, timing_sigma_s=60e-6,
-                                                         source_height_m=SOURCE_H),
+                                                         source_height_m=SOURCE_H, ground_alt_m=FRAME.alt_m),
                     association=AssociationSettings(max_range_m=1000.0))
     p = HubPipeline(cfg)
     for nid, r in nodes.items():
