@@ -1784,7 +1784,9 @@ class Associator:
             return "accept" if len(members) >= self.cfg.association.min_nodes else "wait"
         _, grid = self._rows()
         nodes = grid.near(float(xy[0]), float(xy[1]), self.cfg.association.max_range_m)
-        member = np.isin(nodes, [self.onsets.row[n] for n in members if n in self.onsets])
+        rows = {self.onsets.row[n] for n in members if n in self.onsets}
+        # A set lookup per node in range (~50): np.isin cost a third of this function.
+        member = np.fromiter((r in rows for r in nodes.tolist()), dtype=np.bool_, count=len(nodes))
         got = self._verdicts(np.asarray(xy, float)[None, :2], np.array([float(t0_s)]), [len(members)], nodes,
                              member[None, :], tol_s)[0]
         if got == "wait":

@@ -99,6 +99,9 @@ class IncidentState:
     n_shooters_logged: int = 1
     review: m.Review | None = None
     _view: _ShotsView | None = field(default=None, init=False, repr=False, compare=False)
+    _summary: tuple[tuple[int, int], float, np.ndarray] | None = field(default=None, init=False, repr=False,
+                                                                      compare=False)
+    """((shots, sum of their revisions), :attr:`last_t0_s`, :meth:`centre_enu`) when last computed."""
 
     def view(self) -> _ShotsView | None:
         """What rendering needs of the shots, brought up to date with them (None when a shot's
@@ -117,6 +120,16 @@ class IncidentState:
         if v is not None:
             return max(v.t0)
         return max(s.t0_s for s in self.shots)
+
+    def summary(self) -> tuple[float, np.ndarray]:
+        """(:attr:`last_t0_s`, :meth:`centre_enu`), recomputed only when a shot was added or changed
+        (every change bumps a shot's revision, so the sum of revisions moves): a new shot is compared
+        with every open incident, hundreds of them on a fireworks night over a city, and the view
+        behind these two (:class:`_ShotsView`) costs far more to bring up to date than this sum."""
+        key = (len(self.shots), sum(map(operator.attrgetter("revision"), self.shots)))
+        if self._summary is None or self._summary[0] != key:
+            self._summary = (key, self.last_t0_s, self.centre_enu())
+        return self._summary[1], self._summary[2]
 
     def shooters(self) -> list[list[ShotState]]:
         """The incident's shots grouped by shooter (place), largest group first."""
@@ -454,6 +467,8 @@ class IncidentBuilder:
         self.assoc = associator
         self.provenance = provenance
         self.open: list[IncidentState] = []
+        self._owner: dict[str, IncidentState] = {}
+        """The open incident of each shot in one (by shot id)."""
         self.n_closed = 0
         self._shot_cache: dict[str, tuple[tuple[str, int], m.Shot]] = {}
         self.recent_closed: OrderedDict[str, IncidentState] = OrderedDict()
@@ -466,10 +481,10 @@ class IncidentBuilder:
 
     def on_shot(self, shot: ShotState) -> m.Incident:
         """A shot was created or refined: return the incident message to publish."""
-        for inc in self.open:
-            if any(map(operator.is_, inc.shots, itertools.repeat(shot))):
-                inc.state = "updated"
-                return self._render(inc)
+        inc = self._owner.get(shot.shot_id)
+        if inc is not None:
+            inc.state = "updated"
+            return self._render(inc)
         inc = self._find(shot)
         if inc is None:
             # Named by its first shot's UTC time: readable, and the same in a replay.
@@ -480,15 +495,17 @@ class IncidentBuilder:
         else:
             inc.state = "updated"
         inc.shots.append(shot)
+        self._owner[shot.shot_id] = inc
         return self._render(inc)
 
     def _find(self, shot: ShotState) -> IncidentState | None:
         c = self.cfg.incidents
         best, best_d = None, np.inf
         for inc in self.open:
-            if shot.t0_s - inc.last_t0_s > c.gap_s:
+            last_t0_s, centre = inc.summary()
+            if shot.t0_s - last_t0_s > c.gap_s:
                 continue
-            d = float(np.linalg.norm(inc.centre_enu()[:2] - shot.enu_m[:2]))
+            d = math.hypot(centre[0] - shot.enu_m[0], centre[1] - shot.enu_m[1])
             if d <= c.radius_m + shot.solution.cep95_m and d < best_d:
                 best, best_d = inc, d
         return best
@@ -497,7 +514,7 @@ class IncidentBuilder:
         """Close incidents whose last shot is more than ``gap_s`` before ``watermark_ns``."""
         out = []
         for inc in list(self.open):
-            last_ns = self.assoc.abs_ns(inc.last_t0_s)
+            last_ns = self.assoc.abs_ns(inc.summary()[0])
             if watermark_ns - last_ns > self.cfg.incidents.gap_s * 1e9:
                 out.append(self._close(inc))
         return out
@@ -537,6 +554,7 @@ class IncidentBuilder:
         inc._view = None
         for shot in inc.shots:
             self._shot_cache.pop(shot.shot_id, None)
+            self._owner.pop(shot.shot_id, None)
         return msg
 
     # -- rendering -----------------------------------------------------------

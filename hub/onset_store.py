@@ -71,14 +71,17 @@ class OnsetStore:
 
     def trim(self, t_min_s: float) -> None:
         """Forget onsets (held or not) before ``t_min_s``."""
+        n_rows = len(self.ids)
         for arr, cnt in ((self.onsets, self.n), (self.held, self.n_held)):
-            rows = np.flatnonzero(cnt[: len(self.ids)])
-            for r in rows.tolist():
-                c = int(cnt[r])
-                k = int(np.searchsorted(arr[r, :c], t_min_s))
-                if k:
-                    arr[r, : c - k] = arr[r, k:c]
-                    cnt[r] = c - k
+            # How many of each row's onsets are older, for every row at once (the associator trims at
+            # every tick; a loop over the rows cost 5 ms a tick on 1,024 nodes), then only those rows move.
+            c_all = cnt[:n_rows]
+            old = (arr[:n_rows] < t_min_s) & (np.arange(arr.shape[1]) < c_all[:, None])
+            k_all = old.sum(axis=1)
+            for r in np.flatnonzero(k_all).tolist():
+                c, k = int(c_all[r]), int(k_all[r])
+                arr[r, : c - k] = arr[r, k:c]
+                cnt[r] = c - k
 
     def _row_of(self, node_id: str) -> int:
         r = self.row.get(node_id)

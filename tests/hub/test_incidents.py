@@ -147,3 +147,34 @@ def test_incremental_render_equals_a_render_from_scratch(seed):
     assert msg.class_scores is not None
     closed = _wire(builder.close_all()[0])
     assert closed == _wire(_fresh_render(builder, inc, full=True))
+
+
+def test_a_new_shot_joins_the_incident_where_its_shots_are_now():
+    """The open incidents' places are kept between shots (a new shot is compared with every open
+    incident): a shot that was re-located counts where it is now, whether or not its own update was
+    handled first, and an incident's own shot updates it however many incidents are open."""
+    from shotline.hub.associate import ShotState
+    from shotline.hub.config import HubConfig
+    from shotline.hub.incidents import IncidentBuilder
+
+    rng = np.random.default_rng(3)
+    assoc = SimpleNamespace(abs_ns=lambda t: T0_NS + int(round(t * 1e9)), registry=SimpleNamespace(frame=FRAME))
+    builder = IncidentBuilder(HubConfig(site="test"), assoc, m.Provenance(version="test"))
+
+    def new_shot(k, xy, t0):
+        shot = ShotState(shot_id=f"s{k:04d}", picks={}, solution=None, enu_m=np.zeros(3), t0_s=0.0,
+                         created_ns=T0_NS, last_pick_received_ns=T0_NS)
+        _locate(shot, rng, t0, xy, 10 * k, 0)
+        return shot
+
+    far = [new_shot(k, (1000.0 * k, 0.0), 0.1 * k) for k in range(1, 40)]  # 39 other open incidents
+    for s in far:
+        builder.on_shot(s)
+    a = new_shot(0, (0.0, 0.0), 5.0)
+    first = builder.on_shot(a)
+    builder.on_shot(new_shot(60, (-3000.0, 0.0), 5.05))  # compared with a's incident where a was
+    _locate(a, rng, 5.0, (0.0, 500.0), 900, 0)  # re-located 500 m north; its update not handled yet
+    b = new_shot(50, (0.0, 505.0), 5.1)
+    assert builder.on_shot(b).incident_id == first.incident_id
+    assert builder.on_shot(a).rounds == 2  # the update of a: the same incident, now of both
+    assert len(builder.open) == 41
