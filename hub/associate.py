@@ -378,6 +378,8 @@ class Associator:
         """Picks left waiting in a set at the place of a recent shot instead of searching."""
         self._onset_sigma_max = 0.0
         """Largest ``onset_sigma_s`` of any detection taken (s)."""
+        self._t_first_s: float | None = None
+        """Onset of the first pick taken (s): the hub's start, for :meth:`_unheard_in_range`."""
         # The kernels compile (or load from numba's cache) now, not on the first detection.
         t_k = time.monotonic()
         grid_kernels.compile_all()
@@ -475,6 +477,8 @@ class Associator:
         if self.registry.enu(det.node_id) is None:
             raise KeyError(det.node_id)
         pick = Pick(det, self._rel(det.onset_time_ns), received_ns)
+        if self._t_first_s is None:
+            self._t_first_s = pick.t_s
         self._onset_sigma_max = max(self._onset_sigma_max, det.onset_sigma_s)
         if pick.trusted:
             self.onsets.add(det.node_id, pick.t_s)
@@ -719,6 +723,10 @@ class Associator:
         self.watermark_s = math.inf if watermark_ns is None else max(
             self.watermark_s, (watermark_ns - self.t_ref_ns) / 1e9)
         due = self.watermark_s - self.DELIVERY_MARGIN_S - self.cfg.association.max_range_m / self.c
+        # And at the latest when the wait window is over: :meth:`expire` then drops the pick (on a
+        # network smaller than max_range_m, or with a short pending_s, that comes first; such picks
+        # were dropped undecided, and the sets that waited for them with them).
+        due = max(due, self.watermark_s - self.horizon_s() + 1e-9)
         out = []
         # A search that was decided (every candidate set rejected by silent nodes or by its fit)
         # gives the same answer again: partners that arrived since seeded searches of their own,
@@ -774,7 +782,10 @@ class Associator:
         w = (watermark_ns - self.t_ref_ns) / 1e9
         self.watermark_s = max(self.watermark_s, w)
         horizon = self.horizon_s()
-        self.n_expired_unassociated += self.pool.keep_if(lambda p: p.t_s > w - horizon)
+        # The picks of a set that waits stay until its seed (the last of them to arrive) is decided at
+        # :meth:`retry` (they would expire first: the set was then decided without them).
+        held = {id(q) for p in self.pool if p.waiting is not None for members, *_ in p.waiting[0] for q in members}
+        self.n_expired_unassociated += self.pool.keep_if(lambda p: p.t_s > w - horizon or id(p) in held)
         keep = [s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c for s in self.shots]
         if not all(keep):
             self.shots = [s for s, k in zip(self.shots, keep, strict=True) if k]
@@ -1863,8 +1874,13 @@ class Associator:
         new hypothesis: it waits (dense scene: the first burst made 4-5 node
         chance sets of nodes that had reported, while most had not yet). When
         the wait window has passed (:meth:`retry`) they are left out: a node
-        that never reports is not evidence.
+        that never reports is not evidence. So they are counted only for one
+        wait window after the hub's first pick: any pick a node made before
+        then has arrived, and a node still unheard is quiet, deaf or broken
+        (counted pending, it held every hypothesis near it back until retry).
         """
+        if self._t_first_s is None or self.watermark_s - self._t_first_s > self.horizon_s():
+            return np.zeros(len(xy), dtype=np.int64)
         c = self._unheard_cache
         if c is None or c.version != self.registry.version:
             ids, xy_all = self._located_nodes()

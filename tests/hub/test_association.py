@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 from test_pipeline import (
     FRAME,
     SITE,
@@ -394,3 +395,38 @@ def test_a_quiet_source_is_not_refuted_by_nodes_beyond_its_reach():
         located = [s for i in incs for s in i.shots if np.linalg.norm(shot_enu(s) - src[:2]) < 2.0]
         assert bool(located) is found, min_audible
         assert sum(i.rounds for i in incs) == len(located)  # the unrelated impulses make no shot
+
+
+@pytest.mark.parametrize("pending_s", [None, 1.5])
+def test_a_small_network_with_deaf_nodes_locates_every_round(pending_s):
+    """Four of twelve nodes hear two rounds 30 s apart; the other eight are online but never report
+    (deaf, or nothing they heard was loud enough). The first round's set waits for them; it is
+    decided when its wait window has passed (at the latest ``pending_s`` after its last pick), with
+    its picks: on a network smaller than ``max_range_m`` they used to expire first, and no shot was
+    made. Once a wait window has passed since the hub's first pick, nodes that never reported are
+    not waited for: the second round is published on the arrival of its fourth pick (before, it
+    waited for them like the first, and was lost the same way)."""
+    nodes = grid(4, 3, 300.0)
+    src = np.array([0.0, 0.0, 1.5])
+    hear = sorted(nodes, key=lambda n: np.linalg.norm(nodes[n][:2] - src[:2]))[:4]
+    cfg = HubConfig(site=SITE, location=LocationSettings(speed_of_sound_mps=C, source_height_m=1.5),
+                    association=AssociationSettings(pending_s=pending_s))
+    p = HubPipeline(cfg)
+    for nid, r in nodes.items():
+        p.handle(*status(nid, r), received_ns=0)
+    assert p.assoc.horizon_s() < p.assoc.cfg.association.max_range_m / C  # the premise: a small network
+    rng = np.random.default_rng(5)
+    published = []
+    for k, t_emit in enumerate((0, 30 * 10**9)):
+        dets = sorted((d for d in arrivals(nodes, src, T0_NS + t_emit, rng) if d[0] in hear), key=lambda d: d[1])
+        for nid, t in dets:
+            if p.handle(*detection(nid, t), received_ns=t):
+                published.append((k, 0.0))
+            p.tick(t)
+        for dt in np.arange(0.25, 10.0, 0.25):
+            if p.tick(dets[-1][1] + int(dt * 1e9)) and not any(j == k for j, _ in published):
+                published.append((k, float(dt)))
+    first = dict(reversed(published))
+    assert set(first) == {0, 1}
+    assert 0 < first[0] <= (p.assoc.horizon_s() + 0.5)
+    assert first[1] == 0.0
