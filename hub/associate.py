@@ -225,14 +225,13 @@ class _RowIndex:
 class _Unheard:
     """Located nodes that have not reported yet (:meth:`Associator._unheard_in_range`), for one
     registry version: each node's index, horizontal positions (N, 2) m, whether it has reported,
-    how many onset-store rows have been looked at, and the positions of those that have not."""
+    how many onset-store rows have been looked at."""
 
     version: int
     index: dict[str, int]
     xy: np.ndarray
     heard: np.ndarray
     rows_seen: int
-    unheard_xy: np.ndarray
 
 
 class SeedTable:
@@ -339,6 +338,8 @@ class Associator:
         """Per seed node: (key, nodes within reach, their distances to it (m), their order by distance)."""
         self._located: tuple[int, list[str], np.ndarray] | None = None
         """(registry version, located nodes, their horizontal positions (N, 2) m)."""
+        self._located_grid: tuple[int, NodeGrid] | None = None
+        """(registry version, spatial index over the located nodes)."""
         self._rows_cache: _RowIndex | None = None
         self.shots: list[ShotState] = []
         self._shot_xyt = np.empty((0, 3))
@@ -892,12 +893,24 @@ class Associator:
         got = self._nbrs.get(node_id)
         if got is None or got[0] != key:
             ids, xy = self._located_nodes()
-            d = np.hypot(*(xy - self.registry.enu(node_id)[:2]).T)
+            r = self.registry.enu(node_id)
+            cand = self._located_index().near(float(r[0]), float(r[1]), 2 * a.max_range_m)
+            d = np.hypot(*(xy[cand] - r[:2]).T)  # only the nodes near it: a city has 10,000
             near = np.flatnonzero(d <= 2 * a.max_range_m)
-            near = [k for k in near[np.argsort(d[near], kind="stable")].tolist() if ids[k] != node_id]
+            near = [k for k in near[np.argsort(d[near], kind="stable")].tolist() if ids[cand[k]] != node_id]
             keep = sorted(k for i, k in enumerate(near) if d[k] <= a.max_range_m or i < 2 * a.min_nodes - 1)
-            got = self._nbrs[node_id] = (key, [ids[k] for k in keep], d[keep], np.argsort(d[keep], kind="stable"))
+            got = self._nbrs[node_id] = (key, [ids[cand[k]] for k in keep], d[keep],
+                                         np.argsort(d[keep], kind="stable"))
         return got[1], got[2], got[3]
+
+    def _located_index(self) -> NodeGrid:
+        """A spatial index over :meth:`_located_nodes` (their indices; cached until positions change)."""
+        got = self._located_grid
+        if got is None or got[0] != self.registry.version:
+            _, xy = self._located_nodes()
+            got = self._located_grid = (self.registry.version,
+                                        NodeGrid(np.c_[xy, np.zeros(len(xy))], self.cfg.association.max_range_m))
+        return got[1]
 
     def _located_nodes(self) -> tuple[list[str], np.ndarray]:
         """The located nodes and their horizontal positions (N, 2) m (cached until positions change)."""
@@ -1879,24 +1892,28 @@ class Associator:
         then has arrived, and a node still unheard is quiet, deaf or broken
         (counted pending, it held every hypothesis near it back until retry).
         """
-        if self._t_first_s is None or self.watermark_s - self._t_first_s > self.horizon_s():
+        if not len(xy) or self._t_first_s is None or self.watermark_s - self._t_first_s > self.horizon_s():
             return np.zeros(len(xy), dtype=np.int64)
+        r = self.cfg.association.max_range_m
         c = self._unheard_cache
         if c is None or c.version != self.registry.version:
             ids, xy_all = self._located_nodes()
             c = self._unheard_cache = _Unheard(self.registry.version, {n: i for i, n in enumerate(ids)}, xy_all,
-                                               np.zeros(len(ids), dtype=bool), 0, xy_all)
+                                               np.zeros(len(ids), dtype=bool), 0)
         if c.rows_seen < len(self.onsets):
             for nid in self.onsets.ids[c.rows_seen:]:
                 i = c.index.get(nid)
                 if i is not None:
                     c.heard[i] = True
             c.rows_seen = len(self.onsets)
-            c.unheard_xy = c.xy[~c.heard]
-        xy_n = c.unheard_xy
+        # The points lie close together (one search's candidates): the nodes near them all, at once,
+        # rather than every unheard node of a city (10,000-node bench: 7 % of the CPU).
+        centre = xy.mean(axis=0)
+        spread = float(np.sqrt(np.max(np.sum((xy - centre) ** 2, axis=1)))) if len(xy) > 1 else 0.0
+        rows = self._located_index().near(float(centre[0]), float(centre[1]), r + spread)
+        xy_n = c.xy[rows[~c.heard[rows]]]
         if not len(xy_n):
             return np.zeros(len(xy), dtype=np.int64)
-        r = self.cfg.association.max_range_m
         d2 = (xy_n[None, :, 0] - xy[:, 0, None]) ** 2 + (xy_n[None, :, 1] - xy[:, 1, None]) ** 2
         return np.count_nonzero(d2 <= r * r, axis=1)
 

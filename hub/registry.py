@@ -104,10 +104,16 @@ class NodeRegistry:
             # and its distances hold to a centimetre across a city (hub.geometry).
             self.frame = LocalFrame(pos.lat_deg, pos.lon_deg, pos.alt_m)
         e, n, u = self.frame.to_enu(pos.lat_deg, pos.lon_deg, pos.alt_m)
+        enu = np.array([e, n, u], dtype=float)
+        moved = info.enu_m is None or not np.array_equal(enu, info.enu_m)
         info.position = pos
-        info.enu_m = np.array([e, n, u], dtype=float)
+        info.enu_m = enu
         info.surveyed = surveyed
-        self.version += 1
+        if moved:
+            # Every geometry cache of the associator keys on the version (a city's seed tables, ~1 GB):
+            # a node repeating its position (each retained status: birth, reconnect, clock change)
+            # must not make them all be rebuilt.
+            self.version += 1
 
     def update_status(self, status: m.NodeStatus, received_ns: int) -> bool:
         """Record a status message; True if the node now has a position it did not have."""

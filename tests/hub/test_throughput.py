@@ -728,3 +728,22 @@ def test_a_source_is_located_with_every_node_that_heard_it_beyond_the_seeds_part
     (shot,) = [s for inc in incs for s in inc.shots]
     assert np.linalg.norm(shot_enu(shot) - src[:2]) < 0.3
     assert shot.n_nodes == len(heard)
+
+
+def test_a_node_repeating_its_position_keeps_the_geometry_caches():
+    """Nodes publish their (retained) status with the same position at every birth, reconnection and
+    clock-state change. The associator's geometry caches (the seed tables of a city: up to 512 MB)
+    key on the registry's version: it moves only when a position does."""
+    nodes = grid()
+    p = make_pipeline(nodes)
+    run(p, arrivals(nodes, (120.0, -80.0, 1.5), T0_NS, np.random.default_rng(1)))
+    tables = dict(p.assoc._tables)
+    assert tables
+    version = p.registry.version
+    for nid, r in nodes.items():
+        p.handle(*status(nid, r), received_ns=T0_NS)
+    assert p.registry.version == version
+    run(p, arrivals(nodes, (-150.0, 60.0, 1.5), T0_NS + 10**10, np.random.default_rng(2)))
+    assert all(p.assoc._tables[k] is t for k, t in tables.items())
+    p.handle(*status("N03", nodes["N03"] + (0.5, 0.0, 0.0)), received_ns=T0_NS + 2 * 10**10)
+    assert p.registry.version == version + 1
