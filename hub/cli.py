@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             for e in errors:
                 print(f"config error: {args.config}: {e}", file=sys.stderr)
             return 2
+        for w in cfg.warnings():
+            print(f"warning: {args.config}: {w}", file=sys.stderr)
         print(f"{args.config}: OK (site {cfg.site}, broker {cfg.broker.host}:{cfg.broker.port})")
         return 0
     from pathlib import Path

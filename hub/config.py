@@ -324,6 +324,16 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             check_id(node_id, "node id in [nodes]")
         _positive(self, "unknown_node_hold_s")
 
+    def warnings(self) -> list[str]:
+        """Settings that are valid but probably not what a deployment wants (``check-config`` prints
+        them; the hub logs them when it starts)."""
+        out = []
+        if self.location.mode in ("2.5d", "auto") and self.location.ground_alt_m is None:
+            out.append("[location] ground_alt_m is not set: the assumed source height (source_height_m) is "
+                       "measured from the first node the hub learns, a microphone some metres up, and the "
+                       "nodes nearest a shot will not fit it (docs/config.md)")
+        return out
+
 
 def _positive(obj: object, *names: str) -> None:
     for name in names:

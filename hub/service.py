@@ -56,6 +56,8 @@ class HubService:
         """``store``: an open store to use (default: opened from ``cfg.store``);
         ``config_dir``: where relative geofence files are looked up (default: working directory)."""
         self.cfg = cfg
+        for w in cfg.warnings():
+            log.warning("config: %s", w)
         self.pipeline = HubPipeline(cfg)
         self.store = store if store is not None else IncidentStore(cfg.store.path, wal=cfg.store.wal)
         self._own_store = store is None

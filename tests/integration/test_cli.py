@@ -46,6 +46,11 @@ def test_hub_check_config(tmp_path, capsys):
     good = tmp_path / "hub.toml"
     good.write_text(HUB_OK)
     assert hub_cli.main(["check-config", str(good)]) == 0
+    assert "ground_alt_m is not set" in capsys.readouterr().err  # valid, but worth a warning
+    grounded = tmp_path / "hub-ground.toml"
+    grounded.write_text(HUB_OK + "ground_alt_m = 12.5\n")
+    assert hub_cli.main(["check-config", str(grounded)]) == 0
+    assert "warning" not in capsys.readouterr().err
     bad = tmp_path / "hub-bad.toml"
     bad.write_text(HUB_OK + "\n[association]\nmin_nodez = 5\n")
     assert hub_cli.main(["check-config", str(bad)]) == 2
