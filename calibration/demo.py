@@ -33,7 +33,7 @@ from shotline.sensor.config import SensorConfig
 
 from .bundle import Bundle
 from .hartford import SITE, hartford_scene
-from .replay import PlayResult, ReplayFrame, play_bundle, sensor_config_for
+from .replay import PlayResult, ReplayFrame, hub_config_for, play_bundle, sensor_config_for
 
 __all__ = ["DemoResult", "PlayResult", "TruthMatcher", "play_bundle", "run_demo"]
 from .simulator import render_scene
@@ -200,8 +200,13 @@ def run_demo(
             if not quiet:
                 printer(f"review page: {web.url}  (user demo, password {web.demo_password})")
 
+        # The scene's street level: the simulator's ground plane, at its origin's altitude plus the
+        # ground's height (the assumed source height is measured from it: docs/config.md).
+        ground_alt_m = scene.origin.alt_m + (scene.ground.height_m if scene.ground is not None else 0.0)
+        hub_cfg = hub_config_for(bundle, {"location": {"ground_alt_m": ground_alt_m}}, site=SITE,
+                                 broker=BrokerSettings(port=broker.port))
         played = play_bundle(
-            bundle, BrokerSettings(port=broker.port), site=SITE, speed=speed, start_ns=start_ns,
+            bundle, BrokerSettings(port=broker.port), site=SITE, speed=speed, start_ns=start_ns, hub_cfg=hub_cfg,
             on_output=on_incident, keep_running=keep_running, printer=printer,
             data_dir=Path(out_dir) / "nodes", on_hub_started=start_review_page,
         )
