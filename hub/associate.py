@@ -1853,7 +1853,7 @@ class Associator:
             np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.source_z_m,
             np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
             st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
-            self.cfg.association.min_audible_range_m)
+            self.cfg.association.min_audible_range_m, 2 * self.cfg.association.min_nodes)
         matched = counts[:, 3]
         if matched_join:
             n_members = (np.asarray(n_members) + matched).tolist()

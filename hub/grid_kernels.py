@@ -167,7 +167,7 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
 
 @njit(cache=True)
 def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range,
-                  min_range):
+                  min_range, many):
     """Negative evidence at P hypothesised sources: per source, (silent, agree, pending) counts over its
     non-member nodes.
 
@@ -192,10 +192,12 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
         The same for the onsets that located shots hold (a subset of ``onsets``).
     c, wind
         Speed of sound (m/s) and uniform wind (3,) m/s (zeros for still air).
-    max_range, min_range
+    max_range, min_range, many
         Nodes beyond ``max_range`` (horizontal, m) are never counted. A silent node counts only
         within the hypothesis' *audible radius*: the horizontal distance of its farthest
-        supporting node (member or agreeing), at least ``min_range`` and at most ``max_range``.
+        supporting node (member or agreeing), at least ``min_range`` and at most ``max_range``;
+        with at least ``many`` supporting nodes, of the second farthest (one chance agreeing pick
+        far out cannot widen it alone, while a real source has several nodes out there).
         A source is heard out to a distance set by its loudness (a firecracker carries a few
         hundred metres, a rifle well over a kilometre): nodes nearer than its farthest
         supporter should have heard it, nodes farther need not. ``min_range`` keeps a tight
@@ -216,20 +218,27 @@ def silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_
     state = np.empty(n, dtype=np.int64)
     d2 = np.empty(n)
     for g in range(xs.shape[0]):
-        reach2 = min_range * min_range  # squared audible radius so far (m^2)
+        # The two largest squared supporter distances (m^2) and the number of supporters.
+        far1 = 0.0
+        far2 = 0.0
+        n_sup = 0
         for k in range(n):
             dx = xyz[nodes[k], 0] - xs[g]
             dy = xyz[nodes[k], 1] - ys[g]
             d2[k] = dx * dx + dy * dy
             if member[g, k]:
                 state[k] = -1
-                if d2[k] > reach2:
-                    reach2 = d2[k]
-                continue
-            state[k] = _node_state(nodes[k], xs[g], ys[g], z, t0s[g], tol, watermark, xyz, onsets, n_on, held,
-                                   n_held, c, wind, max_range)
-            if state[k] == 1 and d2[k] > reach2:
-                reach2 = d2[k]
+            else:
+                state[k] = _node_state(nodes[k], xs[g], ys[g], z, t0s[g], tol, watermark, xyz, onsets, n_on, held,
+                                       n_held, c, wind, max_range)
+            if member[g, k] or state[k] == 1:
+                n_sup += 1
+                if d2[k] > far1:
+                    far2 = far1
+                    far1 = d2[k]
+                elif d2[k] > far2:
+                    far2 = d2[k]
+        reach2 = max(min_range * min_range, far2 if n_sup >= many else far1)
         for k in range(n):
             st = state[k]
             if st >= 1 or (st == 0 and d2[k] <= reach2):
@@ -525,7 +534,7 @@ SIGNATURES = (
     (support_table, (_F8, _I8, _F4, _F4, _I8, _I8_3, _I8, nt.int64, nt.boolean)),
     (support_points, (_F8, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8, nt.float64, nt.float64, nt.float64, nt.boolean)),
     (silent_counts, (_F8, _F8, nt.float64, _F8, nt.float64, nt.float64, _F8_2, _I8, nt.boolean[:, ::1], _F8_2, _I8,
-                     _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64)),
+                     _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64, nt.int64)),
     (table_segments, (_F8_2, _I8, _F8_2, nt.float64, _I8_3)),
     (table_values, (_F8_2, _F8, _F8_2, _F8_2, _F8) + (nt.float64,) * 4 + (_I8_3, _I8, _F4, _F4)),
     (triplet_points, (_F8, nt.float64, nt.float64, _F8_2, _F8, _F8, _I8, nt.float64, nt.float64, nt.float64,

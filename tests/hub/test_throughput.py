@@ -168,7 +168,8 @@ def test_compiled_support_equals_plain_evaluation():
 def test_compiled_evidence_equals_plain_count_with_wind():
     """The compiled negative-evidence counts equal a plain count over every node (wind included);
     an onset that a shot holds never agrees with another hypothesis; silent nodes count out to the
-    farthest supporting node (member or agreeing), at least min_range."""
+    farthest supporting node (member or agreeing), at least min_range, or with at least ``many``
+    supporting nodes to the second farthest."""
     from shotline.hub import grid_kernels
 
     rng = np.random.default_rng(8)
@@ -192,12 +193,13 @@ def test_compiled_evidence_equals_plain_count_with_wind():
         nodes_k = index.near(src[0], src[1], a.cfg.association.max_range_m)
         member = rng.random(len(nodes_k)) < 0.3
         min_range = float(rng.uniform(100.0, 900.0))
+        many = int(rng.integers(2, 12))
         got = grid_kernels.silent_counts(src[:1], src[1:2], src[2], np.array([t0]), tol, wm, xyz, nodes_k,
                                          member[None, :], st.onsets, st.n, st.held, st.n_held, a.c, a.wind_enu_mps,
-                                         a.cfg.association.max_range_m, min_range)[0]
+                                         a.cfg.association.max_range_m, min_range, many)[0]
         is_member = {st.ids[r] for r, mm in zip(nodes_k, member, strict=True) if mm}
         want = [0, 0, 0, 0]
-        reach = min_range
+        support_at = []
         silent_at = []
         for n in ids:
             r = a.registry.enu(n)
@@ -207,20 +209,22 @@ def test_compiled_evidence_equals_plain_count_with_wind():
             if d > a.cfg.association.max_range_m:
                 continue
             if n in is_member:
-                reach = max(reach, d)
+                support_at.append(d)
                 continue
             pred = t0 + a._travel(src, r)
             times = np.array(recent[n])
             if (len(times) and times[-1] > pred + tol) or wm > pred + tol:
                 if [t for t in recent[n] if abs(t - pred) <= tol and t not in held[n]]:
                     want[1] += 1
-                    reach = max(reach, d)
+                    support_at.append(d)
                 else:
                     silent_at.append(d)
             elif [t for t in recent[n] if abs(t - pred) <= tol and t not in held[n]]:
                 want[3] += 1  # pending, already holding a matching onset
             else:
                 want[2] += 1
+        far = sorted(support_at, reverse=True) + [0.0, 0.0]
+        reach = max(min_range, far[1] if len(support_at) >= many else far[0])
         want[0] = sum(d <= reach for d in silent_at)
         assert tuple(got) == tuple(want)
 
