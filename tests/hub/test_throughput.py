@@ -531,7 +531,11 @@ def test_later_picks_of_a_waiting_source_join_its_set_instead_of_searching():
 def test_a_chance_pick_that_a_waiting_set_lets_go_is_searched_at_retry(monkeypatch):
     """A pick 4 ms before a node's arrival (within the set's tolerance: an N-wave, or another
     source's arrival) joins the waiting set; the node's own arrival then replaces it, and the
-    early pick, let go, is searched at retry like any undecided pick."""
+    early pick, let go, is searched at retry like any undecided pick (with the shock-wave rule off:
+    4 ms before a pick the shot holds, it would be taken for the shot's N-wave, see the next test)."""
+    from shotline.hub.associate import Associator
+
+    monkeypatch.setattr(Associator, "SHOCK_LEAD_S", 0.0)
     retried = _retried_seeds(monkeypatch)
     nodes, _, dets = _corner_source(3)
     p = make_pipeline(nodes)
@@ -551,6 +555,33 @@ def test_a_chance_pick_that_a_waiting_set_lets_go_is_searched_at_retry(monkeypat
         p.tick(t)
     p.tick(T0_NS + 20 * 10**9)  # every wait window has passed
     assert early_id in retried
+
+
+def test_a_shots_n_waves_are_not_searched_at_retry(monkeypatch):
+    """Six nodes pick a bullet's shock wave 3-20 ms before the muzzle blast (they lie near its line of fire), each
+    delivered just before it. The shot holds the blasts; the N-waves, undecided, are due at retry,
+    where each comes less than ``SHOCK_LEAD_S`` before a pick the shot holds at its node: none is
+    searched (with the rule off, the four not decided on arrival are, and make nothing), and there
+    is one shot, without them."""
+    from shotline.hub.associate import Associator
+
+    nodes, src, dets = _corner_source(3)
+    rng = np.random.default_rng(9)
+    near = sorted(nodes, key=lambda n: np.linalg.norm(nodes[n][:2] - np.asarray(src[:2])))[4:10]
+    shocks = [(nid, t - int(rng.uniform(0.003, 0.020) * 1e9)) for nid, t in dets if nid in near]
+    ids = {m.decode(detection(*d)[1], m.Detection).detection_id for d in shocks}
+    for rule in (True, False):
+        if not rule:
+            monkeypatch.setattr(Associator, "SHOCK_LEAD_S", 0.0)
+        retried = _retried_seeds(monkeypatch)
+        p = make_pipeline(nodes)
+        out = []
+        for nid, t in sorted(dets + shocks, key=lambda d: d[1]):
+            out += p.handle(*detection(nid, t), received_ns=t) + p.tick(t)
+        out += p.tick(T0_NS + 20 * 10**9) + p.finish()  # every wait window has passed
+        shots = list({s.shot_id: s for o in out for s in o.incident.shots}.values())
+        assert len(shots) == 1 and not ids & {r.detection_id for r in shots[0].residuals}
+        assert len(ids & set(retried)) == (0 if rule else 4)
 
 
 def test_a_pick_further_from_a_waiting_sets_arrival_than_its_member_there_does_not_replace_it():
