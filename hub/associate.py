@@ -771,10 +771,11 @@ class Associator:
         at its node: the shot's early supersonic N-wave (the bullet's shock reaches the nodes near the
         line of fire milliseconds to tens of milliseconds before the muzzle blast), or an echo of an
         earlier sound that happens to precede it. It is not searched again (like a reverberation
-        tail it stays a partner, and joins a shot whose arrival it fits). The picks searched at
-        retry were mostly such junk, and none of those made a shot; the window is before the held
-        pick only, because the next round of a burst (30-150 ms later) comes after it (a window to
-        150 ms after lost sources: 100 nodes at 49 impulses/s 78.5 -> 74.7 %)."""
+        tail it stays a partner, and joins a shot whose arrival it fits). Most picks searched at
+        retry are junk (dense scene: echoes, N-waves, the wall's ghost, strays), and there none of
+        them made a shot. The window is before the held pick only, because the next round of a
+        burst (30-150 ms later) comes after it (a window to 150 ms after lost sources: 100 nodes
+        at 49 impulses/s 78.5 -> 74.7 %)."""
         held = self.onsets.held_times(pick.node_id)
         k = int(np.searchsorted(held, pick.t_s, side="right"))
         return k < len(held) and held[k] - pick.t_s <= self.SHOCK_LEAD_S
