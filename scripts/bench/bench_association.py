@@ -235,6 +235,8 @@ def _ns(t_s: float) -> int:
 
 
 def make_pipeline(nodes: dict[str, np.ndarray]) -> HubPipeline:
+    """A hub configured as a site would be: the scene's street level is its frame's origin (sources
+    ``SOURCE_H`` above it, microphones 4-15 m), given as ``ground_alt_m``; nodes from status messages."""
     cfg = HubConfig(site=SITE, location=LocationSettings(speed_of_sound_mps=C_MPS, timing_sigma_s=60e-6,
                                                          source_height_m=SOURCE_H, ground_alt_m=FRAME.alt_m),
                     association=AssociationSettings(max_range_m=1000.0))
