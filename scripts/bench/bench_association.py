@@ -178,10 +178,34 @@ def dense_scene(duration_s: float = 20.0, seed: int = 1, nodes: dict[str, np.nda
     for nid in ids:
         for tt in rng.uniform(0, duration_s, rng.poisson(0.15 * duration_s)):
             scene.dets.append((nid, _ns(tt), 0, "stray"))
-    # Delivery: per node in onset order, each 20-250 ms after its onset but
-    # never before the node's previous detection was delivered.
+    scene.dets = _deliver(scene.dets, rng)
+    return scene
+
+
+def clean_scene(duration_s: float, rate_hz: float, nodes: dict[str, np.ndarray], seed: int = 5) -> Scene:
+    """Random gunshots city-wide at ``rate_hz`` over ``nodes``, heard within 900 m, 10 % of picks missed,
+    and nothing else (no echoes, N-waves, ghosts or strays): what the path costs per detection when
+    every detection belongs to a source. Delivered as :func:`dense_scene`'s (:func:`_deliver`)."""
+    rng = np.random.default_rng(seed)
+    ids = list(nodes)
+    pos = np.array([nodes[k] for k in ids])
+    half = np.ptp(pos[:, :2], axis=0) / 2
+    srcs = sorted((Source("gunshot", np.r_[rng.uniform(-half * 0.8, half * 0.8), SOURCE_H],
+                          rng.uniform(0.5, duration_s - 2.0)) for _ in range(rng.poisson(rate_hz * (duration_s - 2.5)))),
+                  key=lambda s: s.t_s)
+    dets = []
+    for s in srcs:
+        d = np.linalg.norm(pos - s.xyz, axis=1)
+        t_arr = s.t_s + d / C_MPS + rng.normal(0, PICK_SIGMA_S, len(ids))
+        dets += [(ids[i], _ns(t_arr[i]), 0, "direct") for i in np.flatnonzero((d < 900.0) & (rng.random(len(ids)) > 0.1))]
+    return Scene(nodes, srcs, duration_s, _deliver(dets, rng))
+
+
+def _deliver(dets: list[tuple[str, int, int, str]], rng: np.random.Generator) -> list[tuple[str, int, int, str]]:
+    """The detections with their receive times, in delivery order: per node in onset order, each
+    20-250 ms after its onset but never before the node's previous detection was delivered."""
     by_node: dict[str, list[tuple[str, int, int, str]]] = {}
-    for d in scene.dets:
+    for d in dets:
         by_node.setdefault(d[0], []).append(d)
     out = []
     for nid, lst in by_node.items():
@@ -196,38 +220,7 @@ def dense_scene(duration_s: float = 20.0, seed: int = 1, nodes: dict[str, np.nda
             last = rec
             out.append((nid, d[1], rec, d[3]))
     out.sort(key=lambda d: d[2])
-    scene.dets = out
-    return scene
-
-
-def clean_scene(duration_s: float, rate_hz: float, nodes: dict[str, np.ndarray], seed: int = 5) -> Scene:
-    """Random gunshots city-wide at ``rate_hz`` over ``nodes``, heard within 900 m, 10 % of picks missed,
-    and nothing else (no echoes, N-waves, ghosts or strays): what the path costs per detection when
-    every detection belongs to a source. Delivery as :func:`dense_scene`'s."""
-    rng = np.random.default_rng(seed)
-    ids = list(nodes)
-    pos = np.array([nodes[k] for k in ids])
-    half = np.ptp(pos[:, :2], axis=0) / 2
-    srcs = sorted((Source("gunshot", np.r_[rng.uniform(-half * 0.8, half * 0.8), SOURCE_H],
-                          rng.uniform(0.5, duration_s - 2.0)) for _ in range(rng.poisson(rate_hz * (duration_s - 2.5)))),
-                  key=lambda s: s.t_s)
-    dets = []
-    for s in srcs:
-        d = np.linalg.norm(pos - s.xyz, axis=1)
-        t_arr = s.t_s + d / C_MPS + rng.normal(0, PICK_SIGMA_S, len(ids))
-        dets += [(ids[i], _ns(t_arr[i]), 0, "direct") for i in np.flatnonzero((d < 900.0) & (rng.random(len(ids)) > 0.1))]
-    by_node: dict[str, list[tuple[str, int, int, str]]] = {}
-    for det in dets:
-        by_node.setdefault(det[0], []).append(det)
-    out = []
-    for lst in by_node.values():
-        lst.sort(key=lambda det: det[1])
-        last = 0
-        for det in lst:
-            last = max(last, det[1] + int(rng.uniform(0.02, 0.25) * 1e9))
-            out.append((det[0], det[1], last, det[3]))
-    out.sort(key=lambda det: det[2])
-    return Scene(nodes, srcs, duration_s, out)
+    return out
 
 
 def _ns(t_s: float) -> int:
