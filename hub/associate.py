@@ -804,9 +804,20 @@ class Associator:
         self.watermark_s = max(self.watermark_s, w)
         horizon = self.horizon_s()
         # The picks of a set that waits stay until its seed (the last of them to arrive) is decided at
-        # :meth:`retry` (they would expire first: the set was then decided without them).
-        held = {id(q) for p in self.pool if p.waiting is not None for members, *_ in p.waiting[0] for q in members}
-        self.n_expired_unassociated += self.pool.keep_if(lambda p: p.t_s > w - horizon or id(p) in held)
+        # :meth:`retry` (they would expire first: the set was then decided without them). Those sets
+        # are gathered only when some pick is old enough to go.
+        held: set[int] | None = None
+
+        def keep(p: Pick) -> bool:
+            nonlocal held
+            if p.t_s > w - horizon:
+                return True
+            if held is None:
+                held = {id(q) for s in self.pool if s.waiting is not None for members, *_ in s.waiting[0]
+                        for q in members}
+            return id(p) in held
+
+        self.n_expired_unassociated += self.pool.keep_if(keep)
         keep = [s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c for s in self.shots]
         if not all(keep):
             self.shots = [s for s, k in zip(self.shots, keep, strict=True) if k]
