@@ -82,8 +82,9 @@ class Pick:
     """Its ``waiting`` set came from a recent shot's place (:meth:`Associator._repeat_place`), not from a
     grid search: if that set makes no shot, the pick is searched at :meth:`Associator.retry`."""
     tail: bool = False
-    """Much weaker than a pick of the same node just before it: likely its reverberation
-    (``association.reverb_s`` / ``reverb_drop_db``). Never seeds or supports a new shot."""
+    """Much weaker than a pick of the same node just before it: its reverberation, or a weaker
+    source (``association.reverb_s`` / ``reverb_drop_db``). It joins shots; it seeds and supports
+    new ones only where many nodes are in range (see :meth:`Associator._tails_take_part`)."""
 
     @property
     def node_id(self) -> str:
@@ -197,7 +198,7 @@ class PickPool:
 
     def window(self, node_id: str, t_lo: float, t_hi: float, tails: bool = True) -> tuple[np.ndarray, list[Pick]]:
         """A node's pooled picks with onsets in [t_lo, t_hi] s: (sorted times, picks); without
-        reverberation tails if ``tails`` is false (they never seed or support a new shot)."""
+        reverberation tails if ``tails`` is false."""
         got = self._sorted.get(node_id)
         if got is None:
             ps = sorted(self._by_node.get(node_id, {}).values(), key=lambda p: p.t_s)
@@ -490,8 +491,11 @@ class Associator:
             return []  # may only corroborate a shot
         self.pool.append(pick)
         if pick.tail:
-            pick.settled = True
-            return []  # may join a shot its partners make, never seeds one
+            if not self._tails_take_part(self._nodes_within_range(self.registry.enu(pick.node_id))):
+                pick.settled = True
+                return []  # may join a shot its partners make, never seeds one
+            if self._echo_of_a_shot(pick):
+                return []  # searched at retry, unless it is still that shot's echo then
         joined, new = self._join_waiting(pick)
         if not joined:
             joined, new = self._repeat_place(pick)
@@ -749,6 +753,8 @@ class Associator:
                     if p.waiting is None:
                         if self._shock_of_a_shot(p):
                             continue
+                        if p.tail and self._echo_of_a_shot(p):
+                            continue  # (only tails of a dense network are undecided)
                         shot = self._hypothesise(p)
                     else:
                         shot = self._decide_waiting(p)
@@ -779,6 +785,23 @@ class Associator:
         held = self.onsets.held_times(pick.node_id)
         k = int(np.searchsorted(held, pick.t_s, side="right"))
         return k < len(held) and held[k] - pick.t_s <= self.SHOCK_LEAD_S
+
+    #: A reverberation tail at most this long (s) after a pick that a shot holds at its node is taken for
+    #: that shot's echo (:meth:`_echo_of_a_shot`).
+    ECHO_LAG_S = 0.1
+
+    def _echo_of_a_shot(self, pick: Pick) -> bool:
+        """Whether a tail pick comes at most ``ECHO_LAG_S`` after a pick that a shot holds at its node: an
+        echo of that shot (the facades of a street return a shot within tens of milliseconds), not
+        searched on arrival nor at :meth:`retry`. A tail that follows no located shot so closely may be
+        a weaker source's direct sound (:meth:`_tails_take_part`) and is searched; on arrival, one that
+        does waits for retry, when the shot its louder predecessor belongs to is more likely made.
+        Dense scene with levels: 1,375 searches instead of 2,309 with tails searched like any pick,
+        the same sources found; 100 nodes at 49 impulses/s (~20 audible per node per second) found
+        90.3 % against 95.2 %, and 85.5 % with every tail put off to retry."""
+        held = self.onsets.held_times(pick.node_id)
+        k = int(np.searchsorted(held, pick.t_s, side="left"))
+        return k > 0 and pick.t_s - held[k - 1] <= self.ECHO_LAG_S
 
     def _decide_waiting(self, seed: Pick) -> ShotState | None:
         """Decide the candidate sets a search from ``seed`` left waiting, now that the pending nodes have had
@@ -1025,12 +1048,35 @@ class Associator:
         dz2 = 0.0 if self.cfg.location.mode == "2d" else (node[2] - self.source_z_m) ** 2
         return np.sqrt((pts[:, 0] - node[0]) ** 2 + (pts[:, 1] - node[1]) ** 2 + dz2)
 
+    #: Reverberation tails take part in new shots where at least this many times ``min_nodes`` nodes are
+    #: in range (:meth:`_tails_take_part`).
+    TAIL_PARTNER_IN_RANGE = 3
+
+    def _tails_take_part(self, in_range: list[str]) -> bool:
+        """Whether reverberation tails may seed and support new shots near a point, from the nodes that
+        have reported within ``max_range_m`` of it (:meth:`_nodes_within_range`): at least
+        ``TAIL_PARTNER_IN_RANGE`` x ``min_nodes``.
+
+        A tail is a pick at least ``reverb_drop_db`` below one its node made less than ``reverb_s``
+        before: an echo, or the direct sound of a weaker source (a firecracker 15 dB below the
+        gunfire before it, the farther of two shooters, any source after a louder one on a busy
+        night). On a small array (Pittsburgh from audio, 3-6 sensors) chance sets of echoes fit and
+        nothing speaks against them, so there tails only join shots (as partners there: 57 false
+        shots instead of 7). Where many nodes are in range, the silent ones refuse such sets, while
+        leaving tails out lost every source whose nodes mostly heard a louder one just before: the
+        dense scene with levels found 85.9 % of its sources (26 of 39 firecrackers lost), 1,024
+        nodes at 49 impulses/s 80.1 %, 100 nodes 49.5 %. There a tail is searched like any pick,
+        unless it is a located shot's echo (:meth:`_echo_of_a_shot`).
+        """
+        return len(in_range) >= self.TAIL_PARTNER_IN_RANGE * self.cfg.association.min_nodes
+
     def _hypothesise(self, seed: Pick) -> ShotState | None:
         a = self.cfg.association
         r_seed = self.registry.enu(seed.node_id)
         nbr_ids, nbr_d, by_distance = self._neighbours(seed.node_id)
         has = self.pool.has_node
         found: dict[int, tuple[list[Pick], np.ndarray]] = {}
+        tails = self._tails_take_part(self._nodes_within_range(r_seed))
 
         def gather(k: int) -> None:
             if not has(nbr_ids[k]):
@@ -1038,7 +1084,7 @@ class Associator:
             # Physically possible partner: the time difference cannot exceed
             # the travel time between the two nodes.
             half = nbr_d[k] / self.c + a.match_tolerance_s
-            times, ps = self.pool.window(nbr_ids[k], seed.t_s - half, seed.t_s + half, tails=False)
+            times, ps = self.pool.window(nbr_ids[k], seed.t_s - half, seed.t_s + half, tails=tails)
             if ps:
                 found[k] = (ps, times)
 
@@ -1348,16 +1394,18 @@ class Associator:
 
     def _complete_set(self, members: list[Pick], xy: np.ndarray, t0_s: float, tol_s: float) -> list[Pick]:
         """``members`` and, at each other node in range of a hypothesis (source ``xy`` m, emission
-        ``t0_s`` s), the pooled pick (not a reverberation tail) nearest its predicted arrival, within
-        ``tol_s`` of it."""
+        ``t0_s`` s), the pooled pick nearest its predicted arrival, within ``tol_s`` of it
+        (reverberation tails only where :meth:`_tails_take_part`)."""
         src = np.array([xy[0], xy[1], self.source_z_m])
         have = {p.node_id for p in members}
         out = list(members)
-        for nid in self._pool_nodes_near(src):
-            if nid in have:
+        in_range = self._nodes_within_range(src)
+        tails = self._tails_take_part(in_range)
+        for nid in in_range:
+            if nid in have or not self.pool.has_node(nid):
                 continue
             pred = t0_s + self._travel(src, self.registry.enu(nid))
-            times, ps = self.pool.window(nid, pred - tol_s, pred + tol_s, tails=False)
+            times, ps = self.pool.window(nid, pred - tol_s, pred + tol_s, tails=tails)
             if ps:
                 out.append(ps[int(np.argmin(np.abs(times - pred)))])
         return out

@@ -18,6 +18,14 @@ irregular ~1.3 x 1.0 km urban grid (microphones 4-15 m up), c = 343 m/s, and
 * unrelated impulses at single nodes (car doors, dogs), 0.15 per second per node;
 * pick noise N(0, 60 us), reported onset_sigma_s 50 us; audible range 900 m
   for gunshots, 650 m for firecrackers;
+* peak levels (the hub compares them within a node: reverberation tails,
+  earlier alternatives, bursts): 155 dB SPL at 1 m for a gunshot's muzzle
+  blast, 140 dB for a firecracker, spherical spreading, 0.005 dB/m excess
+  attenuation, +-1.5 dB per pick, 0 dBFS at 130 dB SPL; an echo 0-12 dB
+  below its direct sound, a shock wave within +-6 dB of its blast, the wall's
+  ghost 2 dB of reflection loss below its image source's level, strays -50
+  to -20 dBFS. Drawn from their own generator, so the times are those of the
+  scene without levels;
 * delivery: each detection reaches the hub 20-250 ms after its onset (network
   and sensor latency), so arrival order differs from onset order across nodes;
   one node's detections are in order.
@@ -34,6 +42,9 @@ Figures:
   messages out) per second of scene. Budget <= 0.5.
 * ``hub_detections_per_s``: detections processed per CPU second on that run.
   Budget >= 5000.
+* ``hub_detections_per_s_no_levels`` / ``assoc_found_pct_no_levels``: the same scene with every
+  detection at one level (-20 dBFS), as this bench had it until 2026-12: the hub's level rules
+  then never apply (every pick is searched like a direct sound).
 * ``hub_latency_p99_ms``: 99th percentile, over the calls that published an
   incident, of the in-process time from handing the detection to the pipeline
   to the incident message being ready (transport excluded). Budget <= 100 ms.
@@ -89,6 +100,17 @@ FRAME = LocalFrame(40.4406, -79.9959, 250.0)
 T0_NS = 1_800_000_000_000_000_000
 PICK_SIGMA_S = 60e-6
 SOURCE_H = 1.5
+# Levels (the hub compares peak levels within one node: reverberation tails, earlier alternatives).
+SOURCE_DB_SPL = {"gunshot": 155.0, "firework": 140.0}  # peak dB SPL at 1 m
+FULL_SCALE_DB_SPL = 130.0  # a node's microphone clips at this SPL (0 dBFS)
+NOISE_DBFS = -60.0
+EXCESS_DB_PER_M = 0.005  # air absorption and ground effect beyond spreading
+LEVEL_SD_DB = 1.5  # per pick: round-to-round and turbulence
+ECHO_DROP_MAX_DB = 12.0  # an echo is 0-12 dB below its direct sound (Pittsburgh: 53 % of the picks that
+# are no direct arrival are at least 6 dB below a pick less than 1 s before them)
+NWAVE_DB = 6.0  # a shock wave is within +-6 dB of its muzzle blast
+WALL_LOSS_DB = 2.0  # reflection loss at the wall
+STRAY_DBFS = (-50.0, -20.0)  # car doors, dogs, near the node
 
 
 @dataclass
@@ -103,12 +125,13 @@ class Source:
 
 @dataclass
 class Scene:
-    """Nodes, true sources and the detections (node, onset ns, receive ns, what made it)."""
+    """Nodes, true sources and their detections."""
 
     nodes: dict[str, np.ndarray]
     sources: list[Source]
     duration_s: float
-    dets: list[tuple[str, int, int, str]] = field(default_factory=list)
+    dets: list[tuple[str, int, int, str, float]] = field(default_factory=list)
+    """(node, onset ns, receive ns, what made it, peak dBFS)."""
 
 
 def network(n_e: int, n_n: int, spacing_m: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -126,6 +149,7 @@ def dense_scene(duration_s: float = 20.0, seed: int = 1, nodes: dict[str, np.nda
                 extra_rate_hz: float = 0.0) -> Scene:
     """The DESIGN.md dense scene (see the module docstring); ``extra_rate_hz`` adds city-wide random gunshots."""
     rng = np.random.default_rng(seed)
+    lrng = np.random.default_rng([seed, 1])  # levels: their own draws, so the times are as without them
     nodes = nodes if nodes is not None else network(6, 5, 250.0, rng)
     srcs: list[Source] = []
     a = np.array([-120.0, 60.0, SOURCE_H])
@@ -162,22 +186,27 @@ def dense_scene(duration_s: float = 20.0, seed: int = 1, nodes: dict[str, np.nda
         rng_m = 900.0 if s.kind == "gunshot" else 650.0
         heard = (d < rng_m) & (rng.random(len(ids)) > 0.10)
         t_arr = s.t_s + d / C_MPS + rng.normal(0, PICK_SIGMA_S, len(ids))
+        lv = _peak_dbfs(s.kind, d, lrng)
         for i in np.flatnonzero(heard):
-            scene.dets.append((ids[i], _ns(t_arr[i]), 0, "direct"))
+            scene.dets.append((ids[i], _ns(t_arr[i]), 0, "direct", lv[i]))
             if rng.random() < 0.15:
-                scene.dets.append((ids[i], _ns(t_arr[i] + rng.uniform(0.005, 0.08)), 0, "echo"))
+                scene.dets.append((ids[i], _ns(t_arr[i] + rng.uniform(0.005, 0.08)), 0, "echo",
+                                   lv[i] - lrng.uniform(0.0, ECHO_DROP_MAX_DB)))
         if s.kind == "gunshot":
             bearing = np.arctan2(pos[:, 1] - s.xyz[1], pos[:, 0] - s.xyz[0])
             off = np.abs((bearing - s.heading_rad + np.pi) % (2 * np.pi) - np.pi)
             for i in np.flatnonzero((off < np.radians(25)) & (d > 60.0) & (d < rng_m)):
-                scene.dets.append((ids[i], _ns(t_arr[i] - rng.uniform(0.003, 0.025)), 0, "nwave"))
+                scene.dets.append((ids[i], _ns(t_arr[i] - rng.uniform(0.003, 0.025)), 0, "nwave",
+                                   min(0.0, lv[i] + lrng.uniform(-NWAVE_DB, NWAVE_DB))))
         if s.kind == "gunshot" and np.array_equal(s.xyz, a):
             di = np.linalg.norm(pos - image, axis=1)
+            lv_wall = _peak_dbfs(s.kind, di, lrng) - WALL_LOSS_DB
             for i in np.flatnonzero(on_a_side & (di < rng_m) & (rng.random(len(ids)) < 0.6)):
-                scene.dets.append((ids[i], _ns(s.t_s + di[i] / C_MPS + rng.normal(0, PICK_SIGMA_S)), 0, "wall"))
+                scene.dets.append((ids[i], _ns(s.t_s + di[i] / C_MPS + rng.normal(0, PICK_SIGMA_S)), 0, "wall",
+                                   lv_wall[i]))
     for nid in ids:
         for tt in rng.uniform(0, duration_s, rng.poisson(0.15 * duration_s)):
-            scene.dets.append((nid, _ns(tt), 0, "stray"))
+            scene.dets.append((nid, _ns(tt), 0, "stray", lrng.uniform(*STRAY_DBFS)))
     scene.dets = _deliver(scene.dets, rng)
     return scene
 
@@ -187,6 +216,7 @@ def clean_scene(duration_s: float, rate_hz: float, nodes: dict[str, np.ndarray],
     and nothing else (no echoes, N-waves, ghosts or strays): what the path costs per detection when
     every detection belongs to a source. Delivered as :func:`dense_scene`'s (:func:`_deliver`)."""
     rng = np.random.default_rng(seed)
+    lrng = np.random.default_rng([seed, 1])
     ids = list(nodes)
     pos = np.array([nodes[k] for k in ids])
     half = np.ptp(pos[:, :2], axis=0) / 2
@@ -197,14 +227,17 @@ def clean_scene(duration_s: float, rate_hz: float, nodes: dict[str, np.ndarray],
     for s in srcs:
         d = np.linalg.norm(pos - s.xyz, axis=1)
         t_arr = s.t_s + d / C_MPS + rng.normal(0, PICK_SIGMA_S, len(ids))
-        dets += [(ids[i], _ns(t_arr[i]), 0, "direct") for i in np.flatnonzero((d < 900.0) & (rng.random(len(ids)) > 0.1))]
+        lv = _peak_dbfs(s.kind, d, lrng)
+        dets += [(ids[i], _ns(t_arr[i]), 0, "direct", lv[i])
+                 for i in np.flatnonzero((d < 900.0) & (rng.random(len(ids)) > 0.1))]
     return Scene(nodes, srcs, duration_s, _deliver(dets, rng))
 
 
-def _deliver(dets: list[tuple[str, int, int, str]], rng: np.random.Generator) -> list[tuple[str, int, int, str]]:
+def _deliver(dets: list[tuple[str, int, int, str, float]], rng: np.random.Generator
+             ) -> list[tuple[str, int, int, str, float]]:
     """The detections with their receive times, in delivery order: per node in onset order, each
     20-250 ms after its onset but never before the node's previous detection was delivered."""
-    by_node: dict[str, list[tuple[str, int, int, str]]] = {}
+    by_node: dict[str, list[tuple[str, int, int, str, float]]] = {}
     for d in dets:
         by_node.setdefault(d[0], []).append(d)
     out = []
@@ -218,9 +251,17 @@ def _deliver(dets: list[tuple[str, int, int, str]], rng: np.random.Generator) ->
             seen.add(d[1])
             rec = max(last, d[1] + int(rng.uniform(0.02, 0.25) * 1e9))
             last = rec
-            out.append((nid, d[1], rec, d[3]))
+            out.append((nid, d[1], rec, d[3], d[4]))
     out.sort(key=lambda d: d[2])
     return out
+
+
+def _peak_dbfs(kind: str, d_m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Peak level (dBFS) at distances ``d_m`` (m) of a source of ``kind``: its level at 1 m, spherical
+    spreading, excess attenuation, a per-pick spread; a microphone clips at 0 dBFS."""
+    lv = (SOURCE_DB_SPL[kind] - FULL_SCALE_DB_SPL - 20.0 * np.log10(np.maximum(d_m, 1.0))
+          - EXCESS_DB_PER_M * d_m + rng.normal(0.0, LEVEL_SD_DB, np.shape(d_m)))
+    return np.minimum(lv, 0.0)
 
 
 def _ns(t_s: float) -> int:
@@ -242,25 +283,27 @@ def make_pipeline(nodes: dict[str, np.ndarray]) -> HubPipeline:
     return p
 
 
-def encode_detections(scene: Scene) -> list[tuple[str, bytes, int]]:
-    """(topic, payload, received_ns) for every detection, in delivery order."""
+def encode_detections(scene: Scene, levels: bool = True) -> list[tuple[str, bytes, int]]:
+    """(topic, payload, received_ns) for every detection, in delivery order; without ``levels``
+    every detection reports the same peak level (-20 dBFS), as this bench's scenes did before."""
     out = []
-    for k, (nid, t_ns, rec, _what) in enumerate(scene.dets):
+    for k, (nid, t_ns, rec, _what, peak) in enumerate(scene.dets):
+        peak = float(peak) if levels else -20.0
         det = m.Detection(detection_id=f"{nid}-{k}", site=SITE, node_id=nid, onset_time_ns=t_ns,
-                          onset_sigma_s=50e-6, time_quality="pps", peak_dbfs=-20.0, snr_db=25.0,
-                          noise_floor_dbfs=-60.0)
+                          onset_sigma_s=50e-6, time_quality="pps", peak_dbfs=peak, snr_db=peak - NOISE_DBFS,
+                          noise_floor_dbfs=NOISE_DBFS)
         out.append((topics.node_topic(SITE, nid, "detection"), m.encode(det), rec))
     return out
 
 
-def play(scene: Scene, tick_s: float = 0.1, first_ns: dict[str, int] | None = None):
+def play(scene: Scene, tick_s: float = 0.1, first_ns: dict[str, int] | None = None, levels: bool = True):
     """Feed the scene through a pipeline; returns (final shots by id, cpu_s, latencies_ms, pipeline).
 
     ``first_ns``, if given, receives per shot id the scene time (ns) of the message or tick that
     first published it.
     """
     p = make_pipeline(scene.nodes)
-    msgs = encode_detections(scene)
+    msgs = encode_detections(scene, levels)
     shots: dict[str, m.Shot] = {}
     first = first_ns if first_ns is not None else {}
     lat_ms = []
@@ -362,6 +405,9 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
         "hub_latency_p99_ms": float(np.percentile(lat_ms, 99)) if lat_ms else float("nan"),
         "hub_kernels_start_s": kernels_start_s(),
     })
+    flat_shots, flat_cpu, _, _ = play(scene, levels=False)
+    out["hub_detections_per_s_no_levels"] = len(scene.dets) / flat_cpu
+    out["assoc_found_pct_no_levels"] = score(scene, flat_shots)["assoc_sources_found_pct"]
     if scaling:
         # Network size at a fireworks night's rate (the scene's ~7 impulses/s + 40 random gunshots/s
         # city-wide), then the impulse rate on 1,000 nodes. 6 s of scene each.
