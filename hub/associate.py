@@ -343,9 +343,9 @@ class Associator:
         """(registry version, spatial index over the located nodes)."""
         self._rows_cache: _RowIndex | None = None
         self.shots: list[ShotState] = []
-        self._shot_xyt = np.empty((0, 3))
+        self._shot_xyt = np.empty((0, 4))
         """Per listed shot (row ``shot.slot``, in the order of ``shots``): east, north (m), emission time
-        (s): :meth:`_attach` compares a pick with the shots that can have made it, not with all."""
+        (s), up (m): :meth:`_attach` compares a pick with the shots that can have made it, not with all."""
         self.onsets = OnsetStore()
         """Per node, the sorted onset times (s) of every recent trusted pick (associated or not) and of
         those that shots hold (:meth:`_evidence`)."""
@@ -851,6 +851,27 @@ class Associator:
 
     # -- attaching to a known shot -----------------------------------------
     def _attach(self, pick: Pick, only: ShotState | None = None) -> ShotState | None:
+        """Give a pick to the shot (``only``, or any listed) whose predicted arrival it fits best within
+        the attach tolerance: pending until the shot's next re-location, or corroborating if its time
+        is not trusted. Returns that shot, or None."""
+        best = self._attach_target(pick, only)
+        if best is None:
+            return None
+        if not pick.trusted:
+            best.corroborating[pick.node_id] = pick
+            best.dirty = True
+            return best
+        old = best.pending.get(pick.node_id)
+        if old is not None:
+            old.rejected_by.add(best.shot_id)
+            self.pool.append(old)
+        best.pending[pick.node_id] = pick
+        best.last_pick_received_ns = max(best.last_pick_received_ns, pick.received_ns)
+        best.dirty = True
+        return best
+
+    def _attach_target(self, pick: Pick, only: ShotState | None = None) -> ShotState | None:
+        """The shot :meth:`_attach` gives ``pick`` to (no change made)."""
         r = self.registry.enu(pick.node_id)
         best, best_err = None, np.inf
         t_min = pick.t_s - self.cfg.association.max_range_m / self.c - 0.1
@@ -862,9 +883,17 @@ class Associator:
             gust = 0.0 if self.wind_enu_mps is None else float(np.hypot(*self.wind_enu_mps[:2]))
             reach = (pick.t_s - t_min + 0.05 + 5 * self._sigma(pick) + self.cfg.association.match_tolerance_s) * (
                 self.c + gust)
-            near = ((xyt[:, 2] >= t_min) & (xyt[:, 2] <= pick.t_s)
-                    & ((xyt[:, 0] - r[0]) ** 2 + (xyt[:, 1] - r[1]) ** 2 <= reach * reach))
-            candidates = [self.shots[i] for i in np.flatnonzero(near).tolist()]
+            d2 = (xyt[:, 0] - r[0]) ** 2 + (xyt[:, 1] - r[1]) ** 2
+            near = np.flatnonzero((xyt[:, 2] >= t_min) & (xyt[:, 2] <= pick.t_s) & (d2 <= reach * reach))
+            if self.wind_enu_mps is None and len(near) > 1:
+                # Automatic fire lists many shots from one place: those whose predicted arrival is
+                # beyond the widest attach tolerance (:meth:`_attach_tolerance`) go at once, the
+                # predictions as :meth:`_travel` makes them (dense scene: ~10 candidates per pick).
+                pred = xyt[near, 2] + np.sqrt(d2[near] + (xyt[near, 3] - r[2]) ** 2) / self.c
+                a = self.cfg.association
+                widest = (0.02 + 5 * self._sigma(pick) if pick.trusted else 0.05) + a.match_tolerance_s
+                near = near[np.abs(pick.t_s - pred) < widest + 1e-6]
+            candidates = [self.shots[i] for i in near.tolist()]
         else:
             candidates = [only]
         for shot in candidates:
@@ -880,19 +909,6 @@ class Associator:
             tol = self._attach_tolerance(shot, pick)
             if err < tol and err < best_err:
                 best, best_err = shot, err
-        if best is None:
-            return None
-        if not pick.trusted:
-            best.corroborating[pick.node_id] = pick
-            best.dirty = True
-            return best
-        old = best.pending.get(pick.node_id)
-        if old is not None:
-            old.rejected_by.add(best.shot_id)
-            self.pool.append(old)
-        best.pending[pick.node_id] = pick
-        best.last_pick_received_ns = max(best.last_pick_received_ns, pick.received_ns)
-        best.dirty = True
         return best
 
     def _near_arrivals(self, shot: ShotState) -> list[Pick]:
@@ -1850,7 +1866,7 @@ class Associator:
         self._set_solution(shot, picks, sol, max(p.received_ns for p in picks.values()))
         shot.slot = len(self.shots)
         self.shots.append(shot)
-        self._shot_xyt = np.vstack([self._shot_xyt, [[shot.enu_m[0], shot.enu_m[1], shot.t0_s]]])
+        self._shot_xyt = np.vstack([self._shot_xyt, [[shot.enu_m[0], shot.enu_m[1], shot.t0_s, shot.enu_m[2]]]])
         # Pooled picks that arrived before the shot existed may belong to it: per node, those
         # within the widest attach tolerance of the predicted arrival, offered in onset order.
         joined = False
@@ -2084,7 +2100,7 @@ class Associator:
         shot.enu_m = np.array([pos[0], pos[1], z])
         shot.t0_s = sol.t0_s
         if shot.slot >= 0:
-            self._shot_xyt[shot.slot] = (shot.enu_m[0], shot.enu_m[1], shot.t0_s)
+            self._shot_xyt[shot.slot] = (shot.enu_m[0], shot.enu_m[1], shot.t0_s, shot.enu_m[2])
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
 

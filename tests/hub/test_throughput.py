@@ -671,6 +671,44 @@ def test_a_pick_further_from_a_waiting_sets_arrival_than_its_member_there_does_n
     assert p.assoc.n_joined_waiting == joined and pick.undecided
 
 
+def test_the_attach_prefilter_passes_every_shot_a_pick_can_join():
+    """Two shooters' automatic fire (many listed shots from two places): for picks at every node up to
+    30 ms from some shot's predicted arrival, trusted or not, the shot :meth:`_attach` picks among the
+    listed shots (after dropping those beyond the widest tolerance at once) is the one a check of every
+    shot in turn picks."""
+    rng = np.random.default_rng(12)
+    nodes = grid(5, 4, 250.0, seed=12)
+    dets = []
+    for k in range(20):
+        for src, dt in (((-120.0, 60.0, 1.5), 0.0), ((60.0, 40.0, 1.5), 0.05)):
+            dets += arrivals(nodes, src, T0_NS + int((0.1 * k + dt) * 1e9), rng, sigma_s=60e-6)
+    p = make_pipeline(nodes)
+    _stream(p, sorted(dets, key=lambda d: d[1]))
+    a = p.assoc
+    assert len(a.shots) >= 30
+    probes = [f"P{k}" for k in range(10)]  # nodes that heard none of it: no shot holds a pick there
+    for nid in probes:
+        p.handle(*status(nid, np.r_[rng.uniform(-600, 600, 2), 5.0]), received_ns=0)
+    n_joined = 0
+    for k in range(600):
+        shot = a.shots[int(rng.integers(len(a.shots)))]
+        nid = probes[int(rng.integers(len(probes)))]
+        t = shot.t0_s + np.linalg.norm(a.registry.enu(nid) - shot.enu_m) / C + rng.uniform(-0.03, 0.03)
+        pick = _pick(nid, float(t), 10_000 + k)
+        if k % 3 == 0:
+            pick.det = m.Detection(**{**{f: getattr(pick.det, f) for f in pick.det.__struct_fields__},
+                                      "time_quality": "ntp"})
+        errs = {}
+        for s in a.shots:
+            if a._attach_target(pick, only=s) is s:
+                errs[s.shot_id] = abs(pick.t_s - s.t0_s - a._travel(s.enu_m, a.registry.enu(nid)))
+        want = min(errs, key=errs.get) if errs else None
+        got = a._attach_target(pick)
+        assert (got.shot_id if got is not None else None) == want
+        n_joined += want is not None
+    assert 100 < n_joined < 550
+
+
 def test_the_shot_table_follows_every_solution_and_passes_every_shot_a_pick_can_join():
     """Shots made, re-located and expired over 40 s: the table row of each listed shot holds its
     position and emission time; and a pick at each shot's predicted arrival at a far node joins it."""
@@ -687,7 +725,7 @@ def test_the_shot_table_follows_every_solution_and_passes_every_shot_a_pick_can_
     assert len(a._shot_xyt) == len(a.shots)
     for i, shot in enumerate(a.shots):
         assert shot.slot == i
-        np.testing.assert_array_equal(a._shot_xyt[i], [shot.enu_m[0], shot.enu_m[1], shot.t0_s])
+        np.testing.assert_array_equal(a._shot_xyt[i], [shot.enu_m[0], shot.enu_m[1], shot.t0_s, shot.enu_m[2]])
     # A corroborating (untrusted) pick from a node ~1.1 km from the last shot, at its predicted
     # arrival there (in the associator's own frame), joins it.
     shot = a.shots[-1]
