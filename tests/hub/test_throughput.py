@@ -329,6 +329,41 @@ def test_a_located_shots_echoes_are_not_searched(monkeypatch):
     assert searched[lag_default] == 0 and searched[0.0] > 0
 
 
+def test_a_tail_right_after_its_louder_pick_is_searched_at_retry_not_on_arrival(monkeypatch):
+    """Twenty nodes; one hears a loud impulse no other node hears, then 50 ms later a 10 dB weaker one.
+    The weaker pick (a tail, likely the first one's echo) is not searched on arrival but at retry,
+    since no shot holds the louder pick. With ``ECHO_LAG_S`` = 0 it is searched on arrival (where it
+    has too few partners, so never again)."""
+    from shotline.hub.associate import Associator
+
+    nodes = grid(5, 4, 250.0, seed=3)
+    calls: list[bool] = []
+    hypothesise = Associator._hypothesise
+
+    def spy(self, seed):
+        if seed.tail:
+            calls.append(self._retrying)
+        return hypothesise(self, seed)
+
+    monkeypatch.setattr(Associator, "_hypothesise", spy)
+    got = {}
+    lag_default = Associator.ECHO_LAG_S
+    for lag in (lag_default, 0.0):
+        monkeypatch.setattr(Associator, "ECHO_LAG_S", lag)
+        p = make_pipeline(nodes)
+        for nid in nodes:  # every node has reported (a tail takes part where 12 have)
+            p.handle(*_det_msg(nid, T0_NS, -30.0, 0), received_ns=T0_NS)
+        t = T0_NS + 5 * 10**9
+        calls.clear()
+        p.handle(*_det_msg("N07", t, -5.0, 1), received_ns=t)
+        p.handle(*_det_msg("N07", t + 50_000_000, -15.0, 2), received_ns=t + 50_000_000)
+        on_arrival = list(calls)
+        p.tick(t + 30 * 10**9)
+        got[lag] = (on_arrival, calls[len(on_arrival):])
+    assert got[lag_default] == ([], [True])
+    assert got[0.0] == ([False], [])
+
+
 def test_four_node_array_is_located():
     """Exactly min_nodes nodes: the search must accept a set of all of them (it needed a perfect fit before)."""
     rng = np.random.default_rng(6)
