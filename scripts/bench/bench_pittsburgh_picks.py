@@ -18,6 +18,17 @@ position — the trigger was tuned on FP1 only, FP2 is the held-out check):
   ``pgh_pick_offset_iqr_ms`` their interquartile range, ``pgh_pick_offset_p05_ms`` /
   ``_p95_ms`` the 5 and 95 % points; ``pgh_arrivals`` how many arrivals were compared.
 
+What follows a gunshot at a sensor (the hub's reverberation-tail and echo rules, and the
+echoes of the association bench's dense scene, are about it): every onset of ours up to
+``LATER_S`` after one matched to a used arrival (below) at the same sensor, itself matched to
+none, with its lag after that arrival and how far its peak level is below it:
+
+* ``pgh_later_onsets_per_direct`` - such onsets per matched used arrival;
+* ``pgh_later_lag_p50_ms`` - their median lag, ms; ``pgh_later_within_100ms_pct`` the share
+  at most 100 ms late (the hub's ``ECHO_LAG_S``);
+* ``pgh_later_drop_p50_db`` - their median level drop, dB; ``pgh_later_tail_pct`` the share
+  at least 6 dB down (a reverberation tail at the hub's default ``reverb_drop_db``).
+
 The same figures with ``_used`` in the name cover only the arrivals the
 commercial system used to locate a shot (``nlos-tuples.json``): those are the
 gunshot arrivals proper; ``allpulses.json`` also holds weak (published SNR down
@@ -57,6 +68,7 @@ DATA = Path(
     os.environ.get("SHOTLINE_PITTSBURGH", ROOT.parent / "shared" / "data" / "pittsburgh-live-fire-2018")
 )
 MATCH_S = 0.005
+LATER_S = 1.0  # the hub's default reverb_s
 
 
 @dataclass(frozen=True)
@@ -80,9 +92,15 @@ def _read_wav(path: Path) -> tuple[int, np.ndarray]:
     return int(fs), data.astype(np.float64) / 32768.0
 
 
-def measure(firing_positions=("FP1", "FP2"), config: TriggerConfig | None = None) -> list[Arrival]:
-    """Match published arrivals to our picks for every audio file of the given firing positions."""
+def measure(firing_positions=("FP1", "FP2"), config: TriggerConfig | None = None,
+            later: dict | None = None) -> list[Arrival]:
+    """Match published arrivals to our picks for every audio file of the given firing positions.
+    ``later``, if given, receives under "n_direct" how many onsets matched a used arrival and under
+    "onsets" (lag s, level drop dB) of each onset that follows one of them at its sensor by at most
+    ``LATER_S`` (see the module docstring)."""
     out: list[Arrival] = []
+    if later is not None:
+        later.update(n_direct=0, onsets=[])
     for fp in firing_positions:
         for test_dir in sorted((DATA / fp).glob("test_*")):
             name = test_dir.name
@@ -98,6 +116,7 @@ def measure(firing_positions=("FP1", "FP2"), config: TriggerConfig | None = None
                 onsets = detect(x, fs, config)
                 t_on = np.array([o.i_onset / fs for o in onsets])
                 clipped = np.array([o.clipped for o in onsets], dtype=bool)
+                direct: set[int] = set()
                 for p in pulses:
                     if p["serial_number"] != serial:
                         continue
@@ -108,11 +127,44 @@ def measure(firing_positions=("FP1", "FP2"), config: TriggerConfig | None = None
                     if t_on.size:
                         k = int(np.argmin(np.abs(t_on - rel)))
                         off, clip = float(t_on[k] - rel), bool(clipped[k])
+                        if abs(off) <= MATCH_S and p["pulse_uuid"] in used:
+                            direct.add(k)
                     else:
                         off, clip = float("inf"), False
                     out.append(Arrival(fp, name, serial, t_pub_ns, off, clip, float(p["signal_to_noise_dB"]),
                                        p["pulse_uuid"] in used))
+                if later is not None:
+                    later["n_direct"] += len(direct)
+                    later["onsets"] += _later_onsets(t_on, np.array([o.peak_dbfs for o in onsets]), sorted(direct))
     return out
+
+
+def _later_onsets(t_on: np.ndarray, peak_dbfs: np.ndarray, direct: list[int]) -> list[tuple[float, float]]:
+    """(lag s, level drop dB) of each onset not in ``direct`` at most ``LATER_S`` after the latest
+    ``direct`` onset before it (onset times ``t_on`` s, peak levels dBFS)."""
+    if not direct:
+        return []
+    t_dir = t_on[direct]
+    got = []
+    for k in range(len(t_on)):
+        j = int(np.searchsorted(t_dir, t_on[k], side="left")) - 1
+        if k in direct or j < 0 or t_on[k] - t_dir[j] > LATER_S:
+            continue
+        got.append((float(t_on[k] - t_dir[j]), float(peak_dbfs[direct[j]] - peak_dbfs[k])))
+    return got
+
+
+def later_figures(later: dict) -> dict[str, float]:
+    """The figures of what follows a gunshot at a sensor (module docstring) from :func:`measure`'s ``later``."""
+    lag = np.array([x[0] for x in later["onsets"]])
+    drop = np.array([x[1] for x in later["onsets"]])
+    return {
+        "pgh_later_onsets_per_direct": round(len(lag) / max(later["n_direct"], 1), 3),
+        "pgh_later_lag_p50_ms": round(float(np.median(lag)) * 1e3, 1) if len(lag) else float("nan"),
+        "pgh_later_within_100ms_pct": round(100.0 * float(np.mean(lag <= 0.1)), 1) if len(lag) else float("nan"),
+        "pgh_later_drop_p50_db": round(float(np.median(drop)), 1) if len(drop) else float("nan"),
+        "pgh_later_tail_pct": round(100.0 * float(np.mean(drop >= 6.0)), 1) if len(drop) else float("nan"),
+    }
 
 
 def figures(arrivals: list[Arrival], suffix: str = "") -> dict[str, float]:
@@ -134,8 +186,10 @@ def figures(arrivals: list[Arrival], suffix: str = "") -> dict[str, float]:
 
 def run(quick: bool = False, config: TriggerConfig | None = None) -> dict[str, float]:
     del quick  # the whole split takes a few seconds
-    arrivals = measure(("FP1", "FP2"), config)
+    later: dict = {}
+    arrivals = measure(("FP1", "FP2"), config, later)
     res = figures(arrivals)
+    res.update(later_figures(later))
     res.update(figures([a for a in arrivals if a.in_tuple], "_used"))
     for fp in ("FP1", "FP2"):
         res.update(figures([a for a in arrivals if a.fp == fp], "_" + fp.lower()))
