@@ -69,7 +69,7 @@ class TriggerConfig:
     lta_delay_s: float = 0.002
     """Delay of the slower energy in the trigger's denominator, s, so that the
     impulse itself does not raise its own reference before it triggers."""
-    noise_window_s: float = 3.0
+    noise_window_s: float = 1.5
     """Length of the history the noise floor is a percentile of, s."""
     noise_hop_s: float = 0.02
     """Interval between noise-floor snapshots (and floor updates), s."""
@@ -490,7 +490,9 @@ class _RollingOrderStat:
             view = np.lib.stride_tricks.sliding_window_view(allv[first_end - W :], W)
             kth = int(round(self._q * (W - 1)))
             out[i:] = np.maximum(np.partition(view, kth, axis=1)[:, kth], self._lowest)
-        self._hist = allv[allv.size - (W - 1) :] if W > 1 else allv[:0]
+        # The last W - 1 values (all of them while fewer were seen: a negative start would keep
+        # only the last W - 1 - size of them).
+        self._hist = allv[max(0, allv.size - (W - 1)) :] if W > 1 else allv[:0]
         return out
 
 

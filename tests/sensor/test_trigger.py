@@ -79,6 +79,48 @@ def test_streaming_one_sample_blocks_equals_batch():
     assert out == ref
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    window=st.integers(1, 40),
+    min_count=st.integers(1, 10),
+    sizes=st.lists(st.integers(0, 30), min_size=1, max_size=25),
+    seed=st.integers(0, 2**16),
+)
+def test_rolling_floor_is_the_percentile_of_the_last_window_values(window, min_count, sizes, seed):
+    """However the snapshots are pushed (one at a time or in batches of any size), each result is the
+    order statistic of the last ``window`` values (inf while fewer than ``min_count`` were seen). The
+    history once kept only the last W - 1 - n values after n < W - 1 of them: a window of about half
+    its length in streaming, and one that varied with the block size in batch."""
+    from shotline.sensor.trigger import _RollingOrderStat
+
+    min_count = min(min_count, window)  # as configured: min_noise_s is well under noise_window_s
+    q, lowest = 0.3, 1e-9
+    stat = _RollingOrderStat(window, q, min_count, lowest)
+    vals = np.random.default_rng(seed).lognormal(size=sum(sizes))
+    got = np.concatenate([stat.push(vals[a : a + n]) for a, n in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)])
+    want = []
+    for i in range(vals.size):
+        win = vals[max(0, i - window + 1) : i + 1]
+        if win.size < min_count:
+            want.append(np.inf)
+        else:
+            kth = int(round(q * (win.size - 1)))
+            want.append(max(float(np.partition(win, kth)[kth]), lowest))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_streaming_equals_batch_beyond_the_noise_window():
+    """A 5 s scene (the noise window is 1.5 s) streamed in 1024- and 333-sample blocks gives the batch
+    result: the floor's history is the same however it was pushed."""
+    fs = 16_000
+    rng = np.random.default_rng(4)
+    x = _scene(fs, list(np.sort(rng.uniform(0.3, 4.9, 12))), seed=4, duration_s=5.0)
+    ref = detect(x, fs)
+    assert len(ref) >= 10
+    for block in (1024, 333):
+        assert _stream(x, fs, list(range(block, x.size, block))) == ref
+
+
 def test_latency_onset_reported_within_event_window():
     fs = 48_000
     x = _scene(fs, [0.3], seed=2, duration_s=0.5)
