@@ -345,6 +345,9 @@ class Associator:
         """(registry version, spatial index over the located nodes)."""
         self._rows_cache: _RowIndex | None = None
         self.shots: list[ShotState] = []
+        self.final: list[tuple[ShotState, dict[str, float]]] = []
+        """Shots that can no longer change, dropped by :meth:`expire`, each with its
+        :meth:`nearby_residuals` (taken from :meth:`take_final`)."""
         self._shot_xyt = np.empty((0, 4))
         """Per listed shot (row ``shot.slot``, in the order of ``shots``): east, north (m), emission time
         (s), up (m): :meth:`_attach` compares a pick with the shots that can have made it, not with all."""
@@ -536,6 +539,14 @@ class Associator:
                 return True
             j -= 1
         return False
+
+    def take_final(self, everything: bool = False) -> list[tuple[ShotState, dict[str, float]]]:
+        """The shots :meth:`expire` has dropped since the last call, with their :meth:`nearby_residuals`;
+        with ``everything`` (end of a stream) the shots still listed too."""
+        out, self.final = self.final, []
+        if everything:
+            out += [(s, self.nearby_residuals(s)) for s in self.shots if s.picks]
+        return out
 
     def nearby_residuals(self, shot: ShotState, window_s: float = 0.03) -> dict[str, float]:
         """For in-range nodes without a used pick in ``shot``: residual (s) of their pick nearest the
@@ -851,6 +862,7 @@ class Associator:
         self.n_expired_unassociated += self.pool.keep_if(keep)
         keep = [s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c for s in self.shots]
         if not all(keep):
+            self.final += [(s, self.nearby_residuals(s)) for s, k in zip(self.shots, keep, strict=True) if not k]
             self.shots = [s for s, k in zip(self.shots, keep, strict=True) if k]
             self._shot_xyt = self._shot_xyt[np.asarray(keep, dtype=bool)]
             for i, s in enumerate(self.shots):

@@ -145,10 +145,15 @@ class HubPipeline:
             if shot.shot_id not in self._known_shots:
                 self._known_shots.add(shot.shot_id)
                 self.stats.shots += 1
-            self.registry.add_shot_residuals(shot, self.assoc.nearby_residuals(shot))
             out.append(Output(self.incidents.on_shot(shot), received_ns))
         self.stats.incidents_published += len(out)
         return out
+
+    def _record_residuals(self, everything: bool = False) -> None:
+        """Give the node registry the timing residuals of the shots that can no longer change (once
+        each, from their final solution: a shot is re-located several times while its picks arrive)."""
+        for shot, nearby in self.assoc.take_final(everything):
+            self.registry.add_shot_residuals(shot, nearby)
 
     def _advance(self, node_id: str, t_ns: int) -> None:
         if t_ns > self._progress_ns.get(node_id, 0):
@@ -199,6 +204,7 @@ class HubPipeline:
             self._last_timing_check_ns = watermark_ns
             self.registry.check_timing(self.assoc.c, self.cfg.location.timing_sigma_s)
         self.assoc.expire(watermark_ns)
+        self._record_residuals()
         closed = [Output(i) for i in self.incidents.close_due(watermark_ns)]
         self.stats.incidents_published += len(closed)
         return out + closed
@@ -214,6 +220,7 @@ class HubPipeline:
     def finish(self) -> list[Output]:
         """Close everything (end of a replay or shutdown)."""
         out = self._publish(self.assoc.retry(None) + self.assoc.flush(), None)
+        self._record_residuals(everything=True)
         closed = [Output(i) for i in self.incidents.close_all()]
         self.stats.incidents_published += len(closed)
         return out + closed

@@ -134,6 +134,34 @@ def test_node_registry_flags_a_clock_offset(caplog):
     assert abs(flagged["N05"].bias_s - 1.5e-3) < 0.3e-3
 
 
+def test_registry_takes_each_shots_final_residuals_once_it_can_no_longer_change():
+    """A live stream (ticks, no finish): a shot's residuals reach the node registry once its wait window
+    has passed, and they are those of its final solution, one entry per shot and node."""
+    rng = np.random.default_rng(17)
+    nodes = grid()
+    dets = sorted(_many_shots(nodes, 4, rng), key=lambda d: d[1])
+    p = make_pipeline(nodes)
+    final = {}
+    for nid, t in dets:
+        for o in p.handle(*detection(nid, t), received_ns=t) + p.tick(t):
+            for s in o.incident.shots:
+                final[s.shot_id] = s
+    last = dets[-1][1]
+    for t in (last, last + 30 * 10**9):
+        for o in p.tick(t):
+            for s in o.incident.shots:
+                final[s.shot_id] = s
+        if t == last:
+            recorded = {sid for info in p.registry.nodes.values() for sid in info.residuals}
+            assert len(recorded) < 4  # the last shot can still change
+    assert len(final) == 4
+    for s in final.values():
+        for r in s.residuals:
+            if r.used:
+                got = p.registry.nodes[r.node_id].residuals[s.shot_id]
+                assert got[0] == pytest.approx(r.residual_s, abs=1e-9) and got[3]
+
+
 def test_node_registry_flags_a_wrong_position():
     """One node's surveyed position is 6 m off: residuals depend on the direction of the source."""
     rng = np.random.default_rng(16)
