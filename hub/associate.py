@@ -345,7 +345,7 @@ class Associator:
         """(registry version, spatial index over the located nodes)."""
         self._rows_cache: _RowIndex | None = None
         self.shots: list[ShotState] = []
-        self.final: list[tuple[ShotState, dict[str, float]]] = []
+        self._final: list[tuple[ShotState, dict[str, float]]] = []
         """Shots that can no longer change, dropped by :meth:`expire`, each with its
         :meth:`nearby_residuals` (taken from :meth:`take_final`)."""
         self._shot_xyt = np.empty((0, 4))
@@ -543,7 +543,7 @@ class Associator:
     def take_final(self, everything: bool = False) -> list[tuple[ShotState, dict[str, float]]]:
         """The shots :meth:`expire` has dropped since the last call, with their :meth:`nearby_residuals`;
         with ``everything`` (end of a stream) the shots still listed too."""
-        out, self.final = self.final, []
+        out, self._final = self._final, []
         if everything:
             out += [(s, self.nearby_residuals(s)) for s in self.shots if s.picks]
         return out
@@ -862,7 +862,7 @@ class Associator:
         self.n_expired_unassociated += self.pool.keep_if(keep)
         keep = [s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c for s in self.shots]
         if not all(keep):
-            self.final += [(s, self.nearby_residuals(s)) for s, k in zip(self.shots, keep, strict=True) if not k]
+            self._final += [(s, self.nearby_residuals(s)) for s, k in zip(self.shots, keep, strict=True) if not k]
             self.shots = [s for s, k in zip(self.shots, keep, strict=True) if k]
             self._shot_xyt = self._shot_xyt[np.asarray(keep, dtype=bool)]
             for i, s in enumerate(self.shots):
