@@ -26,8 +26,8 @@ irregular ~1.3 x 1.0 km urban grid (microphones 4-15 m up), c = 343 m/s, and
   ghost 2 dB of reflection loss below its image source's level, strays -50
   to -20 dBFS. Drawn from their own generator, so the times are those of the
   scene without levels. (Real echoes are later and more: on the Pittsburgh
-  recordings 3.2 onsets follow each gunshot arrival within 1 s at its
-  sensor, a median 327 ms later and 9.5 dB down; see
+  recordings 2.9 onsets follow each gunshot arrival within 1 s at its
+  sensor, a median 315 ms later and 8.3 dB down; see
   ``bench_pittsburgh_picks.py``.);
 * delivery: each detection reaches the hub 20-250 ms after its onset (network
   and sensor latency), so arrival order differs from onset order across nodes;
