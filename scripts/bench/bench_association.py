@@ -48,6 +48,10 @@ Figures:
 * ``hub_detections_per_s_no_levels`` / ``assoc_found_pct_no_levels``: the same scene with every
   detection at one level (-20 dBFS), as this bench had it until 2026-12: the hub's level rules
   then never apply (every pick is searched like a direct sound).
+* ``assoc_found_pct_real_echoes`` / ``assoc_false_pct_real_echoes`` /
+  ``hub_detections_per_s_real_echoes`` (full runs): the same scene with echoes as many and as late
+  as on the Pittsburgh recordings added (:func:`real_echoes`: ~3 per direct arrival within 1 s,
+  a median ~0.3 s late, most of them tails), three times the detections.
 * ``hub_latency_p99_ms``: 99th percentile, over the calls that published an
   incident, of the in-process time from handing the detection to the pipeline
   to the incident message being ready (transport excluded). Budget <= 100 ms.
@@ -259,6 +263,34 @@ def _deliver(dets: list[tuple[str, int, int, str, float]], rng: np.random.Genera
     return out
 
 
+#: What follows a gunshot arrival at a sensor on the Pittsburgh recordings (``bench_pittsburgh_picks.py``,
+#: ``pgh_later_*``): onsets per arrival within 1 s, and per lag band (s) the count of them and their
+#: median level drop (dB).
+REAL_ECHOES_PER_DIRECT = 2.9
+REAL_ECHO_BANDS = ((0.0, 0.05, 35, 0.0), (0.05, 0.1, 42, 5.3), (0.1, 0.2, 169, 4.6), (0.2, 0.5, 349, 8.1),
+                   (0.5, 1.0, 265, 13.0))
+REAL_ECHO_DROP_SD_DB = 6.0
+
+
+def real_echoes(scene: Scene, seed: int = 99) -> Scene:
+    """``scene`` with echoes as many and as late as on the Pittsburgh recordings added to its own: per
+    direct arrival a Poisson number (mean ``REAL_ECHOES_PER_DIRECT``) at that node, each in a lag band
+    drawn by its share, uniform in it, its level the band's median drop below the direct sound (spread
+    ``REAL_ECHO_DROP_SD_DB``, never louder). Independent at each node, as the dense scene's own echoes."""
+    rng = np.random.default_rng(seed)
+    share = np.array([b[2] for b in REAL_ECHO_BANDS], float)
+    share /= share.sum()
+    dets = [(d[0], d[1], 0, d[3], d[4]) for d in scene.dets]
+    for nid, t_ns, _, what, level in scene.dets:
+        if what != "direct":
+            continue
+        for _ in range(rng.poisson(REAL_ECHOES_PER_DIRECT)):
+            lo, hi, _, drop = REAL_ECHO_BANDS[rng.choice(len(REAL_ECHO_BANDS), p=share)]
+            dets.append((nid, t_ns + int(rng.uniform(lo, hi) * 1e9), 0, "echo",
+                         level - max(0.0, rng.normal(drop, REAL_ECHO_DROP_SD_DB))))
+    return Scene(scene.nodes, scene.sources, scene.duration_s, _deliver(dets, rng))
+
+
 def _peak_dbfs(kind: str, d_m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Peak level (dBFS) at distances ``d_m`` (m) of a source of ``kind``: its level at 1 m, spherical
     spreading, excess attenuation, a per-pick spread; a microphone clips at 0 dBFS."""
@@ -411,6 +443,13 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
     flat_shots, flat_cpu, _, _ = play(scene, levels=False)
     out["hub_detections_per_s_no_levels"] = len(scene.dets) / flat_cpu
     out["assoc_found_pct_no_levels"] = score(scene, flat_shots)["assoc_sources_found_pct"]
+    if not quick:
+        echoey = real_echoes(scene)
+        e_shots, e_cpu, _, _ = play(echoey)
+        got = score(echoey, e_shots)
+        out["assoc_found_pct_real_echoes"] = got["assoc_sources_found_pct"]
+        out["assoc_false_pct_real_echoes"] = got["assoc_false_pct"]
+        out["hub_detections_per_s_real_echoes"] = len(echoey.dets) / e_cpu
     if scaling:
         # Network size at a fireworks night's rate (the scene's ~7 impulses/s + 40 random gunshots/s
         # city-wide), then the impulse rate on 1,000 nodes. 6 s of scene each.

@@ -289,6 +289,25 @@ def test_a_weaker_source_after_a_louder_one_is_located_where_many_nodes_hear_it(
     assert len(_shots_of(nodes, msgs)) == 1
 
 
+def test_a_small_set_of_tails_makes_no_shot(monkeypatch):
+    """Twenty nodes: a loud shot, then 0.3 s later a 12 dB weaker impulse heard only by the seven nodes
+    nearest it (what a chance set of echoes looks like; no node within 400 m of it is silent but one):
+    every pick of it is a tail, and a set of seven with tails is refused (``TAIL_SET_MIN`` x
+    min_nodes = 8 needed). Without that rule it is a shot."""
+    from shotline.hub.associate import Associator
+
+    rng = np.random.default_rng(21)
+    nodes = grid(5, 4, 250.0, seed=21)
+    gun, weak = np.array([30.0, 40.0, 1.5]), np.array([-300.0, -200.0, 1.5])
+    seven = sorted(nodes, key=lambda n: np.linalg.norm(nodes[n] - weak))[:7]
+    msgs = [(nid, t, -3.0) for nid, t in arrivals(nodes, gun, T0_NS, rng)]
+    msgs += [(nid, t, -15.0) for nid, t in arrivals({n: nodes[n] for n in seven}, weak, T0_NS + 300_000_000, rng)]
+    assert len(_shots_of(nodes, msgs)) == 1
+    monkeypatch.setattr(Associator, "TAIL_SET_MIN", 0)
+    shots = sorted(_shots_of(nodes, msgs), key=lambda s: s.time_ns)
+    assert len(shots) == 2 and np.linalg.norm(shot_enu(shots[1]) - weak[:2]) < 1.0
+
+
 def test_a_located_shots_echoes_are_not_searched(monkeypatch):
     """Twenty nodes: a shot, and at each node an echo 10-90 ms after its direct sound, 8-12 dB weaker,
     delivered after the shot was located. No echo at a node whose direct sound the shot holds seeds a
