@@ -343,6 +343,8 @@ class Associator:
         """(registry version, located nodes, their horizontal positions (N, 2) m)."""
         self._located_grid: tuple[int, NodeGrid] | None = None
         """(registry version, spatial index over the located nodes)."""
+        self._tails_at: dict[str, tuple[tuple[int, int], bool]] = {}
+        """Per node: ((registry version, onset-store rows), :meth:`_tails_take_part_at`)."""
         self._rows_cache: _RowIndex | None = None
         self.shots: list[ShotState] = []
         self._final: list[tuple[ShotState, dict[str, float]]] = []
@@ -498,7 +500,7 @@ class Associator:
             return []  # may only corroborate a shot
         self.pool.append(pick)
         if pick.tail:
-            if not self._tails_take_part(self._nodes_within_range(self.registry.enu(pick.node_id))):
+            if not self._tails_take_part_at(pick.node_id):
                 pick.settled = True
                 return []  # may join a shot its partners make, never seeds one
             if pick.tail_lag_s <= self.ECHO_LAG_S or self._echo_of_a_shot(pick):
@@ -798,9 +800,7 @@ class Associator:
         them made a shot. The window is before the held pick only, because the next round of a
         burst (30-150 ms later) comes after it (a window to 150 ms after lost sources: 100 nodes
         at 49 impulses/s 78.5 -> 74.7 %)."""
-        held = self.onsets.held_times(pick.node_id)
-        k = int(np.searchsorted(held, pick.t_s, side="right"))
-        return k < len(held) and held[k] - pick.t_s <= self.SHOCK_LEAD_S
+        return self._near_a_held_pick(pick, after_s=self.SHOCK_LEAD_S)
 
     #: A reverberation tail at most this long (s) after a pick that a shot holds at its node is taken for
     #: that shot's echo (:meth:`_echo_of_a_shot`).
@@ -820,9 +820,17 @@ class Associator:
         off 1,706, 88.2 %, 99.5 % (1,024 nodes at 13 impulses/s: 98.3 -> 100 %). Every tail put off to
         retry: one false shot on the dense scene, or with the echo rule 85.5 % on 100 nodes.
         """
+        return self._near_a_held_pick(pick, before_s=self.ECHO_LAG_S)
+
+    def _near_a_held_pick(self, pick: Pick, before_s: float = 0.0, after_s: float = 0.0) -> bool:
+        """Whether a shot holds a pick of ``pick``'s node at most ``before_s`` (s) before it or at most
+        ``after_s`` after it (:meth:`_echo_of_a_shot`, :meth:`_shock_of_a_shot`)."""
         held = self.onsets.held_times(pick.node_id)
         k = int(np.searchsorted(held, pick.t_s, side="left"))
-        return k > 0 and pick.t_s - held[k - 1] <= self.ECHO_LAG_S
+        if k > 0 and pick.t_s - held[k - 1] <= before_s:
+            return True
+        j = int(np.searchsorted(held, pick.t_s, side="right"))
+        return j < len(held) and held[j] - pick.t_s <= after_s
 
     def _decide_waiting(self, seed: Pick) -> ShotState | None:
         """Decide the candidate sets a search from ``seed`` left waiting, now that the pending nodes have had
@@ -1092,12 +1100,12 @@ class Associator:
     #: ... and a new shot with any tail among its picks needs at least this many times ``min_nodes`` of
     #: them (:meth:`_decide`). Echoes are what most tails are (Pittsburgh: 2.9 onsets of ours follow
     #: each gunshot arrival within 1 s at its sensor, 58 % of them tails), and where every node hears
-    #: them, sets of 5-7 echoes fit and pass the silent nodes, the farthest member fixing a small
-    #: audible radius. The dense scene with such echoes added (``bench_association.real_echoes``):
+    #: them, sets of 5-8 echoes (53 of 55 under 8) fit and pass the silent nodes, the farthest member
+    #: fixing a small audible radius. The dense scene with such echoes added (``bench_association.real_echoes``):
     #: tails in any set 55 false shots of 217 (25 %), found 87.6 %; in sets of 8 or more none, 84.9 %
     #: (tails in no new shot: 5.2 % false, 78.9 %; sets of 12 or more: none, 80.5 %, and the dense
     #: scene itself lost firecrackers, 97.3 %). A weaker source after a louder one, whose picks are
-    #: tails at most of its nodes, is heard by many nodes: the dense scene's firecrackers by 12-15.
+    #: tails at most of its nodes, is heard by many nodes: the dense scene's firecrackers by 10-16.
     TAIL_SET_MIN = 2
 
     def _tails_take_part(self, in_range: list[str]) -> bool:
@@ -1118,13 +1126,23 @@ class Associator:
         """
         return len(in_range) >= self.TAIL_PARTNER_IN_RANGE * self.cfg.association.min_nodes
 
+    def _tails_take_part_at(self, node_id: str) -> bool:
+        """:meth:`_tails_take_part` around a node (a tail's own node, a seed's), cached until a node
+        reports for the first time or a position changes: asked for every tail and every search."""
+        key = (self.registry.version, len(self.onsets))
+        got = self._tails_at.get(node_id)
+        if got is None or got[0] != key:
+            got = self._tails_at[node_id] = (
+                key, self._tails_take_part(self._nodes_within_range(self.registry.enu(node_id))))
+        return got[1]
+
     def _hypothesise(self, seed: Pick) -> ShotState | None:
         a = self.cfg.association
         r_seed = self.registry.enu(seed.node_id)
         nbr_ids, nbr_d, by_distance = self._neighbours(seed.node_id)
         has = self.pool.has_node
         found: dict[int, tuple[list[Pick], np.ndarray]] = {}
-        tails = self._tails_take_part(self._nodes_within_range(r_seed))
+        tails = self._tails_take_part_at(seed.node_id)
 
         def gather(k: int) -> None:
             if not has(nbr_ids[k]):

@@ -145,10 +145,11 @@ def _later_onsets(t_on: np.ndarray, peak_dbfs: np.ndarray, direct: list[int]) ->
     if not direct:
         return []
     t_dir = t_on[direct]
+    is_direct = set(direct)
     got = []
     for k in range(len(t_on)):
         j = int(np.searchsorted(t_dir, t_on[k], side="left")) - 1
-        if k in direct or j < 0 or t_on[k] - t_dir[j] > LATER_S:
+        if k in is_direct or j < 0 or t_on[k] - t_dir[j] > LATER_S:
             continue
         got.append((float(t_on[k] - t_dir[j]), float(peak_dbfs[direct[j]] - peak_dbfs[k])))
     return got

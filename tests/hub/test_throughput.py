@@ -64,20 +64,25 @@ def _stream(p, dets) -> int:
     return published
 
 
-def _retried_seeds(monkeypatch) -> list[str]:
-    """The detection ids of the picks searched at retry from now on (a spy on ``_hypothesise``)."""
+def _searches(monkeypatch) -> list[tuple[str, bool, bool]]:
+    """(detection id, at retry, a reverberation tail) of each pick searched from now on, in order (a spy
+    on ``_hypothesise``; the list fills as the hub runs)."""
     from shotline.hub.associate import Associator
 
-    retried: list[str] = []
+    searches: list[tuple[str, bool, bool]] = []
     hypothesise = Associator._hypothesise
 
     def spy(self, seed):
-        if self._retrying:
-            retried.append(seed.det.detection_id)
+        searches.append((seed.det.detection_id, self._retrying, seed.tail))
         return hypothesise(self, seed)
 
     monkeypatch.setattr(Associator, "_hypothesise", spy)
-    return retried
+    return searches
+
+
+def _retried(searches: list[tuple[str, bool, bool]]) -> set[str]:
+    """The detection ids among :func:`_searches` searched at retry."""
+    return {sid for sid, at_retry, _ in searches if at_retry}
 
 
 def test_pool_window_equals_scan():
@@ -320,14 +325,7 @@ def test_a_located_shots_echoes_are_not_searched(monkeypatch):
     direct = arrivals(nodes, (60.0, -20.0, 1.5), T0_NS, rng)
     echoes = [(nid, t + int(rng.uniform(0.01, 0.09) * 1e9), -3.0 - rng.uniform(8.0, 12.0)) for nid, t in direct]
     last = max(t for _, t, _ in echoes)
-    seeds: list[str] = []
-    hypothesise = Associator._hypothesise
-
-    def spy(self, seed):
-        seeds.append(seed.det.detection_id)
-        return hypothesise(self, seed)
-
-    monkeypatch.setattr(Associator, "_hypothesise", spy)
+    searches = _searches(monkeypatch)
     searched = {}
     lag_default = Associator.ECHO_LAG_S
     for lag in (lag_default, 0.0):
@@ -339,12 +337,12 @@ def test_a_located_shots_echoes_are_not_searched(monkeypatch):
         assert outs  # located before its echoes arrive
         held = {r.node_id for r in outs[-1].incident.shots[0].residuals if r.used}
         assert len(held) >= 18
-        seeds.clear()
+        searches.clear()
         for k, (nid, t, peak) in enumerate(sorted(echoes, key=lambda x: x[1])):
             outs += p.handle(*_det_msg(nid, t, peak, 100 + k), received_ns=last)
         outs += p.tick(last + 20 * 10**9) + p.finish()  # every wait window has passed
         assert len({s.shot_id for o in outs for s in o.incident.shots}) == 1
-        searched[lag] = sum(1 for sid in seeds if sid.split("-")[0] in held)
+        searched[lag] = sum(1 for sid, _, _ in searches if sid.split("-")[0] in held)
     assert searched[lag_default] == 0 and searched[0.0] > 0
 
 
@@ -356,15 +354,7 @@ def test_a_tail_right_after_its_louder_pick_is_searched_at_retry_not_on_arrival(
     from shotline.hub.associate import Associator
 
     nodes = grid(5, 4, 250.0, seed=3)
-    calls: list[bool] = []
-    hypothesise = Associator._hypothesise
-
-    def spy(self, seed):
-        if seed.tail:
-            calls.append(self._retrying)
-        return hypothesise(self, seed)
-
-    monkeypatch.setattr(Associator, "_hypothesise", spy)
+    searches = _searches(monkeypatch)
     got = {}
     lag_default = Associator.ECHO_LAG_S
     for lag in (lag_default, 0.0):
@@ -373,12 +363,12 @@ def test_a_tail_right_after_its_louder_pick_is_searched_at_retry_not_on_arrival(
         for nid in nodes:  # every node has reported (a tail takes part where 12 have)
             p.handle(*_det_msg(nid, T0_NS, -30.0, 0), received_ns=T0_NS)
         t = T0_NS + 5 * 10**9
-        calls.clear()
+        searches.clear()
         p.handle(*_det_msg("N07", t, -5.0, 1), received_ns=t)
         p.handle(*_det_msg("N07", t + 50_000_000, -15.0, 2), received_ns=t + 50_000_000)
-        on_arrival = list(calls)
+        on_arrival = [at_retry for _, at_retry, tail in searches if tail]
         p.tick(t + 30 * 10**9)
-        got[lag] = (on_arrival, calls[len(on_arrival):])
+        got[lag] = (on_arrival, [at_retry for _, at_retry, tail in searches if tail][len(on_arrival):])
     assert got[lag_default] == ([], [True])
     assert got[0.0] == ([False], [])
 
@@ -658,7 +648,7 @@ def test_a_chance_pick_that_a_waiting_set_lets_go_is_searched_at_retry(monkeypat
     from shotline.hub.associate import Associator
 
     monkeypatch.setattr(Associator, "SHOCK_LEAD_S", 0.0)
-    retried = _retried_seeds(monkeypatch)
+    searches = _searches(monkeypatch)
     nodes, _, dets = _corner_source(3)
     p = make_pipeline(nodes)
     k = len(dets) // 3  # reports while the first search's set still waits
@@ -676,7 +666,7 @@ def test_a_chance_pick_that_a_waiting_set_lets_go_is_searched_at_retry(monkeypat
             assert p.assoc.n_joined_waiting == joined_before + 1 and pick.undecided  # replaced, let go
         p.tick(t)
     p.tick(T0_NS + 20 * 10**9)  # every wait window has passed
-    assert early_id in retried
+    assert early_id in _retried(searches)
 
 
 def test_a_shots_n_waves_are_not_searched_at_retry(monkeypatch):
@@ -695,7 +685,7 @@ def test_a_shots_n_waves_are_not_searched_at_retry(monkeypatch):
     for rule in (True, False):
         if not rule:
             monkeypatch.setattr(Associator, "SHOCK_LEAD_S", 0.0)
-        retried = _retried_seeds(monkeypatch)
+        searches = _searches(monkeypatch)
         p = make_pipeline(nodes)
         out = []
         for nid, t in sorted(dets + shocks, key=lambda d: d[1]):
@@ -703,7 +693,7 @@ def test_a_shots_n_waves_are_not_searched_at_retry(monkeypatch):
         out += p.tick(T0_NS + 20 * 10**9) + p.finish()  # every wait window has passed
         shots = list({s.shot_id: s for o in out for s in o.incident.shots}.values())
         assert len(shots) == 1 and not ids & {r.detection_id for r in shots[0].residuals}
-        assert len(ids & set(retried)) == (0 if rule else 4)
+        assert len(ids & _retried(searches)) == (0 if rule else 4)
 
 
 def test_a_pick_further_from_a_waiting_sets_arrival_than_its_member_there_does_not_replace_it():
@@ -832,7 +822,7 @@ def test_a_seed_whose_recent_place_set_makes_no_shot_is_searched_at_retry(monkey
     other nodes have not yet reported, wait there instead of searching; when the wait window has
     passed with no other node agreeing, the set is refused and the seed is searched like any
     undecided pick (it may belong to a source elsewhere)."""
-    retried = _retried_seeds(monkeypatch)
+    searches = _searches(monkeypatch)
     nodes, src, dets = _rounds(1, 0.0)
     p = make_pipeline(nodes)
     _stream(p, dets)
@@ -844,7 +834,7 @@ def test_a_seed_whose_recent_place_set_makes_no_shot_is_searched_at_retry(monkey
         p.handle(*detection(nid, t), received_ns=t)
     assert p.assoc.n_repeat_waits == 1
     p.tick(dets[-1][1] + 20 * 10**9)  # every wait window has passed
-    assert seed_id in retried
+    assert seed_id in _retried(searches)
 
 
 @pytest.mark.parametrize("tails", [True, False])
