@@ -33,7 +33,7 @@ def _lorentz(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def bancroft_batch(
-    nodes_m: np.ndarray, tau_m: np.ndarray, extra_sq_m2: np.ndarray, subsets: np.ndarray
+    nodes_m: np.ndarray, tau_m: np.ndarray, extra_sq_m2: np.ndarray, subsets: np.ndarray | list[np.ndarray]
 ) -> np.ndarray:
     """Closed-form fixes for many node subsets at once.
 
@@ -48,7 +48,9 @@ def bancroft_batch(
         (N,) known extra squared range per node, m^2 (0 in 3-D; the squared
         height difference between node and assumed source in 2-D).
     subsets
-        (H, k) integer indices, k >= D + 1 nodes per subset.
+        (H, k) integer indices, k >= D + 1 nodes per subset; or a list of such
+        arrays with different k (all nodes and the minimal subsets, say), whose
+        fixes come out concatenated in order, sharing the set-up.
 
     Returns
     -------
@@ -58,30 +60,20 @@ def bancroft_batch(
     must filter them.
     """
     nodes_m = np.asarray(nodes_m, float)
+    tau_m = np.asarray(tau_m, float)
     # Rescale so that coordinates are O(1): the quadratic mixes m^2 and m^4
     # terms and the pseudo-inverse cut-off is relative.
     scale = float(np.sqrt(np.mean(nodes_m**2) + np.mean(tau_m**2))) or 1.0
     p = nodes_m / scale
-    tau = np.asarray(tau_m, float) / scale
+    tau = tau_m / scale
     e = np.asarray(extra_sq_m2, float) / scale**2
 
-    b_all = np.concatenate([p, tau[:, None]], axis=1)  # Lorentz 'position' of each node
+    # Lorentz 'position' (r_i, tau_i) of each node, its last component negated:
+    # <a_i, u> = r_i . s - tau_i d0 is then an ordinary dot product with (r_i, -tau_i).
+    b_all = np.concatenate([p, -tau[:, None]], axis=1)
     alpha_all = 0.5 * (np.einsum("ij,ij->i", p, p) + e - tau**2)
-
-    b = b_all[subsets]  # (H, k, D+1)
-    # <a_i, u> = r_i . s - tau_i d0 is an ordinary dot product with (r_i, -tau_i).
-    b = b * np.r_[np.ones(p.shape[1]), -1.0]
-    alpha = alpha_all[subsets]  # (H, k)
-    # Least-squares solutions of b u = alpha and b u = 1 via the normal
-    # equations (batched small solves are several times faster than a batched
-    # SVD); exactly singular subsets fall back to the pseudo-inverse.
-    rhs = np.stack([alpha, np.ones_like(alpha)], axis=2)  # (H, k, 2)
-    btb = np.einsum("hki,hkj->hij", b, b)
-    btr = np.einsum("hki,hkj->hij", b, rhs)
-    try:
-        sol = np.linalg.solve(btb, btr)
-    except np.linalg.LinAlgError:
-        sol = np.linalg.pinv(b, rcond=1e-10) @ rhs
+    groups = [subsets] if isinstance(subsets, np.ndarray) else subsets
+    sol = np.concatenate([_normal_solve(b_all[sub], alpha_all[sub]) for sub in groups])
     pv, qv = sol[..., 0], sol[..., 1]
     # u = pv + lam * qv and lam = <u,u>/2  =>  A lam^2 + 2 B lam + C = 0
     a_coef = _lorentz(qv, qv)
@@ -96,6 +88,24 @@ def bancroft_batch(
     lam = np.stack([lam1, lam2], axis=1)  # (H, 2)
     u = pv[:, None, :] + lam[..., None] * qv[:, None, :]
     return u * scale
+
+
+def _normal_solve(b: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """(H, D + 1, 2) least-squares solutions of ``b u = alpha`` and ``b u = 1`` for (H, k, D + 1) rows
+    ``b`` and (H, k) ``alpha``.
+
+    Via the normal equations (batched small solves are several times faster than a batched SVD);
+    exactly singular subsets fall back to the pseudo-inverse.
+    """
+    rhs = np.empty(alpha.shape + (2,))  # (H, k, 2)
+    rhs[..., 0] = alpha
+    rhs[..., 1] = 1.0
+    btb = np.einsum("hki,hkj->hij", b, b)
+    btr = np.einsum("hki,hkj->hij", b, rhs)
+    try:
+        return np.linalg.solve(btb, btr)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(b, rcond=1e-10) @ rhs
 
 
 def bancroft(nodes_m: np.ndarray, tau_m: np.ndarray, extra_sq_m2: np.ndarray | None = None) -> np.ndarray:

@@ -50,6 +50,7 @@ from .uncertainty import (
     crlb_position_rms_m,
     ellipse_scale_factor,
     error_ellipse,
+    horizontal_uncertainty,
     scale_ellipse,
     sym2_eigenvalues,
 )
@@ -185,6 +186,19 @@ def _travel(src: np.ndarray, nodes: np.ndarray, c, wind: np.ndarray | None):
     return t, dt_ds, dt_dc
 
 
+def _travel_times(src: np.ndarray, nodes: np.ndarray, c, wind: np.ndarray | None) -> np.ndarray:
+    """The travel times T (..., N) seconds of :func:`_travel` alone (the same arithmetic, so the same
+    bits): residual checks need no derivatives, and skipping them halves the work."""
+    d = nodes - src[..., None, :]
+    dist2 = np.einsum("...i,...i->...", d, d)
+    if wind is None:
+        return np.sqrt(dist2) / c
+    a = c * c - float(wind @ wind)
+    dw = d @ wind
+    root = np.maximum(np.sqrt(dw * dw + a * dist2), 1e-9 * c)
+    return dist2 / (dw + root)
+
+
 def travel_times_s(
     positions_m: np.ndarray,
     source_m: np.ndarray,
@@ -245,6 +259,8 @@ class _Problem:
         """Parameter vector(s) (..., P) -> source position(s) (..., 3)."""
         if self.dims == 3:
             return p[..., :3]
+        if p.ndim == 1:  # one vector: three scalars, not a concatenation
+            return np.array((p[0], p[1], self.height))
         h = np.full(p.shape[:-1] + (1,), self.height)
         return np.concatenate([p[..., :2], h], axis=-1)
 
@@ -254,8 +270,24 @@ class _Problem:
     def whitened(self, p: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Residuals (observed - predicted) / sigma for nodes ``idx``."""
         c = self.c_of(p)
-        t, _, _ = _travel(self.src(p), self.nodes[idx], c, self.wind)
+        t = _travel_times(self.src(p), self.nodes[idx], c, self.wind)
         return (self.t[idx] - p[self.dims] / self.c_ref - t) / self.sig[idx]
+
+    def residuals_jac(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residuals (observed - predicted, seconds, not whitened) of every node and the whitened
+        Jacobian (N, P) of every node, as :meth:`whitened_jac` with ``residuals / sig`` its
+        residuals: the locator's last steps need both, for all nodes and for the inliers."""
+        c = self.c_of(p)
+        t, dt_ds, dt_dc = _travel(self.src(p), self.nodes, c, self.wind)
+        res = self.t - p[self.dims] / self.c_ref - t
+        d = self.dims
+        jac = np.empty((len(t), d + 2 if self.solve_c else d + 1))
+        jac[:, :d] = dt_ds[:, :d]
+        jac[:, d] = 1.0 / self.c_ref
+        if self.solve_c:
+            jac[:, d + 1] = dt_dc
+        jac /= -self.sig[:, None]  # -(dT/dp) / sigma, as whitened_jac's columns (negation is exact)
+        return res, jac
 
     def whitened_jac(self, p: np.ndarray, idx: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`whitened` and :meth:`jac` from one evaluation of the travel times."""
@@ -273,7 +305,15 @@ class _Problem:
         return self.whitened_jac(p, idx)[1]
 
 
+#: A generic unit direction (no grid, street or axis lies along it) for the coincident-node pre-check.
+_PROBE = np.array([0.5403023058681398, 0.8414709848078965, 0.0])  # (cos 1, sin 1, 0)
+_PROBE3 = np.array([0.4741598817790379, 0.7384602626041288, 0.4794255386042030])  # also tilted by 0.5 rad
+
+
 def _validate(positions_m, times_s, sigma_s, dims, c_mps):
+    """Checked inputs for :func:`locate`: positions as given (N, 2|3), their centroid (3,) and the
+    positions relative to it (N, 3), ENU metres (z = 0 when not given), times (N,) s, sigma (N,) s.
+    Raises :class:`LocateError` (see :func:`locate`)."""
     if dims not in (2, 3):
         raise LocateError(f"dims must be 2 or 3, got {dims}")
     p = np.asarray(positions_m, dtype=float)
@@ -285,7 +325,9 @@ def _validate(positions_m, times_s, sigma_s, dims, c_mps):
     n = len(p)
     if len(t) != n:
         raise LocateError(f"{n} positions but {len(t)} times")
-    if not (np.isfinite(p).all() and np.isfinite(t).all()):
+    # One sum for the common case: a NaN or inf anywhere makes it non-finite (so can an overflow of
+    # huge finite values, which the element-wise check then lets through).
+    if not math.isfinite(float(p.sum()) + float(t.sum())) and not (np.isfinite(p).all() and np.isfinite(t).all()):
         raise LocateError("positions_m and times_s must be finite (no NaN/inf)")
     if not (math.isfinite(c_mps) and c_mps > 0):
         raise LocateError(f"c_mps must be a positive number, got {c_mps}")
@@ -297,18 +339,17 @@ def _validate(positions_m, times_s, sigma_s, dims, c_mps):
         raise LocateError(
             f"need at least {need} nodes for a {dims}-D fix with unknown emission time, got {n}"
         )
-    sig = np.broadcast_to(np.asarray(sigma_s, dtype=float), (n,)).astype(float)
-    if not (np.isfinite(sig).all() and (sig > 0).all()):
+    sig = np.empty(n)
+    sig[:] = sigma_s  # a scalar or (N,) seconds
+    if not (sig.min() > 0.0 and sig.max() < math.inf):  # a NaN fails the first test
         raise LocateError("sigma_s must be positive and finite")
     xyz = _as_xyz(p)
     horiz = xyz[:, :2] if dims == 2 else xyz
-    diff = horiz[:, None, :] - horiz[None, :, :]
-    dd = np.einsum("ijk,ijk->ij", diff, diff)
-    np.fill_diagonal(dd, np.inf)
-    if dd.min() < 1e-6:  # 1 mm: same place (in the solved coordinates)
-        close = np.argwhere(np.triu(dd < 1e-6, 1))[0]
-        raise LocateError(f"nodes {close[0]} and {close[1]} are coincident (< 1 mm apart)")
-    centred = horiz - horiz.mean(axis=0)
+    _check_not_coincident(horiz)
+    # np.mean's own arithmetic (a sum, then one division), without its bookkeeping.
+    origin = xyz.sum(axis=0) / n
+    nodes = xyz - origin
+    centred = nodes[:, :dims]
     # Singular values of the centred positions from the eigenvalues of their 2 x 2 (3 x 3) scatter
     # matrix (squares of the singular values): the smallest below 1e-6 of the largest is degenerate.
     scatter = centred.T @ centred
@@ -319,35 +360,63 @@ def _validate(positions_m, times_s, sigma_s, dims, c_mps):
     if ev[0] < 1e-12 * ev[-1]:
         kind = "collinear" if dims == 2 else "coplanar"
         raise LocateError(f"node geometry is degenerate: the nodes are {kind}")
-    return p, xyz, t, sig
+    return p, origin, nodes, t, sig
 
 
+def _check_not_coincident(horiz: np.ndarray) -> None:
+    """Raise :class:`LocateError` if two nodes (N, 2|3) metres are less than 1 mm apart.
+
+    Distances are at least the gaps between the nodes' projections on any line, so when the
+    sorted projections on :data:`_PROBE` are all 2 mm apart (well beyond their rounding) no pair
+    can be close, and the N^2 distances are not needed; otherwise they decide.
+    """
+    probe = _PROBE[:2] if horiz.shape[1] == 2 else _PROBE3
+    proj = np.sort(horiz @ probe)
+    if (proj[1:] - proj[:-1]).min() >= 2e-3:
+        return
+    diff = horiz[:, None, :] - horiz[None, :, :]
+    dd = np.einsum("ijk,ijk->ij", diff, diff)
+    np.fill_diagonal(dd, np.inf)
+    if dd.min() < 1e-6:  # 1 mm: same place (in the solved coordinates)
+        close = np.argwhere(np.triu(dd < 1e-6, 1))[0]
+        raise LocateError(f"nodes {close[0]} and {close[1]} are coincident (< 1 mm apart)")
+
+
+@functools.lru_cache(maxsize=128)
 def _subsets(n: int, k: int, max_subsets: int) -> np.ndarray:
+    """(H, k) node indices: every k-subset of n nodes, or ``max_subsets`` seeded random ones.
+
+    Cached (read-only): they depend on the counts alone, and a hub asks for the same few counts
+    over and over (listing 70 combinations cost more than solving them).
+    """
     total = math.comb(n, k)
     if total <= max_subsets:
-        return np.array(list(itertools.combinations(range(n), k)), dtype=np.intp)
-    rng = np.random.default_rng(_SUBSET_SEED)
-    # argsort of uniform noise: max_subsets random k-subsets in one call.
-    rows = np.argsort(rng.random((max_subsets, n)), axis=1)[:, :k]
-    return np.sort(rows, axis=1)
+        rows = np.array(list(itertools.combinations(range(n), k)), dtype=np.intp)
+    else:
+        rng = np.random.default_rng(_SUBSET_SEED)
+        # argsort of uniform noise: max_subsets random k-subsets in one call.
+        rows = np.sort(np.argsort(rng.random((max_subsets, n)), axis=1)[:, :k], axis=1)
+    rows.flags.writeable = False
+    return rows
 
 
 def _candidates(
-    prob: _Problem, subsets: np.ndarray, unknown_c: bool = False, keep_all: bool = False
+    prob: _Problem, subsets: np.ndarray | list[np.ndarray], unknown_c: bool = False, keep_all: bool = False
 ) -> np.ndarray:
     """Closed-form candidates in the centred frame.
 
     (M, dims + 1) rows ``(s_free..., d0)`` with c = c_ref, or with ``unknown_c``
     (M, dims + 2) rows ``(s_free..., d0, c)``; ``d0 = c_ref * t0`` either way.
+    ``subsets``: (H, k) node indices, or (known c) a list of such arrays, solved in one batch.
     """
     c = prob.c_ref
-    w = np.zeros(3) if prob.wind is None else prob.wind
+    w = prob.wind
     tau = c * prob.t
     # Uniform wind: in the air's frame the node r_i sits at r_i - w t_i and the
     # source at s - w t0, and propagation is isotropic, so the still-air algebra
     # applies to shifted nodes. (The vertical wind is ignored here in 2-D; the
     # nonlinear fit uses the full model.)
-    shifted = prob.nodes - np.outer(prob.t, w)
+    shifted = prob.nodes if w is None else prob.nodes - np.outer(prob.t, w)
     if prob.dims == 2:
         pts = shifted[:, :2]
         extra = (prob.height - prob.nodes[:, 2]) ** 2
@@ -361,21 +430,23 @@ def _candidates(
         u = bancroft_batch(pts, tau, extra, subsets).reshape(-1, prob.dims + 1)
     if not keep_all:
         u = u[np.all(np.isfinite(u), axis=1)]
-    # back from the air frame: s = s' + w t0
-    u[:, : prob.dims] += np.outer(u[:, prob.dims] / c, w[: prob.dims])
+    if w is not None:
+        # back from the air frame: s = s' + w t0
+        u[:, : prob.dims] += np.outer(u[:, prob.dims] / c, w[: prob.dims])
     return u
 
 
-def _score(prob: _Problem, cand: np.ndarray, thr: np.ndarray) -> np.ndarray:
-    """MSAC cost of each candidate (M,): sum over nodes of min(r^2, thr^2), whitened.
+def _score(prob: _Problem, cand: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MSAC cost of each candidate (M,): sum over nodes of min(r^2, thr^2), whitened; and those
+    whitened residuals r (M, N) (the consensus checks the best one's).
 
     Candidates with a trailing speed-of-sound column are scored with their own c.
     """
     d = prob.dims
     c = cand[:, d + 1, None] if cand.shape[1] > d + 1 else prob.c_ref
-    t, _, _ = _travel(prob.src(cand[:, : d + 1]), prob.nodes, c, prob.wind)
+    t = _travel_times(prob.src(cand[:, : d + 1]), prob.nodes, c, prob.wind)
     r = (prob.t - cand[:, d, None] / prob.c_ref - t) / prob.sig
-    return np.minimum(r * r, thr * thr).sum(axis=1)
+    return np.minimum(r * r, thr * thr).sum(axis=1), r
 
 
 def _batch_res_jac(prob: _Problem, cand: np.ndarray, with_c: bool):
@@ -384,10 +455,13 @@ def _batch_res_jac(prob: _Problem, cand: np.ndarray, with_c: bool):
     c = cand[:, d + 1, None] if with_c else prob.c_ref
     t, dt_ds, dt_dc = _travel(prob.src(cand[:, : d + 1]), prob.nodes, c, prob.wind)
     r = (prob.t - cand[:, d, None] / prob.c_ref - t) / prob.sig
-    cols = [-dt_ds[..., :d], np.broadcast_to(-1.0 / prob.c_ref, t.shape)[..., None]]
+    jac = np.empty(t.shape + (d + 2 if with_c else d + 1,))
+    jac[..., :d] = dt_ds[..., :d]
+    jac[..., d] = 1.0 / prob.c_ref
     if with_c:
-        cols.append(-np.broadcast_to(dt_dc, t.shape)[..., None])
-    return r, np.concatenate(cols, axis=-1) / prob.sig[:, None]
+        jac[..., d + 1] = dt_dc
+    jac /= -prob.sig[:, None]  # -(dT/dp) / sigma (negation is exact)
+    return r, jac
 
 
 def _local_refine(
@@ -410,6 +484,7 @@ def _local_refine(
     """
     p = cand.copy()
     n_par = p.shape[1]
+    diag = np.arange(n_par)
     for _ in range(iters):
         r, j = _batch_res_jac(prob, p, with_c)
         w = (np.abs(r) <= thr) if masks is None else masks
@@ -419,7 +494,7 @@ def _local_refine(
         jtj = np.einsum("mni,mnj->mij", jw, j)
         jtr = np.einsum("mni,mn->mi", jw, r)
         # Tiny Levenberg damping keeps near-singular candidates finite.
-        jtj += 1e-9 * np.trace(jtj, axis1=1, axis2=2)[:, None, None] * np.eye(n_par) + 1e-30 * np.eye(n_par)
+        jtj[:, diag, diag] += (1e-9 * np.trace(jtj, axis1=1, axis2=2) + 1e-30)[:, None]
         step = np.linalg.solve(jtj, jtr[..., None])[..., 0]
         # residual = obs - pred, J = d r / d p, so the GN step is -(J^T J)^-1 J^T r
         p[ok] -= step[ok]
@@ -502,15 +577,14 @@ def locate(
     """
     if cov_scaling not in ("apriori", "aposteriori", "auto"):
         raise ValueError(f"cov_scaling must be 'apriori', 'aposteriori' or 'auto', got {cov_scaling!r}")
-    raw, xyz, t_in, sig = _validate(positions_m, times_s, sigma_s, dims, c_mps)
+    raw, origin, nodes, t_in, sig = _validate(positions_m, times_s, sigma_s, dims, c_mps)
     n = len(t_in)
-    origin = xyz.mean(axis=0)
     t_ref = float(t_in.min())
     wind = None if wind_enu_mps is None else _wind3(wind_enu_mps)
     if wind is not None and not np.any(wind):
         wind = None
     prob = _Problem(
-        nodes=xyz - origin,
+        nodes=nodes,
         t=t_in - t_ref,
         sig=sig,
         c_ref=float(c_mps),
@@ -533,7 +607,9 @@ def locate(
         # A known nearby solution (a shot re-located with a few more picks): the consensus
         # search is not needed to find the basin; the robust fit below still rejects outliers.
         s_pos = np.asarray(start[0], float).ravel()
-        x0 = np.r_[s_pos[:dims] - origin[:dims], prob.c_ref * (float(start[1]) - t_ref)]
+        x0 = np.empty(dims + 1)
+        x0[:dims] = s_pos[:dims] - origin[:dims]
+        x0[dims] = prob.c_ref * (float(start[1]) - t_ref)
         stages = ["start"]
     else:
         # 1-2. closed-form candidates and consensus
@@ -541,7 +617,7 @@ def locate(
         if can_reject:
             subsets.append(_subsets(n, dims + 2, max_subsets))
             stages.append("consensus(msac)")
-        cand = np.concatenate([_candidates(prob, s) for s in subsets])
+        cand = _candidates(prob, subsets)
         if fit_c:
             # Known-c candidates carry c_ref; unknown-c ones (subsets of dims + 3)
             # their own estimate. Scoring each with its own c lets the consensus
@@ -574,17 +650,15 @@ def locate(
                 x0 = np.r_[x0, prob.c_ref]
             stages.append("fallback(earliest)")
         else:
-            cost = _score(prob, cand, thr)
+            cost, r_cand = _score(prob, cand, thr)
             cost[~np.isfinite(cost)] = np.inf
             best = int(np.argmin(cost))
-            suspects = cost[best] > 0 and np.any(
-                np.abs(_batch_res_jac(prob, cand[best : best + 1], fit_c)[0][0]) > thr
-            )
+            suspects = cost[best] > 0 and np.any(np.abs(r_cand[best]) > thr)
             if fit_c or (can_reject and suspects):
                 top = np.argsort(cost, kind="stable")[:_LO_CANDIDATES]
                 top = top[np.isfinite(cost[top])]
                 refined = _local_refine(prob, cand[top], thr, fit_c)
-                cost_r = _score(prob, refined, thr)
+                cost_r = _score(prob, refined, thr)[0]
                 cost_r[~np.all(np.isfinite(refined), axis=1)] = np.inf
                 if np.min(cost_r) < cost[best]:
                     cand, cost, best = refined, cost_r, int(np.argmin(cost_r))
@@ -614,13 +688,15 @@ def locate(
     p0 = x0
     fit = None
     for _ in range(3):
-        idx = np.flatnonzero(used)
-        fit = _levenberg_marquardt(prob, idx, p0)
+        fit = _levenberg_marquardt(prob, np.flatnonzero(used), p0)
         p0 = fit.x
+        # Residuals (s) of every node and their Jacobian at the fit, from one evaluation: the
+        # inlier check needs the former, the uncertainty below (at this same fit) both.
+        res, jac = prob.residuals_jac(p0)
         if not can_reject:
             break
-        new_used = _inliers(np.abs(prob.whitened(p0)), thr, max_out, min_used)
-        if np.array_equal(new_used, used):
+        new_used = _inliers(np.abs(res / sig), thr, max_out, min_used)
+        if (new_used == used).all():
             break
         used = new_used
     stages.append("lsq(linear)")
@@ -630,60 +706,95 @@ def locate(
     c_fin = prob.c_of(p)
 
     # 5. uncertainty
-    idx = np.flatnonzero(used)
-    r_used, j = prob.whitened_jac(p, idx)
+    n_used = int(np.count_nonzero(used))
+    # Most fits keep every node: the whole arrays then, not copies through an index.
+    idx = slice(None) if n_used == n else np.flatnonzero(used)
+    r_used = res[idx] / sig[idx]  # the whitened residuals of the inliers
+    j = jac[idx]
     n_par = j.shape[1]
-    dof = len(idx) - n_par
+    dof = n_used - n_par
     chi2_red = float(r_used @ r_used / dof) if dof > 0 else float("nan")
-    try:
-        cov_p = np.linalg.inv(j.T @ j)
-        ok_cov = True
-    except np.linalg.LinAlgError:
-        cov_p = np.linalg.pinv(j.T @ j)
-        ok_cov = False
-    scale = 1.0
-    if dof > 0 and cov_scaling == "aposteriori":
-        scale = chi2_red
-    elif dof > 0 and cov_scaling == "auto" and chi2_red > _chi2_99(dof) / dof:
-        scale = chi2_red
-    cov_p = cov_p * scale
-    # parameter d0 = c_ref * t0 (metres) -> t0 seconds
-    conv = np.ones(n_par)
-    conv[dims] = 1.0 / prob.c_ref
-    cov = cov_p * np.outer(conv, conv)
-    cov = 0.5 * (cov + cov.T)
+    cov, ok_cov = _covariance(j, dof, chi2_red, cov_scaling, dims, prob.c_ref)
 
     src = prob.src(p) + origin
     position = src[: raw.shape[1]].copy()
-    t_pred, _, _ = _travel(prob.src(p), prob.nodes, c_fin, prob.wind)
     t0_rel = p[dims] / prob.c_ref
-    residuals = prob.t - t0_rel - t_pred
-    rms = float(np.sqrt(np.mean(residuals[used] ** 2)))
-    cov_h = cov[:2, :2]
+    residuals = res
+    res_used = residuals[idx]
+    # np.sqrt(np.mean(r ** 2)): the same sum and division, without numpy's per-call bookkeeping.
+    rms = math.sqrt(float((res_used * res_used).sum()) / n_used)
+    cep50, cep95, ellipse = horizontal_uncertainty(cov[:2, :2])
     converged = bool(
         fit is not None
         and fit.success
         and ok_cov
-        and np.all(np.isfinite(p))
-        and used.sum() >= min_used
-        and np.all(np.abs(residuals[used]) <= thr[used] * sig[used] * 1.5)
+        and np.isfinite(p).all()
+        and n_used >= min_used
+        and (np.abs(res_used) <= thr[idx] * sig[idx] * 1.5).all()
     )
     return Solution(
         position_m=position,
         t0_s=t_ref + float(t0_rel),
         c_mps=c_fin,
         covariance=cov,
-        cep50_m=cep_radius_m(cov_h, 0.5),
-        cep95_m=cep_radius_m(cov_h, 0.95),
-        ellipse_m=error_ellipse(cov_h),
+        cep50_m=cep50,
+        cep95_m=cep95,
+        ellipse_m=ellipse,
         residuals_s=residuals,
         used=used,
         rms_residual_s=rms,
-        n_used=int(used.sum()),
+        n_used=n_used,
         converged=converged,
         method="+".join(stages),
         dims=dims,
         chi2_reduced=chi2_red,
+    )
+
+
+def _covariance(
+    j: np.ndarray, dof: int, chi2_red: float, cov_scaling: str, dims: int, c_ref: float
+) -> tuple[np.ndarray, bool]:
+    """Covariance of ``(x, y[, z], t0[, c])`` (m^2, m*s, s^2, ...; see :class:`Solution`) from the
+    whitened Jacobian ``j`` (N, P) of the inliers, scaled per ``cov_scaling``; False when
+    ``J^T J`` is singular (the pseudo-inverse is returned then)."""
+    jtj = j.T @ j
+    scale = 1.0
+    if dof > 0 and cov_scaling == "aposteriori":
+        scale = chi2_red
+    elif dof > 0 and cov_scaling == "auto" and chi2_red > _chi2_99(dof) / dof:
+        scale = chi2_red
+    cov = _inv_sym3(jtj, scale, 1.0 / c_ref) if jtj.shape == (3, 3) else None
+    if cov is not None:
+        return cov, True
+    try:
+        cov_p = np.linalg.inv(jtj)
+        ok_cov = True
+    except np.linalg.LinAlgError:
+        cov_p = np.linalg.pinv(jtj)
+        ok_cov = False
+    cov_p = cov_p * scale
+    # parameter d0 = c_ref * t0 (metres) -> t0 seconds
+    conv = np.ones(j.shape[1])
+    conv[dims] = 1.0 / c_ref
+    cov = cov_p * np.outer(conv, conv)
+    return 0.5 * (cov + cov.T), ok_cov
+
+
+def _inv_sym3(jtj: np.ndarray, scale: float, inv_c: float) -> np.ndarray | None:
+    """``scale * inv(jtj)`` of the 2-D fit's 3 x 3 normal matrix (x, y, d0 = c t0), its d0 row and
+    column times ``inv_c`` (-> t0 s), by cofactors: LAPACK's inverse costs more than the rest of the
+    covariance for a 3 x 3. None when the matrix is poorly conditioned (correlation determinant
+    < 1e-3: beyond, the two differ by more than rounding), where the caller's LU inverse is kept."""
+    (a, b, c), (_, d, e), (_, _, f) = jtj.tolist()  # symmetric: the upper triangle
+    c00, c01, c02 = d * f - e * e, c * e - b * f, b * e - c * d
+    c11, c12, c22 = a * f - c * c, b * c - a * e, a * d - b * b
+    det = a * c00 + b * c01 + c * c02
+    if not det > 1e-3 * a * d * f or not math.isfinite(det):  # also: not positive definite, NaN
+        return None
+    k = scale / det
+    kc = k * inv_c
+    return np.array(
+        [[k * c00, k * c01, kc * c02], [k * c01, k * c11, kc * c12], [kc * c02, kc * c12, kc * inv_c * c22]]
     )
 
 
@@ -723,7 +834,7 @@ def _levenberg_marquardt(
     if compiled and not prob.solve_c:
         ix = np.arange(len(prob.t)) if isinstance(idx, slice) else np.asarray(idx, dtype=np.intp)
         x, ok, it = lm_kernel.levenberg_marquardt(
-            prob.nodes, prob.t, prob.sig, ix, np.array(p0, dtype=float), prob.dims, prob.height, prob.c_ref,
+            prob.nodes, prob.t, prob.sig, ix, np.ascontiguousarray(p0, dtype=float), prob.dims, prob.height, prob.c_ref,
             _STILL_AIR if prob.wind is None else prob.wind, -1.0 if f_scale is None else float(f_scale),
             max_iter, step_tol_m, gain_tol)
         return _Fit(x, bool(ok), int(it))
@@ -776,9 +887,9 @@ def _inliers(abs_r: np.ndarray, thr: np.ndarray, max_out: int, min_used: int) ->
     """Inlier mask: within threshold, at most ``max_out`` rejected, at least ``min_used`` kept
     (the worst offenders, by residual over threshold, go first)."""
     ratio = abs_r / thr
-    order = np.argsort(-ratio, kind="stable")
-    n_bad = int(np.sum(ratio > 1.0))
-    n_bad = min(n_bad, max_out, len(abs_r) - min_used)
+    n_bad = min(int(np.count_nonzero(ratio > 1.0)), max_out, len(abs_r) - min_used)
     used = np.ones(len(abs_r), bool)
-    used[order[:n_bad]] = False
+    if n_bad > 0:  # most fits have no outlier: no ranking needed
+        order = np.argsort(-ratio, kind="stable")
+        used[order[:n_bad]] = False
     return used

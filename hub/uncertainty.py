@@ -19,6 +19,8 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
+from . import lm_kernel
+
 
 def ellipse_scale_factor(probability: float) -> float:
     """Factor from the 1-sigma ellipse to the ellipse holding ``probability`` of a 2-D Gaussian.
@@ -44,13 +46,28 @@ def error_ellipse(cov_en_m2: np.ndarray) -> tuple[float, float, float]:
     Returns ``(semi_major_m, semi_minor_m, azimuth_deg)``, azimuth of the
     major axis clockwise from north in [0, 180).
     """
-    cov = np.asarray(cov_en_m2, float)[:2, :2]
-    cov = 0.5 * (cov + cov.T)
-    w, v = np.linalg.eigh(cov)
-    w = np.maximum(w, 0.0)
-    major = v[:, 1]  # eigh sorts ascending
-    az = math.degrees(math.atan2(major[0], major[1])) % 180.0  # atan2(east, north)
-    return float(math.sqrt(w[1])), float(math.sqrt(w[0])), float(az)
+    a, b, c = _sym2_entries(cov_en_m2)
+    return _ellipse(a, b, c, *sym2_eigenvalues(a, b, c))
+
+
+def _sym2_entries(cov_en_m2: np.ndarray) -> tuple[float, float, float]:
+    """(east-east, east-north, north-north) of a 2x2 covariance (m^2), the off-diagonal symmetrised."""
+    (a, b1, *_), (b2, c, *_) = np.asarray(cov_en_m2, float)[:2].tolist()
+    return a, 0.5 * (b1 + b2), c
+
+
+def _ellipse(a: float, b: float, c: float, w_lo: float, w_hi: float) -> tuple[float, float, float]:
+    """:func:`error_ellipse` of [[a, b], [b, c]] m^2 with eigenvalues ``w_lo`` <= ``w_hi`` (m^2), in
+    closed form (a LAPACK eigh cost more than the rest of the solution summary).
+
+    The major axis makes 0.5 atan2(2 b, a - c) with east; a circle has none, and gets north (0 deg)
+    as LAPACK's eigenvectors of a multiple of the identity gave it.
+    """
+    if b == 0.0 and a == c:
+        az = 0.0
+    else:
+        az = (90.0 - math.degrees(0.5 * math.atan2(2.0 * b, a - c))) % 180.0
+    return math.sqrt(max(w_hi, 0.0)), math.sqrt(max(w_lo, 0.0)), az
 
 
 def scale_ellipse(
@@ -93,36 +110,57 @@ def cep_radius_m(cov_en_m2: np.ndarray, probability: float = 0.5) -> float:
     """
     if not 0.0 < probability < 1.0:
         raise ValueError(f"probability must be in (0, 1), got {probability}")
-    cov = np.asarray(cov_en_m2, float)
-    w_lo, w_hi = sym2_eigenvalues(float(cov[0, 0]), 0.5 * (float(cov[0, 1]) + float(cov[1, 0])), float(cov[1, 1]))
-    s1 = math.sqrt(max(w_hi, 0.0))
-    s2 = math.sqrt(max(w_lo, 0.0))
-    if s1 == 0.0:
-        return 0.0
-    rho = s2 / s1
-    k_circ = math.sqrt(-2.0 * math.log1p(-probability))
-    if rho > 1.0 - 1e-12:
-        return s1 * k_circ
-    inv_b = 1.0 / (_COS2 + rho * rho * _SIN2)
-    inv_n = 1.0 / len(inv_b)
-    # Newton's method on P(r) = p from the tabulated root at this axis ratio (dP/dr is
-    # analytic: mean_phi r / b exp(-r^2 / 2b)); P is smooth and increasing in r, so from
-    # within a percent of the root it converges in 2-3 steps. A hub computes two radii per
-    # solution, thousands per second in a busy night: this is ~5x cheaper than bracketing.
-    grid_rho, grid_k = _cep_table(probability)
-    r = float(np.interp(rho, grid_rho, grid_k))
-    for _ in range(8):
-        e = np.exp((-0.5 * r * r) * inv_b)
-        f = 1.0 - float(e.sum()) * inv_n - probability
-        df = r * float(e @ inv_b) * inv_n
-        if df <= 0.0:
-            break
-        step = f / df
-        r -= step
-        if abs(step) <= 1e-12 * r:
+    w_lo, w_hi = sym2_eigenvalues(*_sym2_entries(cov_en_m2))
+    return _CepRadii(w_lo, w_hi).radius_m(probability)
+
+
+def horizontal_uncertainty(cov_en_m2: np.ndarray) -> tuple[float, float, tuple[float, float, float]]:
+    """CEP50 and CEP95 radii (m) and the 1-sigma :func:`error_ellipse` of a 2x2 (east, north)
+    covariance (m^2): a solution's summary, from one eigen-decomposition (the same numbers as
+    ``cep_radius_m(cov, 0.5)``, ``cep_radius_m(cov, 0.95)``, ``error_ellipse(cov)``)."""
+    a, b, c = _sym2_entries(cov_en_m2)
+    w_lo, w_hi = sym2_eigenvalues(a, b, c)
+    radii = _CepRadii(w_lo, w_hi)
+    return radii.radius_m(0.5), radii.radius_m(0.95), _ellipse(a, b, c, w_lo, w_hi)
+
+
+class _CepRadii:
+    """CEP radii of one 2-D Gaussian, eigenvalues ``w_lo`` <= ``w_hi`` (m^2) of its covariance."""
+
+    def __init__(self, w_lo: float, w_hi: float):
+        self.s1 = math.sqrt(max(w_hi, 0.0))
+        s2 = math.sqrt(max(w_lo, 0.0))
+        self.rho = s2 / self.s1 if self.s1 != 0.0 else 1.0
+
+    def radius_m(self, probability: float) -> float:
+        """Radius (m) of the centred circle holding ``probability`` (in (0, 1))."""
+        s1, rho = self.s1, self.rho
+        if s1 == 0.0:
+            return 0.0
+        k_circ = math.sqrt(-2.0 * math.log1p(-probability))
+        if rho > 1.0 - 1e-12:
+            return s1 * k_circ
+        # Newton's method on P(r) = p from the tabulated root at this axis ratio (dP/dr is
+        # analytic: mean_phi r / b exp(-r^2 / 2b)); P is smooth and increasing in r, so from
+        # within a percent of the root it converges in 2-3 steps. A hub computes two radii per
+        # solution, thousands per second in a busy night: this is ~5x cheaper than bracketing,
+        # and compiled (lm_kernel.cep_newton: one call, not ~4 numpy calls a step) ~3x cheaper again.
+        r = lm_kernel.cep_newton(_COS2, _SIN2, rho, _interp_table(rho, *_cep_table(probability)), probability)
+        if not math.isnan(r):
             return s1 * r
-    # Not converged (cannot happen for rho in (0, 1); kept as a safety net): bracket the root.
-    return s1 * _bracketed_radius(1.0 / inv_b, probability, k_circ)
+        # Not converged (cannot happen for rho in (0, 1); kept as a safety net): bracket the root.
+        return s1 * _bracketed_radius(_COS2 + rho * rho * _SIN2, probability, k_circ)
+
+
+def _interp_table(x: float, grid: list[float], values: list[float]) -> float:
+    """``np.interp(x, grid, values)`` for one ``x`` in [0, 1] on the uniform grid of :func:`_cep_table`
+    (its 1/128 steps are exact in binary): numpy's own formula, without its array set-up."""
+    n = len(grid) - 1
+    j = min(int(x * n), n)
+    if j == n or grid[j] == x:
+        return values[j]
+    slope = (values[j + 1] - values[j]) / (grid[j + 1] - grid[j])
+    return slope * (x - grid[j]) + values[j]
 
 
 def _bracketed_radius(b: float, probability: float, k_circ: float) -> float:
@@ -132,15 +170,16 @@ def _bracketed_radius(b: float, probability: float, k_circ: float) -> float:
 
 
 @functools.lru_cache(maxsize=16)
-def _cep_table(probability: float) -> tuple[np.ndarray, np.ndarray]:
-    """CEP radius in units of the major-axis sigma on a grid of axis ratios rho in [0, 1] (bracketed roots)."""
+def _cep_table(probability: float) -> tuple[list[float], list[float]]:
+    """CEP radius in units of the major-axis sigma on a grid of axis ratios rho in [0, 1] (bracketed
+    roots), as Python lists for :func:`_interp_table`."""
     rho = np.linspace(0.0, 1.0, 129)
     k_circ = math.sqrt(-2.0 * math.log1p(-probability))
     k = np.empty_like(rho)
     for i, q in enumerate(rho):
         b = _COS2 + q * q * _SIN2
         k[i] = _bracketed_radius(b, probability, k_circ)
-    return rho, k
+    return rho.tolist(), k.tolist()
 
 
 def crlb_covariance(

@@ -365,6 +365,38 @@ def test_coincident_nodes_rejected():
         locate(nodes, np.zeros(len(nodes)), c_mps=C)
 
 
+def test_coincident_nodes_on_a_grid_rejected():
+    """The coincident check's quick pass (node projections on a slanted line all >= 2 mm apart)
+    must not miss close pairs: grids share coordinates, and a pair may be close in projection
+    but not in space, or 0.5 mm apart."""
+    src = np.array([130.0, 70.0, 0.0])
+
+    def fix(nodes, **kw):
+        return locate(nodes, arrivals(nodes, src), c_mps=C, **kw)
+
+    xy = np.array([[i * 100.0, j * 100.0] for i in range(3) for j in range(3)])
+    fix(xy)  # a grid is fine
+    for shift in ([0.0005, 0.0], [0.0, -0.0007], [0.0003, 0.0004]):
+        with pytest.raises(LocateError, match="coincident"):
+            fix(np.vstack([xy, xy[4] + shift]))
+    # 1.5 mm apart along the line's normal: the same projection, not coincident.
+    normal = np.array([-0.8414709848078965, 0.5403023058681398])
+    fix(np.vstack([xy, xy[4] + 0.0015 * normal]))
+    nodes3 = np.column_stack([np.vstack([xy, xy[2]]), np.r_[np.arange(9.0), 2.0005]])
+    with pytest.raises(LocateError, match="coincident"):
+        fix(nodes3, dims=3)
+
+
+def test_sigma_validated_as_before():
+    t = arrivals(NODES, np.array([300.0, 200.0, H_SRC]))
+    for bad in (0.0, -1e-5, np.nan, np.inf, np.r_[np.full(7, 5e-5), np.nan], np.r_[np.full(7, 5e-5), 0.0]):
+        with pytest.raises(LocateError, match="sigma_s"):
+            locate(NODES, t, c_mps=C, sigma_s=bad)
+    a = locate(NODES, t, c_mps=C, sigma_s=5e-5, source_height_m=H_SRC)
+    b = locate(NODES, t, c_mps=C, sigma_s=[5e-5] * 8, source_height_m=H_SRC)
+    np.testing.assert_array_equal(a.position_m, b.position_m)
+
+
 def test_collinear_nodes_rejected():
     nodes = np.column_stack([np.arange(6) * 100.0, np.arange(6) * 50.0])
     with pytest.raises(LocateError, match="collinear"):

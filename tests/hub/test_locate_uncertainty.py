@@ -16,6 +16,7 @@ from shotline.hub.uncertainty import (
     crlb_position_rms_m,
     ellipse_scale_factor,
     error_ellipse,
+    horizontal_uncertainty,
     scale_ellipse,
 )
 
@@ -53,6 +54,45 @@ def test_ellipse_axes_and_azimuth():
     cov = 16 * np.outer(v, v) + 1 * np.eye(2)
     a, b, az = error_ellipse(cov)
     assert az == pytest.approx(45.0) and a == pytest.approx(math.sqrt(17)) and b == pytest.approx(1)
+
+
+def test_closed_form_ellipse_matches_lapack():
+    """The closed-form 2 x 2 eigen-decomposition gives LAPACK's ellipse (axes and azimuth), also for
+    near-circles, lines and negative correlation; a circle's 'major axis' is north, as LAPACK's."""
+    rng = np.random.default_rng(11)
+    for k in range(500):
+        ang = rng.uniform(0, math.pi)
+        rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
+        ratio = [1e-4, 0.3, 0.999, 1.0][k % 4] if k < 40 else rng.uniform(0.01, 0.99)
+        cov = rot @ np.diag([1.0, ratio**2]) @ rot.T * rng.uniform(1e-4, 1e4)
+        w, v = np.linalg.eigh(0.5 * (cov + cov.T))
+        a, b, az = error_ellipse(cov)
+        assert (a, b) == pytest.approx((math.sqrt(w[1]), math.sqrt(max(w[0], 0.0))), rel=1e-9, abs=1e-12 * a)
+        if ratio < 0.999:
+            ref = math.degrees(math.atan2(v[0, 1], v[1, 1])) % 180.0
+            assert min(abs(az - ref), 180.0 - abs(az - ref)) < 1e-6
+    assert error_ellipse(np.eye(2) * 4.0) == (2.0, 2.0, 0.0)
+
+
+def test_horizontal_uncertainty_is_the_three_summaries():
+    rng = np.random.default_rng(12)
+    for _ in range(50):
+        m = rng.normal(size=(2, 2)) * rng.uniform(0.1, 10)
+        cov = m @ m.T
+        cep50, cep95, ellipse = horizontal_uncertainty(cov)
+        assert (cep50, cep95, ellipse) == (cep_radius_m(cov, 0.5), cep_radius_m(cov, 0.95), error_ellipse(cov))
+    assert horizontal_uncertainty(np.zeros((2, 2))) == (0.0, 0.0, (0.0, 0.0, 0.0))
+
+
+def test_cep_kernel_is_called_with_its_declared_types():
+    """The compiled CEP iteration runs with the one specialisation the hub compiles at start."""
+    from shotline.hub import lm_kernel
+
+    lm_kernel.compile_all()
+    before = set(lm_kernel.cep_newton.signatures)
+    for p in (0.5, 0.95, np.float64(0.9)):
+        cep_radius_m(np.array([[4.0, 1.0], [1.0, 2.0]]), p)
+    assert set(lm_kernel.cep_newton.signatures) == before and len(before) == 1
 
 
 def test_scale_ellipse_to_95():
@@ -98,6 +138,18 @@ def test_bancroft_batch_with_known_height_offsets():
     assert u.shape == (3, 2, 3)
     err = np.min(np.linalg.norm(u - np.r_[src[:2], 50.0], axis=2), axis=1)
     assert np.all(err < 1e-6)
+
+
+def test_bancroft_batch_of_several_subset_sizes_is_each_batch():
+    """A list of subset arrays (different k) gives the fixes of each, concatenated in order."""
+    rng = np.random.default_rng(8)
+    nodes = rng.uniform(-500, 500, (8, 2))
+    tau = 40.0 + np.linalg.norm(nodes - np.array([130.0, 70.0]), axis=1) + rng.normal(0, 0.02, 8)
+    extra = rng.uniform(0, 100, 8)
+    groups = [np.arange(8)[None, :], np.array([[0, 1, 2, 3], [2, 4, 5, 7]]), np.array([[1, 3, 5, 6, 7]])]
+    both = bancroft_batch(nodes, tau, extra, groups)
+    each = np.concatenate([bancroft_batch(nodes, tau, extra, g) for g in groups])
+    np.testing.assert_array_equal(both, each)
 
 
 def test_linear_unknown_c_exact():
