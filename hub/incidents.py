@@ -123,9 +123,10 @@ class IncidentState:
 
     def summary(self) -> tuple[float, np.ndarray]:
         """(:attr:`last_t0_s`, :meth:`centre_enu`), recomputed only when a shot was added or changed
-        (every change bumps a shot's revision, so the sum of revisions moves): a new shot is compared
-        with every open incident, hundreds of them on a fireworks night over a city, and the view
-        behind these two (:class:`_ShotsView`) costs far more to bring up to date than this sum."""
+        (every change bumps a shot's revision, so the sum of revisions moves): the view behind these
+        two (:class:`_ShotsView`) costs far more to bring up to date than this sum. The builder
+        keeps every open incident's summary (:class:`_OpenIncidents`) and asks again only when one
+        of its shots changed."""
         key = (len(self.shots), sum(map(operator.attrgetter("revision"), self.shots)))
         if self._summary is None or self._summary[0] != key:
             self._summary = (key, self.last_t0_s, self.centre_enu())
@@ -277,6 +278,10 @@ class _ShotsView:
         self.s_nsc: list[int] = []
         self.groups: list[_Group] = []
         """Shooter groups in order of creation (that of :func:`shooter_groups`)."""
+        self.placed: dict[bytes, m.Position] = {}
+        """The last render's positions by place (:meth:`IncidentBuilder._positions`)."""
+        self._centre: np.ndarray | None = None
+        """:meth:`centre` since the shots last changed (asked by a render and by the incident's summary)."""
 
     # -- keeping in step ---------------------------------------------------------
     def sync(self, shots: list[ShotState]) -> bool:
@@ -306,6 +311,7 @@ class _ShotsView:
         for i in fresh:
             k = min(k, self._place(i))
         self.revs = revs
+        self._centre = None
         self._regroup(k, set(fresh))
         return True
 
@@ -437,9 +443,12 @@ class _ShotsView:
         self.s_msg[bisect.bisect_left(self.order, (self.t0[i], i))] = msg
 
     def centre(self) -> np.ndarray:
-        """:func:`weighted_centre_enu` of all the shots."""
-        n = len(self.known)
-        return _centre(self.p[:n], self.w[:n])
+        """:func:`weighted_centre_enu` of all the shots (read-only: it is kept until they change)."""
+        if self._centre is None:
+            n = len(self.known)
+            self._centre = _centre(self.p[:n], self.w[:n])
+            self._centre.flags.writeable = False
+        return self._centre
 
     def mean_scores(self) -> dict[str, float] | None:
         """:func:`_mean_scores` over the picks of all the shots in time order."""
@@ -457,10 +466,177 @@ class _ShotsView:
         return {key: round(float(np.mean(a)), 4) for key, a in self.flat.items()}
 
 
+class _Open:
+    """One open incident as :class:`_OpenIncidents` holds it: its place in the order of opening and its
+    summary (last shot time s, centre ENU m) with the grid cell of that centre (None: not finite)."""
+
+    __slots__ = ("inc", "seq", "open", "last_t0_s", "centre", "cell")
+
+    def __init__(self, inc: IncidentState, seq: int) -> None:
+        self.inc = inc
+        self.seq = seq
+        self.open = True
+        self.last_t0_s = math.nan
+        self.centre: np.ndarray | None = None
+        self.cell: tuple[int, int] | None = None
+
+
+class _OpenIncidents:
+    """The open incidents, kept ready for :meth:`IncidentBuilder._find` and :meth:`IncidentBuilder.close_due`.
+
+    A new shot is compared with the open incidents, hundreds of them on a
+    fireworks night over a city, and every tick asks which are quiet. Asking
+    each incident for its summary costs a pass over its shots and a call per
+    incident. Here instead:
+
+    * every open incident's shots are in one list with their revisions as
+      last seen, so that the shots that changed (the associator re-locates a
+      shot before its update is handled, and bumps its revision) are found
+      with one list comprehension and one comparison at C speed, and only
+      their incidents' summaries are taken again (:meth:`refresh`);
+    * the summaries are kept, and their centres filed in a grid of square
+      cells (``cell_m`` a side): a new shot is compared only with the
+      incidents in the cells it can reach (:meth:`near`).
+
+    The summaries are those :meth:`IncidentState.summary` gives at the same
+    moment, so the incident chosen is the one a comparison with every open
+    incident chooses.
+    """
+
+    MARGIN_M = 1.0
+    """Added to a shot's reach (m) when choosing cells: far more than the rounding of a cell's bounds."""
+
+    def __init__(self, cell_m: float) -> None:
+        self.cell_m = cell_m
+        self.entries: dict[int, _Open] = {}
+        """By ``id()`` of the incident (each entry holds its incident), in the order of opening."""
+        self.cells: dict[tuple[int, int], dict[int, _Open]] = {}
+        """Per grid cell, the entries whose centre is in it, by ``seq``."""
+        self.unplaced: dict[int, _Open] = {}
+        """Entries whose centre is not finite (compared with every shot, as before)."""
+        self.last_t0_s: dict[int, float] = {}
+        """Each filed entry's last shot time (s), by ``seq``: the oldest at C speed."""
+        self.n_nan = 0
+        """Entries whose last shot time is NaN (then every incident is checked when closing)."""
+        self._seq = itertools.count()
+        # Per shot of the open incidents (in the order they joined): the shot, its incident's
+        # entry, and its revision when that incident's summary was last taken (-1: not yet).
+        self.shots: list[ShotState] = []
+        self.owners: list[_Open] = []
+        self.revs: list[int] = []
+        self._closed_any = False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add_shot(self, inc: IncidentState, shot: ShotState) -> None:
+        """``shot`` joined ``inc`` (opened now if not yet held); its summary is retaken at :meth:`refresh`."""
+        entry = self.entries.get(id(inc))
+        if entry is None:
+            entry = self.entries[id(inc)] = _Open(inc, next(self._seq))
+        self.shots.append(shot)
+        self.owners.append(entry)
+        self.revs.append(-1)
+
+    def remove(self, inc: IncidentState) -> None:
+        """``inc`` closed (its shots leave the list at the next :meth:`refresh`)."""
+        entry = self.entries.pop(id(inc))
+        entry.open = False
+        self._unfile(entry)
+        self._closed_any = True
+
+    def summary(self, inc: IncidentState) -> tuple[float, np.ndarray | None]:
+        """(last shot time s, centre ENU m) of an open incident as of the last :meth:`refresh`."""
+        entry = self.entries[id(inc)]
+        return entry.last_t0_s, entry.centre
+
+    def refresh(self) -> None:
+        """Take again the summaries of the incidents whose shots changed or joined since the last call."""
+        if self._closed_any:
+            self._drop_closed()
+        revs = [s.revision for s in self.shots]
+        if revs == self.revs:
+            return
+        first = _first_difference(revs, self.revs)
+        changed = itertools.compress(self.owners[first:], map(operator.ne, revs[first:], self.revs[first:]))
+        for entry in {id(e): e for e in changed}.values():
+            self._unfile(entry)
+            entry.last_t0_s, entry.centre = entry.inc.summary()
+            self._file(entry)
+        self.revs = revs
+
+    def oldest(self) -> float | None:
+        """The earliest last shot time (s) of the open incidents; None when none is open or one is NaN
+        (no order to go by)."""
+        if not self.last_t0_s or self.n_nan:
+            return None
+        return min(self.last_t0_s.values())
+
+    def near(self, x, y, reach_m) -> list[IncidentState]:
+        """The open incidents, in the order of opening, whose centre may be within ``reach_m`` of
+        (``x``, ``y``) m: all those not in a cell out of reach (all of them if the reach or the
+        place is not finite, or takes more cells than there are incidents)."""
+        r = reach_m + self.MARGIN_M
+        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(r)):
+            return [e.inc for e in self.entries.values()]
+        s = self.cell_m
+        i0, i1 = math.floor((x - r) / s), math.floor((x + r) / s)
+        j0, j1 = math.floor((y - r) / s), math.floor((y + r) / s)
+        if (i1 - i0 + 1) * (j1 - j0 + 1) > len(self.entries):
+            return [e.inc for e in self.entries.values()]
+        found = list(self.unplaced.values())
+        cells = self.cells
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                cell = cells.get((i, j))
+                if cell:
+                    found += cell.values()
+        found.sort(key=operator.attrgetter("seq"))
+        return [e.inc for e in found]
+
+    def _file(self, entry: _Open) -> None:
+        assert entry.centre is not None
+        x, y = float(entry.centre[0]), float(entry.centre[1])
+        self.last_t0_s[entry.seq] = entry.last_t0_s
+        if entry.last_t0_s != entry.last_t0_s:
+            self.n_nan += 1
+        if math.isfinite(x) and math.isfinite(y):
+            entry.cell = (math.floor(x / self.cell_m), math.floor(y / self.cell_m))
+            self.cells.setdefault(entry.cell, {})[entry.seq] = entry
+        else:
+            entry.cell = None
+            self.unplaced[entry.seq] = entry
+
+    def _unfile(self, entry: _Open) -> None:
+        if entry.centre is None:
+            return  # never filed
+        del self.last_t0_s[entry.seq]
+        if entry.last_t0_s != entry.last_t0_s:
+            self.n_nan -= 1
+        if entry.cell is None:
+            del self.unplaced[entry.seq]
+            return
+        cell = self.cells[entry.cell]
+        del cell[entry.seq]
+        if not cell:
+            del self.cells[entry.cell]
+
+    def _drop_closed(self) -> None:
+        keep = [k for k, e in enumerate(self.owners) if e.open]
+        self.shots = [self.shots[k] for k in keep]
+        self.owners = [self.owners[k] for k in keep]
+        self.revs = [self.revs[k] for k in keep]
+        self._closed_any = False
+
+
 class IncidentBuilder:
     """Groups shots into incidents and renders Incident messages."""
 
     _ids = itertools.count(1)
+
+    CELL_RADII = 2.0
+    """Side of the cells of the open incidents' grid, in incident radii (``incidents.radius_m``): a
+    shot's reach (a radius and its CEP95) mostly spans two cells each way."""
 
     def __init__(self, cfg: HubConfig, associator: Associator, provenance: m.Provenance) -> None:
         self.cfg = cfg
@@ -469,6 +645,7 @@ class IncidentBuilder:
         self.open: list[IncidentState] = []
         self._owner: dict[str, IncidentState] = {}
         """The open incident of each shot in one (by shot id)."""
+        self._index = _OpenIncidents(self.CELL_RADII * cfg.incidents.radius_m)
         self.n_closed = 0
         self._shot_cache: dict[str, tuple[tuple[str, int], m.Shot]] = {}
         self.recent_closed: OrderedDict[str, IncidentState] = OrderedDict()
@@ -495,14 +672,21 @@ class IncidentBuilder:
         else:
             inc.state = "updated"
         inc.shots.append(shot)
+        self._index.add_shot(inc, shot)
         self._owner[shot.shot_id] = inc
         return self._render(inc)
 
     def _find(self, shot: ShotState) -> IncidentState | None:
+        """The open incident the new ``shot`` joins: the nearest (first opened on a tie) of those with
+        a shot within ``gap_s`` before it and their centre within ``radius_m`` + its CEP95."""
+        index = self._index
+        index.refresh()
+        if not len(index):
+            return None
         c = self.cfg.incidents
         best, best_d = None, np.inf
-        for inc in self.open:
-            last_t0_s, centre = inc.summary()
+        for inc in index.near(shot.enu_m[0], shot.enu_m[1], c.radius_m + shot.solution.cep95_m):
+            last_t0_s, centre = index.summary(inc)
             if shot.t0_s - last_t0_s > c.gap_s:
                 continue
             d = math.hypot(centre[0] - shot.enu_m[0], centre[1] - shot.enu_m[1])
@@ -512,12 +696,20 @@ class IncidentBuilder:
 
     def close_due(self, watermark_ns: int) -> list[m.Incident]:
         """Close incidents whose last shot is more than ``gap_s`` before ``watermark_ns``."""
-        out = []
-        for inc in list(self.open):
-            last_ns = self.assoc.abs_ns(inc.summary()[0])
-            if watermark_ns - last_ns > self.cfg.incidents.gap_s * 1e9:
-                out.append(self._close(inc))
-        return out
+        index = self._index
+        index.refresh()
+        if not index:
+            return []
+        # The absolute time of a last shot grows with it: if the oldest is not due, none is
+        # (most ticks), and the incidents need not be visited one by one.
+        oldest = index.oldest()
+        if oldest is not None and not self._quiet(watermark_ns, oldest):
+            return []
+        return [self._close(inc) for inc in list(self.open) if self._quiet(watermark_ns, index.summary(inc)[0])]
+
+    def _quiet(self, watermark_ns: int, last_t0_s: float) -> bool:
+        """Whether a last shot at ``last_t0_s`` (s) is more than ``gap_s`` before ``watermark_ns``."""
+        return watermark_ns - self.assoc.abs_ns(last_t0_s) > self.cfg.incidents.gap_s * 1e9
 
     def close_all(self) -> list[m.Incident]:
         """Close every open incident (end of a replay, hub shutdown)."""
@@ -546,6 +738,7 @@ class IncidentBuilder:
         inc.state = "closed"
         inc.closed = True
         self.open.remove(inc)
+        self._index.remove(inc)
         self.recent_closed[inc.incident_id] = inc
         while len(self.recent_closed) > self.RECENT_CLOSED:
             self.recent_closed.popitem(last=False)
@@ -562,16 +755,29 @@ class IncidentBuilder:
         lat, lon, alt = self.frame.to_wgs84(float(enu[0]), float(enu[1]), float(enu[2]))
         return m.Position(lat_deg=round(lat, 7), lon_deg=round(lon, 7), alt_m=round(alt, 2))
 
-    def _positions(self, enus: list[np.ndarray]) -> list[m.Position]:
-        """:meth:`_position` of each, in one call to the projection (the same numbers)."""
-        if len(enus) < 2:
-            return [self._position(enu) for enu in enus]
-        e, n, u = (np.array([float(enu[k]) for enu in enus]) for k in range(3))
-        lat, lon, alt = self.frame.to_wgs84(e, n, u)
-        return [
-            m.Position(lat_deg=round(float(a), 7), lon_deg=round(float(b), 7), alt_m=round(float(c), 2))
-            for a, b, c in zip(lat, lon, alt, strict=True)
-        ]
+    def _positions(self, enus: list[np.ndarray], known: dict[bytes, m.Position] | None = None,
+                   ) -> tuple[list[m.Position], dict[bytes, m.Position]]:
+        """:meth:`_position` of each ENU point (m, three each), the same numbers; and the Positions
+        by place (the point's three float64s as bytes).
+
+        The places not in ``known`` go through the projection in one call, each once: a closing
+        incident's places are those of its last render, and one shot's place, its shooter's and
+        its incident's centre often coincide; a call to the projection costs far more than a point.
+        """
+        xyz = np.array(enus, dtype=float)
+        raw = xyz.tobytes()
+        keys = [raw[k : k + 24] for k in range(0, len(raw), 24)]
+        found: dict[bytes, m.Position | None] = dict.fromkeys(keys)
+        if known:
+            for key in found:
+                found[key] = known.get(key)
+        todo = [key for key, pos in found.items() if pos is None]
+        if todo:
+            e, n, u = np.frombuffer(b"".join(todo)).reshape(-1, 3).T
+            lat, lon, alt = self.frame.to_wgs84(e, n, u)
+            for key, a, b, c in zip(todo, lat.tolist(), lon.tolist(), alt.tolist(), strict=True):
+                found[key] = m.Position(lat_deg=round(a, 7), lon_deg=round(b, 7), alt_m=round(c, 2))
+        return [found[key] for key in keys], found  # type: ignore[misc]
 
     def _cached_shot_message(self, shot: ShotState) -> m.Shot | None:
         cached = self._shot_cache.get(shot.shot_id)
@@ -590,14 +796,12 @@ class IncidentBuilder:
 
     def _render_shot(self, shot: ShotState, position: m.Position | None = None) -> m.Shot:
         sol: Solution = shot.solution
+        # As Python floats and bools in one pass each (what float() and bool() give per element).
+        res_s = np.asarray(sol.residuals_s, dtype=float).tolist()
+        used = np.asarray(sol.used, dtype=bool).tolist()
         residuals = [
-            m.NodeResidual(
-                node_id=p.node_id,
-                detection_id=p.det.detection_id,
-                residual_s=float(r),
-                used=bool(u),
-            )
-            for p, r, u in zip(shot.picks.values(), sol.residuals_s, sol.used, strict=True)
+            m.NodeResidual(node_id=p.det.node_id, detection_id=p.det.detection_id, residual_s=r, used=u)
+            for p, r, u in zip(shot.picks.values(), res_s, used, strict=True)
         ]
         residuals += [
             m.NodeResidual(node_id=p.node_id, detection_id=p.det.detection_id, residual_s=0.0, used=False)
@@ -636,14 +840,16 @@ class IncidentBuilder:
                 v.set_message(i, msg)
         groups = sorted(v.groups, key=lambda g: len(g.idx), reverse=True)
         changed = [g for g in groups if g.msg is None]
-        centres = [g.centre() for g in changed]
         centre = v.centre()
-        positions = self._positions([inc.shots[i].enu_m for i in to_render] + centres + [centre])
+        # The one shooter of a one-shot incident has its centre: the same numbers from the same row.
+        centres = [centre if len(v.known) == 1 else g.centre() for g in changed]
+        positions, v.placed = self._positions([inc.shots[i].enu_m for i in to_render] + centres + [centre], v.placed)
         for i, pos in zip(to_render, positions, strict=False):
             v.set_message(i, self._shot_message(inc.shots[i], pos))
         rate = self.cfg.incidents.automatic_rate_hz
         for g, pos in zip(changed, positions[len(to_render) :], strict=False):
-            g.msg = self._shooter_message_at(pos, list(g.ids), cadence_of(g.t0), rate)
+            cad = cadence_of(g.t0) if len(g.t0) > 1 else None  # (one round has none: spare numpy)
+            g.msg = self._shooter_message_at(pos, list(g.ids), cad, rate)
         shot_msgs: list[m.Shot] = v.s_msg  # type: ignore[assignment]
         shooters: list[m.Shooter] = [g.msg for g in groups]  # type: ignore[misc]
         return self._incident_message(inc, shot_msgs, shooters, v.mean_scores(), positions[-1], min(v.s_cep))

@@ -136,6 +136,9 @@ class HubPipeline:
         return self._publish(shots, received_ns)
 
     def _publish(self, shots, received_ns: int | None) -> list[Output]:
+        """The incident message of each shot created or refined (a shot listed twice, once)."""
+        if not shots:
+            return []  # most detections and ticks change no shot
         out = []
         seen: set[str] = set()
         for shot in shots:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import msgspec
@@ -178,3 +179,84 @@ def test_a_new_shot_joins_the_incident_where_its_shots_are_now():
     assert builder.on_shot(b).incident_id == first.incident_id
     assert builder.on_shot(a).rounds == 2  # the update of a: the same incident, now of both
     assert len(builder.open) == 41
+
+
+def _scan_find(builder, shot):
+    """The incident a new shot joins, by comparing it with every open incident (the rule of
+    IncidentBuilder._find, without its index): nearest within reach, the first opened on a tie."""
+    c = builder.cfg.incidents
+    best, best_d = None, np.inf
+    for inc in builder.open:
+        last_t0_s, centre = inc.summary()
+        if shot.t0_s - last_t0_s > c.gap_s:
+            continue
+        d = math.hypot(centre[0] - shot.enu_m[0], centre[1] - shot.enu_m[1])
+        if d <= c.radius_m + shot.solution.cep95_m and d < best_d:
+            best, best_d = inc, d
+    return best
+
+
+def test_the_open_incidents_index_chooses_as_a_scan_of_every_incident():
+    """Hundreds of open incidents, new shots near cell corners and at equal distances from two
+    incidents, shots re-located across cells before their updates are handled, some with a CEP95
+    that reaches everywhere, incidents closing: each new shot joins the incident a scan of every
+    open incident chooses, and the same incidents close."""
+    from shotline.hub.associate import ShotState
+    from shotline.hub.config import HubConfig
+    from shotline.hub.incidents import IncidentBuilder
+
+    rng = np.random.default_rng(7)
+    assoc = SimpleNamespace(abs_ns=lambda t: T0_NS + int(round(t * 1e9)), registry=SimpleNamespace(frame=FRAME))
+    builder = IncidentBuilder(HubConfig(site="test"), assoc, m.Provenance(version="test"))
+    cell = builder._index.cell_m
+    spots = [(cell * i + float(rng.choice([0.0, -0.4, 0.4, 30.0])), cell * j + float(rng.choice([0.0, -0.4, 0.4])))
+             for i in range(-6, 6) for j in range(-6, 6)]
+    shots, n_joined, n_narrowed, n_closed, n_ties = [], 0, 0, 0, 0
+    for step in range(1500):
+        t0 = 0.05 * step
+        r = rng.random()
+        if shots and r < 0.2:
+            # Re-locate an earlier shot (maybe into another cell); its update handled now or later.
+            shot = shots[int(rng.integers(max(0, len(shots) - 200), len(shots)))]
+            xy = spots[int(rng.integers(len(spots)))] if rng.random() < 0.3 else tuple(shot.enu_m[:2])
+            _locate(shot, rng, shot.t0_s, xy, 10 * step, 0)
+            if rng.random() < 0.5:
+                builder.on_shot(shot)
+            continue
+        if r < 0.25:
+            wm = T0_NS + int((t0 - 5.0) * 1e9)
+            expected = [i.incident_id for i in builder.open
+                        if wm - assoc.abs_ns(i.summary()[0]) > builder.cfg.incidents.gap_s * 1e9]
+            got = [msg.incident_id for msg in builder.close_due(wm)]
+            assert got == expected, step
+            n_closed += len(got)
+            continue
+        shot = ShotState(shot_id=f"s{step:05d}", picks={}, solution=None, enu_m=np.zeros(3), t0_s=0.0,
+                         created_ns=T0_NS, last_pick_received_ns=T0_NS)
+        x, y = spots[int(rng.integers(len(spots)))]
+        _locate(shot, rng, t0, (x + float(rng.normal(0, 40.0)), y + float(rng.normal(0, 40.0))), 10 * step, 0)
+        if rng.random() < 0.05:
+            shot.solution.cep95_m = 5000.0  # reaches every incident
+        if r > 0.97:
+            # Two incidents 100 m apart across a cell's edge, then a shot half-way: 50 m from both
+            # (whole metres and a weight of 4: exact), so the first opened takes it.
+            x, y = cell * int(rng.integers(-5, 5)), 2000.0 + 200.0 * n_ties
+            for dx in (-50.0, 50.0)[:: int(rng.choice([-1, 1]))]:
+                side = ShotState(shot_id=f"s{step:05d}{dx:+.0f}", picks={}, solution=None, enu_m=np.zeros(3),
+                                 t0_s=0.0, created_ns=T0_NS, last_pick_received_ns=T0_NS)
+                _locate(side, rng, t0, (x + dx, y), 10 * step, 0)
+                side.enu_m, side.solution.cep50_m, side.solution.cep95_m = np.array([x + dx, y, 1.5]), 0.5, 1.05
+                builder.on_shot(side)
+                shots.append(side)
+            shot.enu_m, shot.solution.cep50_m, shot.solution.cep95_m = np.array([x, y, 1.5]), 0.5, 1.05
+            first_opened = next(i for i in builder.open if i.shots[0] is shots[-2])
+            assert _scan_find(builder, shot) is first_opened
+            n_ties += 1
+        expected = _scan_find(builder, shot)
+        assert builder._find(shot) is expected, step
+        n_joined += expected is not None
+        n_narrowed += len(builder._index.near(shot.enu_m[0], shot.enu_m[1], 60.0)) < len(builder.open)
+        builder.on_shot(shot)
+        shots.append(shot)
+    assert n_joined > 100 and n_closed > 100 and n_narrowed > 500 and n_ties > 20
+    assert max(len(builder.open), 1) < len(shots)
