@@ -1135,9 +1135,13 @@ class Associator:
 
     def _tails_take_part_at(self, node_id: str) -> bool:
         """:meth:`_tails_take_part` around a node (a tail's own node, a seed's), cached until a node
-        reports for the first time or a position changes: asked for every tail and every search."""
+        reports for the first time or a position changes: asked for every tail and every search. Once
+        true it stays so until a position changes (nodes that have reported stay reported): on a city's
+        first minutes, when new nodes report all the time, it is not counted again."""
         key = (self.registry.version, len(self.onsets))
         got = self._tails_at.get(node_id)
+        if got is not None and got[1] and got[0][0] == key[0]:
+            return True
         if got is None or got[0] != key:
             got = self._tails_at[node_id] = (
                 key, self._tails_take_part(self._nodes_within_range(self.registry.enu(node_id))))
