@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import heapq
 import itertools
 import logging
 import math
@@ -161,6 +162,11 @@ class PickPool:
     def __init__(self) -> None:
         self._by_node: dict[str, dict[int, Pick]] = {}
         self._sorted: dict[str, tuple[np.ndarray, list[Pick]]] = {}
+        self._by_time: list[tuple[float, int, Pick]] = []
+        """A heap of (onset s, entry number, pick) over the pooled picks, for :meth:`drop_older`: a pick's
+        entry is the one numbered ``_entry[id(pick)]``; others are left from an earlier stay."""
+        self._entry: dict[int, int] = {}
+        self._n_entries = itertools.count()
 
     def append(self, p: Pick) -> None:
         p.undecided = True
@@ -168,9 +174,15 @@ class PickPool:
         p.pooled = True
         self._by_node.setdefault(p.node_id, {})[id(p)] = p
         self._sorted.pop(p.node_id, None)
+        self._push(p)
+
+    def _push(self, p: Pick) -> None:
+        k = self._entry[id(p)] = next(self._n_entries)
+        heapq.heappush(self._by_time, (p.t_s, k, p))
 
     def remove(self, p: Pick) -> None:
         del self._by_node[p.node_id][id(p)]
+        del self._entry[id(p)]
         p.pooled = False
         self._sorted.pop(p.node_id, None)
 
@@ -179,16 +191,21 @@ class PickPool:
             if p in self:
                 self.remove(p)
 
-    def keep_if(self, pred) -> int:
-        """Keep the picks for which ``pred(pick)`` holds; return how many were dropped."""
-        n = 0
-        for nid, d in self._by_node.items():
-            drop = [k for k, p in d.items() if not pred(p)]
-            for k in drop:
-                d.pop(k).pooled = False
-            if drop:
-                n += len(drop)
-                self._sorted.pop(nid, None)
+    def drop_older(self, t_s: float, keep) -> int:
+        """Drop the picks with onsets at or before ``t_s`` (s) unless ``keep(pick)``; return how many were
+        dropped. Only those picks are visited (a heap by onset), not the whole pool at every tick."""
+        heap, kept, n = self._by_time, [], 0
+        while heap and heap[0][0] <= t_s:
+            _, k, p = heapq.heappop(heap)
+            if self._entry.get(id(p)) != k:
+                continue  # left from a stay in the pool that ended
+            if keep(p):
+                kept.append(p)
+                continue
+            self.remove(p)
+            n += 1
+        for p in kept:
+            self._push(p)
         return n
 
     def __contains__(self, p: Pick) -> bool:
@@ -876,7 +893,7 @@ class Associator:
                         for q in members}
             return id(p) in held
 
-        self.n_expired_unassociated += self.pool.keep_if(keep)
+        self.n_expired_unassociated += self.pool.drop_older(w - horizon, keep)
         keep = [s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c for s in self.shots]
         if not all(keep):
             self._final += [(s, self.nearby_residuals(s)) for s, k in zip(self.shots, keep, strict=True) if not k]

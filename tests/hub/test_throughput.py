@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_pipeline import (
     SITE,
     T0_NS,
@@ -103,9 +105,44 @@ def test_pool_window_equals_scan():
         want = sorted((p for p in kept if p.node_id == node and lo <= p.t_s <= hi), key=lambda p: p.t_s)
         assert got == want
         np.testing.assert_array_equal(times, [p.t_s for p in want])
-    n_drop = pool.keep_if(lambda p: p.t_s > 5.0)
+    n_drop = pool.drop_older(5.0, lambda p: False)
     assert n_drop == sum(1 for p in kept if p.t_s <= 5.0)
     assert all(p.t_s > 5.0 for p in pool)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "readd", "hold", "release", "drop"]),
+                          st.integers(0, 7), st.floats(0.0, 3.0)), max_size=80))
+def test_pool_drop_older_equals_a_scan(ops):
+    """Expiry by a heap of onsets: the same picks go as a scan of the whole pool would drop, after any
+    sequence of picks joining, leaving (to a shot) and coming back, being held by a waiting set and let
+    go (kept by an expiry, dropped by a later one)."""
+    picks = [_pick(f"N{k % 3}", 0.3 * k, k) for k in range(8)]
+    pool, model, held = PickPool(), set(), set()
+
+    def keep(p: Pick) -> bool:
+        return int(p.det.detection_id.rsplit("-", 1)[1]) in held
+
+    for op, k, t in ops:
+        p = picks[k]
+        if op in ("add", "readd") and (op == "add" or p in pool):
+            if op == "readd":
+                pool.remove(p)
+            pool.append(p)
+            model.add(k)
+        elif op == "remove" and p in pool:
+            pool.remove(p)
+            model.discard(k)
+        elif op == "hold":
+            held.add(k)
+        elif op == "release":
+            held.discard(k)
+        elif op == "drop":
+            gone = {j for j in model if picks[j].t_s <= t and j not in held}
+            assert pool.drop_older(t, keep) == len(gone)
+            model -= gone
+        assert {int(q.det.detection_id.rsplit("-", 1)[1]) for q in pool} == model
+        assert all((picks[j] in pool) == (j in model) for j in range(len(picks)))
 
 
 def _plain_support(pred_rel: np.ndarray, tol: np.ndarray, by_node: dict, t_seed: float):
