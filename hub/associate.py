@@ -402,6 +402,9 @@ class Associator:
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self._waiting_sets: list[_WaitingSet] = []
+        self._seeds_waiting: dict[int, Pick] = {}
+        """Picks given a ``waiting`` since :meth:`expire` last looked (by ``id``): the pooled ones still
+        waiting hold their sets' picks back from expiry (a superset of those; pruned there)."""
         """Candidate sets of recent searches that waited for pending nodes (:meth:`_join_waiting`)."""
         self._waiting_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         """Their grid points (S, 2) m, emission times (S,) s and tolerances (S,) s (None: to be built)."""
@@ -889,8 +892,10 @@ class Associator:
             if p.t_s > w - horizon:
                 return True
             if held is None:
-                held = {id(q) for s in self.pool if s.waiting is not None for members, *_ in s.waiting[0]
-                        for q in members}
+                seeds = self._seeds_waiting
+                for k in [k for k, s in seeds.items() if s.waiting is None or not s.pooled]:
+                    del seeds[k]
+                held = {id(q) for s in seeds.values() for members, *_ in s.waiting[0] for q in members}
             return id(p) in held
 
         self.n_expired_unassociated += self.pool.drop_older(w - horizon, keep)
@@ -1336,6 +1341,7 @@ class Associator:
         shot = self._decide(sets, len(node_ids), waiting, tol_fine)
         if self._waited:
             seed.waiting = (waiting, len(node_ids))
+            self._seeds_waiting[id(seed)] = seed
             if shot is None:
                 self._waiting_sets += [_WaitingSet(seed, members, xy, t0, tol, len(node_ids))
                                        for members, xy, t0, tol in waiting]
@@ -1478,6 +1484,7 @@ class Associator:
                     return True, made
             elif ev == "wait" and len(members) >= self.REPEAT_WAIT_SUPPORT:
                 pick.waiting = ([(members, xy, t0_k, tol)], n_partners)
+                self._seeds_waiting[id(pick)] = pick
                 pick.unsearched = True
                 pick.undecided = True
                 self._waiting_sets.append(_WaitingSet(pick, members, xy, t0_k, tol, n_partners))
