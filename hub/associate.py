@@ -402,10 +402,10 @@ class Associator:
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self._waiting_sets: list[_WaitingSet] = []
+        """Candidate sets of recent searches that waited for pending nodes (:meth:`_join_waiting`)."""
         self._seeds_waiting: dict[int, Pick] = {}
         """Picks given a ``waiting`` since :meth:`expire` last looked (by ``id``): the pooled ones still
         waiting hold their sets' picks back from expiry (a superset of those; pruned there)."""
-        """Candidate sets of recent searches that waited for pending nodes (:meth:`_join_waiting`)."""
         self._waiting_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         """Their grid points (S, 2) m, emission times (S,) s and tolerances (S,) s (None: to be built)."""
         self.n_joined_waiting = 0
@@ -1973,8 +1973,10 @@ class Associator:
     #: Share of the in-range nodes whose support makes a hypothesis final while others are still pending.
     CONFIRM_FRACTION = 0.4
 
-    def _evidence(self, xy: np.ndarray, t0_s: float, members: set[str], tol_s: float) -> str:
-        """Negative evidence from the nodes in range that are not members: "accept", "reject" or "wait".
+    def _evidence(self, xy: np.ndarray, t0_s: float, members: set[str], tol_s: float,
+                  nodes: np.ndarray | None = None) -> str:
+        """Negative evidence from the nodes in range that are not members: "accept", "reject" or "wait"
+        (``nodes``: the onset-store rows near ``xy``, sorted, if known; see :meth:`_waiting_evidence`).
 
         Picks from one node arrive in time order, so a node whose latest pick
         (or the watermark, less a delivery margin) is later than a
@@ -1990,13 +1992,15 @@ class Associator:
         """
         if not len(self.onsets):
             return "accept" if len(members) >= self.cfg.association.min_nodes else "wait"
-        _, grid = self._rows()
-        nodes = grid.near(float(xy[0]), float(xy[1]), self.cfg.association.max_range_m)
-        rows = {self.onsets.row[n] for n in members if n in self.onsets}
-        # A set lookup per node in range (~50): np.isin cost a third of this function.
-        member = np.fromiter((r in rows for r in nodes.tolist()), dtype=np.bool_, count=len(nodes))
+        if nodes is None:
+            nodes = self._rows()[1].near(float(xy[0]), float(xy[1]), self.cfg.association.max_range_m)
+        rows = np.fromiter((self.onsets.row[n] for n in members if n in self.onsets), dtype=np.int64)
+        member = np.zeros((1, len(nodes)), dtype=np.bool_)
+        if len(nodes) and len(rows):
+            at = np.minimum(np.searchsorted(nodes, rows), len(nodes) - 1)  # (the rows near are sorted)
+            member[0, at[nodes[at] == rows]] = True
         got = self._verdicts(np.asarray(xy, float)[None, :2], np.array([float(t0_s)]), [len(members)], nodes,
-                             member[None, :], tol_s)[0]
+                             member, tol_s)[0]
         if got == "wait":
             self._waited = True
         return got
@@ -2008,17 +2012,7 @@ class Associator:
         key = (self.registry.version, len(self.onsets))
         if w.near is None or w.near[0] != key:
             w.near = (key, self._rows()[1].near(float(w.xy[0]), float(w.xy[1]), self.cfg.association.max_range_m))
-        nodes = w.near[1]
-        # Members hold pooled (trusted) picks, so each node has a row; one pick per node.
-        rows = np.fromiter({self.onsets.row[p.node_id] for p in w.members}, dtype=np.int64)
-        at = np.minimum(np.searchsorted(nodes, rows), len(nodes) - 1)
-        member = np.zeros((1, len(nodes)), dtype=np.bool_)
-        member[0, at[nodes[at] == rows]] = True
-        got = self._verdicts(np.asarray(w.xy, float)[None, :2], np.array([float(w.t0_s)]), [len(rows)], nodes,
-                             member, w.tol_s)[0]
-        if got == "wait":
-            self._waited = True
-        return got
+        return self._evidence(w.xy, w.t0_s, {p.node_id for p in w.members}, w.tol_s, nodes=w.near[1])
 
     def _evidence_many(self, xy: np.ndarray, t0_s: np.ndarray, member_idx: np.ndarray, fits: np.ndarray,
                        seed_id: str, tol_s: float, matched_join: bool = False, with_support: bool = False):
