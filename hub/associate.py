@@ -89,7 +89,8 @@ class Pick:
     tail_lag_s: float = math.inf
     """For a tail, how long (s) after the latest pick of its node that is that much louder."""
     pooled: bool = False
-    """In the associator's :class:`PickPool` (unassociated): kept by the pool, read on every join."""
+    """In the associator's :class:`PickPool` (unassociated): kept by the pool, which answers ``pick in
+    pool`` from it (asked on every join and retry)."""
 
     @property
     def node_id(self) -> str:
@@ -893,7 +894,7 @@ class Associator:
                 return True
             if held is None:
                 seeds = self._seeds_waiting
-                for k in [k for k, s in seeds.items() if s.waiting is None or not s.pooled]:
+                for k in [k for k, s in seeds.items() if s.waiting is None or s not in self.pool]:
                     del seeds[k]
                 held = {id(q) for s in seeds.values() for members, *_ in s.waiting[0] for q in members}
             return id(p) in held
@@ -1515,7 +1516,7 @@ class Associator:
         """A waiting set can still take picks: not dropped, its seed not yet decided at retry, and
         none of its members claimed by a shot."""
         return (not w.dropped and w.seed.waiting is not None and not w.seed.settled
-                and all(p.pooled for p in w.members))
+                and all(p in self.pool for p in w.members))
 
     def _prune_waiting(self) -> None:
         """Forget waiting sets that can take no more picks (at each :meth:`retry`), letting their joined
@@ -2053,28 +2054,27 @@ class Associator:
             st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
             self.cfg.association.min_audible_range_m, 2 * self.cfg.association.min_nodes)
         matched = counts[:, 3]
+        n_mem = np.asarray(n_members, dtype=np.int64)
         if matched_join:
-            n_members = np.asarray(n_members) + matched
+            n_mem = n_mem + matched
             pending = counts[:, 2]
         else:
             pending = counts[:, 2] + matched
         if not self._retrying:
             pending = pending + self._unheard_in_range(xy)
-        n_members = np.asarray(n_members, dtype=np.int64)
-        got = self._verdict(n_members, counts[:, 0], counts[:, 1], pending)
+        got = self._verdict(n_mem.tolist(), counts[:, 0].tolist(), counts[:, 1].tolist(), pending.tolist())
         if with_support:
-            return got, (n_members + counts[:, 1]).tolist()
+            return got, (n_mem + counts[:, 1]).tolist()
         return got
 
-    def _verdict(self, n_members: np.ndarray, silent: np.ndarray, agree: np.ndarray, pending: np.ndarray
-                 ) -> list[str]:
-        """The rule of :meth:`_evidence` from its counts (integer arrays, one entry per hypothesis):
-        "accept", "reject" or "wait" for each (one plain loop: a search counts ~15 sets, a join one,
-        too few for numpy's per-call cost)."""
+    def _verdict(self, n_members: list[int], silent: list[int], agree: list[int], pending: list[int]) -> list[str]:
+        """The rule of :meth:`_evidence` from its counts (one entry per hypothesis): "accept", "reject" or
+        "wait" for each (a plain loop: a search counts ~15 sets, a join one, too few for numpy's
+        per-call cost)."""
         a = self.cfg.association
         f_silent, f_confirm, n_min = a.max_silent_fraction, self.CONFIRM_FRACTION, a.min_nodes
         out = []
-        for n, s, g, w in zip(n_members.tolist(), silent.tolist(), agree.tolist(), pending.tolist(), strict=True):
+        for n, s, g, w in zip(n_members, silent, agree, pending, strict=True):
             n_sup = n + g
             if s > max(1, int(f_silent * (n_sup + s))):
                 out.append("reject")

@@ -683,10 +683,16 @@ class IncidentBuilder:
         index.refresh()
         if not len(index):
             return None
+        near = index.near(shot.enu_m[0], shot.enu_m[1], self.cfg.incidents.radius_m + shot.solution.cep95_m)
+        return self._nearest(shot, ((inc, *index.summary(inc)) for inc in near))
+
+    def _nearest(self, shot: ShotState, candidates) -> IncidentState | None:
+        """The rule of :meth:`_find` over ``candidates``, (incident, last shot time s, centre ENU m) in
+        the order the incidents were opened: the nearest with a shot within ``gap_s`` before ``shot``
+        and its centre within ``radius_m`` + the shot's CEP95 (the first on a tie)."""
         c = self.cfg.incidents
         best, best_d = None, np.inf
-        for inc in index.near(shot.enu_m[0], shot.enu_m[1], c.radius_m + shot.solution.cep95_m):
-            last_t0_s, centre = index.summary(inc)
+        for inc, last_t0_s, centre in candidates:
             if shot.t0_s - last_t0_s > c.gap_s:
                 continue
             d = math.hypot(centre[0] - shot.enu_m[0], centre[1] - shot.enu_m[1])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import msgspec
@@ -182,18 +181,10 @@ def test_a_new_shot_joins_the_incident_where_its_shots_are_now():
 
 
 def _scan_find(builder, shot):
-    """The incident a new shot joins, by comparing it with every open incident (the rule of
-    IncidentBuilder._find, without its index): nearest within reach, the first opened on a tie."""
-    c = builder.cfg.incidents
-    best, best_d = None, np.inf
-    for inc in builder.open:
-        last_t0_s, centre = inc.summary()
-        if shot.t0_s - last_t0_s > c.gap_s:
-            continue
-        d = math.hypot(centre[0] - shot.enu_m[0], centre[1] - shot.enu_m[1])
-        if d <= c.radius_m + shot.solution.cep95_m and d < best_d:
-            best, best_d = inc, d
-    return best
+    """The incident a new shot joins, by comparing it with every open incident, each summary taken
+    afresh (the rule of IncidentBuilder._find without its index): nearest within reach, the first
+    opened on a tie."""
+    return builder._nearest(shot, ((inc, *inc.summary()) for inc in builder.open))
 
 
 def test_the_open_incidents_index_chooses_as_a_scan_of_every_incident():
