@@ -309,12 +309,11 @@ class SeedTable:
         offsets = self.used + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
         need = self.used + int(counts.sum())
         if need > len(self.diff):
+            # In place (realloc: a large buffer is remapped, not copied; nothing else holds a view of
+            # it): copying into a new buffer cost a city's hub 0.2 s of CPU per 20 s of first traffic.
             cap = max(2 * len(self.diff), need)
-            for name in ("diff", "tol"):
-                old = getattr(self, name)
-                new = np.empty(cap, dtype=old.dtype)
-                new[: self.used] = old[: self.used]
-                setattr(self, name, new)
+            self.diff.resize(cap, refcheck=False)
+            self.tol.resize(cap, refcheck=False)
         values(seg, offsets, self.diff, self.tol)
         self.off[k: k + m_n] = offsets
         self.used = need
