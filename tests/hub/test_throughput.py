@@ -209,6 +209,46 @@ def test_compiled_support_equals_plain_evaluation():
     assert a._seed_table(seed_id, others)[0] is not tab
 
 
+def _nearest_rule(times: np.ndarray, x: float) -> int:
+    """The onset of ``times`` (sorted) nearest ``x`` as the kernels choose it: the last onset before ``x``
+    or the first at or after it, whichever is nearer, the one before on a tie."""
+    before = np.flatnonzero(times < x)
+    if len(before) == len(times):
+        return len(times) - 1
+    after = len(before)
+    if len(before) and abs(times[before[-1]] - x) <= abs(times[after] - x):
+        return int(before[-1])
+    return after
+
+
+@settings(max_examples=200, deadline=None)
+@given(xs=st.lists(st.integers(-64, 64), min_size=1, max_size=40),
+       nodes=st.lists(st.integers(-64, 64), min_size=1, max_size=4),
+       seed_x=st.integers(-64, 64),
+       onsets=st.lists(st.lists(st.integers(-24, 24), min_size=1, max_size=6), min_size=4, max_size=4))
+def test_refinement_support_chooses_as_the_coarse_kernel_with_ties_and_repeated_onsets(xs, nodes, seed_x, onsets):
+    """The refinement kernel finds each point's nearest onset onset by onset (the coarse one walks between
+    neighbours, ``grid_kernels._nearest_from``): on points, onsets and arrivals on a 1/8 s lattice (every
+    difference exact, so ties and repeated onsets are frequent) it chooses by the same rule."""
+    from shotline.hub import grid_kernels
+
+    pts = np.array([[x / 8.0, 0.0] for x in xs])
+    node_xy = np.array([[n / 8.0, 0.0] for n in nodes])
+    by_node = [np.sort(np.array(o, dtype=float) / 8.0) for o in onsets[: len(nodes)]]
+    rel = np.concatenate(by_node)
+    starts = np.r_[0, np.cumsum([len(t) for t in by_node])].astype(np.intp)
+    tol = 0.3
+    score, chosen = grid_kernels.support_points(rel, starts, pts, np.array([seed_x / 8.0, 0.0]), 0.0, node_xy,
+                                                np.zeros(len(nodes)), 1.0, tol, 1e9, True)
+    pred = np.abs(pts[None, :, 0] - node_xy[:, None, 0]) - np.abs(pts[:, 0] - seed_x / 8.0)[None, :]
+    want = np.array([[_nearest_rule(t, p) for p in row] for t, row in zip(by_node, pred, strict=True)])
+    np.testing.assert_array_equal(chosen, want)
+    err = np.array([np.abs(t[c] - row) for t, c, row in zip(by_node, want, pred, strict=True)])
+    e = np.minimum(err, tol)
+    np.testing.assert_allclose(score, (err < tol).sum(axis=0) - (e**2).sum(axis=0) / (tol**2 * (len(nodes) + 1)),
+                               rtol=0, atol=1e-12)
+
+
 def test_compiled_evidence_equals_plain_count_with_wind():
     """The compiled negative-evidence counts equal a plain count over every node (wind included);
     an onset that a shot holds never agrees with another hypothesis; silent nodes count out to the
