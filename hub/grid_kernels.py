@@ -30,7 +30,8 @@ def _nearest_from(rel: np.ndarray, lo: int, hi: int, x: float, hint: int) -> tup
     ``hint``: the insertion index found for the previous, nearby ``x`` (grid points are
     visited in spatial order, so predicted times change little from one to the next and
     a short walk replaces a binary search). The nearer of the last onset before ``x`` and
-    the first at or after it; the one before on a tie.
+    the first at or after it (of the last two when every onset comes before ``x``), the
+    earlier on a tie.
     """
     n = hi - lo
     if n == 1:
@@ -43,7 +44,7 @@ def _nearest_from(rel: np.ndarray, lo: int, hi: int, x: float, hint: int) -> tup
     j = min(max(a, 1), n - 1)
     e1 = abs(rel[lo + j] - x)
     e0 = abs(rel[lo + j - 1] - x)
-    if e1 < e0 or (e1 == e0 and rel[lo + j] < x):  # (the second: equal onsets, all before x: the last)
+    if e1 < e0:
         return e1, j, a
     return e0, j - 1, a
 
@@ -163,7 +164,8 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
         # clusters scattered over the disc, so a walk from the previous point's onset (as the
         # coarse table's rows allow) gains little, while these loops have no data-dependent exits
         # (3x faster on the dense scene's searches). The choice is _nearest_from's: the nearer of the
-        # last onset before the arrival and the first at or after it, the one before on a tie.
+        # last onset before the arrival and the first at or after it, the one before on a tie (and
+        # below, of equal last onsets that all come before it, the last but one, as it chooses).
         for i in range(lo, hi):
             r = rel[i]
             for g in range(g_n):
@@ -171,6 +173,11 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
                 if e < best[g] or (e == best[g] and r < pred[g]):
                     best[g] = e
                     idx[g] = i - lo
+        last = hi - lo - 1
+        if last > 0 and rel[hi - 2] == rel[hi - 1]:
+            for g in range(g_n):
+                if idx[g] == last and rel[hi - 1] < pred[g]:
+                    idx[g] = last - 1
         for g in range(g_n):
             dx = px[g] - nx
             dy = py[g] - ny

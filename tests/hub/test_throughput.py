@@ -210,15 +210,13 @@ def test_compiled_support_equals_plain_evaluation():
 
 
 def _nearest_rule(times: np.ndarray, x: float) -> int:
-    """The onset of ``times`` (sorted) nearest ``x`` as the kernels choose it: the last onset before ``x``
-    or the first at or after it, whichever is nearer, the one before on a tie."""
-    before = np.flatnonzero(times < x)
-    if len(before) == len(times):
-        return len(times) - 1
-    after = len(before)
-    if len(before) and abs(times[before[-1]] - x) <= abs(times[after] - x):
-        return int(before[-1])
-    return after
+    """The onset of ``times`` (sorted) nearest ``x`` as the coarse kernel chooses it
+    (``grid_kernels._nearest_from``): of the two onsets around the insertion point of ``x`` (the last
+    two when every onset comes before it), the nearer, the earlier on a tie."""
+    if len(times) == 1:
+        return 0
+    j = min(max(int(np.searchsorted(times, x, side="left")), 1), len(times) - 1)
+    return j if abs(times[j] - x) < abs(times[j - 1] - x) else j - 1
 
 
 @settings(max_examples=200, deadline=None)
