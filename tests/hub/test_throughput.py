@@ -771,6 +771,34 @@ def test_a_shots_n_waves_are_not_searched_at_retry(monkeypatch):
         assert len(ids & _retried(searches)) == (0 if rule else 4)
 
 
+def test_n_waves_ahead_of_a_located_shot_are_put_off_and_never_searched(monkeypatch):
+    """Six nodes that report after the shot is located (the 21st-26th nearest of 48) pick its shock
+    wave 3-20 ms before the blast, each delivered just before it. Each comes at most
+    ``SHOCK_LEAD_S`` ahead of the arrival the shot predicts at its node, so it is put off on arrival
+    and, the shot holding the blast just after it by then, not searched at retry either: no grid
+    search from any of them (six on arrival with the put-off off), one shot, without them."""
+    from shotline.hub.associate import Associator
+
+    nodes, src, dets = _corner_source(3)
+    rng = np.random.default_rng(9)
+    late = sorted(nodes, key=lambda n: np.linalg.norm(nodes[n][:2] - np.asarray(src[:2])))[20:26]
+    shocks = [(nid, t - int(rng.uniform(0.003, 0.020) * 1e9)) for nid, t in dets if nid in late]
+    ids = {m.decode(detection(*d)[1], m.Detection).detection_id for d in shocks}
+    for rule in (True, False):
+        if not rule:
+            monkeypatch.setattr(Associator, "_ahead_of_a_shot", lambda self, pick: False)
+        searches = _searches(monkeypatch)
+        p = make_pipeline(nodes)
+        out = []
+        for nid, t in sorted(dets + shocks, key=lambda d: d[1]):
+            out += p.handle(*detection(nid, t), received_ns=t) + p.tick(t)
+        out += p.tick(T0_NS + 20 * 10**9) + p.finish()  # every wait window has passed
+        shots = list({s.shot_id: s for o in out for s in o.incident.shots}.values())
+        assert len(shots) == 1 and not ids & {r.detection_id for r in shots[0].residuals}
+        searched = {sid for sid, _, _ in searches} & ids
+        assert searched == (set() if rule else ids)
+
+
 def test_a_pick_further_from_a_waiting_sets_arrival_than_its_member_there_does_not_replace_it():
     """A node's pick delivered out of order (an outbox replayed after an outage), 4 ms before the
     arrival a waiting set predicts where the set already holds that node's arrival, leaves the set
