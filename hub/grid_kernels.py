@@ -399,22 +399,35 @@ def table_values(pts, t_seed, u_seed, node_xy, dz2, inv_c, half_diag, factor, ma
     gradient bound. Tolerance = min(factor |u_k - u_seed|, 2) h / c + match_tol: the formula
     of ``Associator._fill_rows``, in one pass without temporaries.
     """
+    # Coordinates as contiguous columns and each grid line's run of values as its own slice: the
+    # inner loop is then plain arithmetic over consecutive elements, which the compiler vectorises
+    # (half the time per value of a loop over the (G, 2) arrays, the same values).
+    px = np.ascontiguousarray(pts[:, 0])
+    py = np.ascontiguousarray(pts[:, 1])
+    ux = np.ascontiguousarray(u_seed[:, 0])
+    uy = np.ascontiguousarray(u_seed[:, 1])
     for m in range(node_xy.shape[0]):
         node_x = node_xy[m, 0]
         node_y = node_xy[m, 1]
+        dzm = dz2[m]
         n = offsets[m]
         for j in range(seg.shape[1]):
-            for g in range(seg[m, j, 0], seg[m, j, 1]):
-                dx = node_x - pts[g, 0]
-                dy = node_y - pts[g, 1]
-                rng = np.sqrt(dx * dx + dy * dy + dz2[m])
-                diff_out[n] = rng * inv_c - t_seed[g]
+            first = seg[m, j, 0]
+            cnt = seg[m, j, 1] - first
+            d_o = diff_out[n: n + cnt]
+            t_o = tol_out[n: n + cnt]
+            for q in range(cnt):
+                g = first + q
+                dx = node_x - px[g]
+                dy = node_y - py[g]
+                rng = np.sqrt(dx * dx + dy * dy + dzm)
+                d_o[q] = rng * inv_c - t_seed[g]
                 inv = 1.0 / max(rng, 1e-6)
-                ex = dx * inv - u_seed[g, 0]
-                ey = dy * inv - u_seed[g, 1]
+                ex = dx * inv - ux[g]
+                ey = dy * inv - uy[g]
                 grad = min(factor * np.sqrt(ex * ex + ey * ey), 2.0)
-                tol_out[n] = grad * half_diag * inv_c + match_tol
-                n += 1
+                t_o[q] = grad * half_diag * inv_c + match_tol
+            n += cnt
 
 
 @njit(cache=True, inline="always")
