@@ -570,6 +570,43 @@ def triplet_points(seed_xy, seed_dz2, t_seed, near_xy, near_dz2, times, starts, 
     return out[:n_out]
 
 
+@njit(cache=True)
+def shots_near_arrival(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, by_arrival):
+    """Rows of the shot table that can have made a pick (``Associator._attach_target``'s prefilter).
+
+    ``xyt`` (S, 4): per listed shot east, north (m), emission time (s), up (m); the pick's node at
+    (``rx``, ``ry``, ``rz``) m and its onset ``t_pick`` s. A shot passes if emitted in
+    [``t_min``, ``t_pick``] within ``reach`` m (horizontally) of the node; with ``by_arrival`` and more
+    than one passing, only those whose still-air arrival at the node, emission + distance / ``c``, is
+    within ``widest`` (+ 1 us) of the pick. The arithmetic is the numpy version's, operation for
+    operation, so the same rows pass. Returns their indices, in table order.
+    """
+    n = xyt.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    r2 = reach * reach
+    for i in range(n):
+        if xyt[i, 2] >= t_min and xyt[i, 2] <= t_pick:
+            dx = xyt[i, 0] - rx
+            dy = xyt[i, 1] - ry
+            if dx * dx + dy * dy <= r2:
+                out[k] = i
+                k += 1
+    if by_arrival and k > 1:
+        m = 0
+        for j in range(k):
+            i = out[j]
+            dx = xyt[i, 0] - rx
+            dy = xyt[i, 1] - ry
+            dz = xyt[i, 3] - rz
+            pred = xyt[i, 2] + np.sqrt((dx * dx + dy * dy) + dz * dz) / c
+            if abs(t_pick - pred) < widest + 1e-6:
+                out[m] = i
+                m += 1
+        k = m
+    return out[:k]
+
+
 # -- compiled ahead of the first detection ------------------------------------------------
 _F8, _F8_2, _F4 = nt.float64[::1], nt.float64[:, ::1], nt.float32[::1]
 _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
@@ -584,6 +621,7 @@ SIGNATURES = (
     (table_values, (_F8_2, _F8, _F8_2, _F8_2, _F8) + (nt.float64,) * 4 + (_I8_3, _I8, _F4, _F4)),
     (triplet_points, (_F8, nt.float64, nt.float64, _F8_2, _F8, _F8, _I8, nt.float64, nt.float64, nt.float64,
                       nt.int64, nt.float64)),
+    (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
 )
 
 

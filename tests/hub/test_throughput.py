@@ -247,6 +247,49 @@ def test_refinement_support_chooses_as_the_coarse_kernel_with_ties_and_repeated_
                                rtol=0, atol=1e-12)
 
 
+def _numpy_shots_near_arrival(xyt, r, t_pick, t_min, reach, c, widest, by_arrival):
+    """The shot-table prefilter as numpy steps (as ``Associator._attach_target`` had it)."""
+    d2 = (xyt[:, 0] - r[0]) ** 2 + (xyt[:, 1] - r[1]) ** 2
+    near = np.flatnonzero((xyt[:, 2] >= t_min) & (xyt[:, 2] <= t_pick) & (d2 <= reach * reach))
+    if by_arrival and len(near) > 1:
+        pred = xyt[near, 2] + np.sqrt(d2[near] + (xyt[near, 3] - r[2]) ** 2) / c
+        near = near[np.abs(t_pick - pred) < widest + 1e-6]
+    return near
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40), by_arrival=st.booleans(),
+       widest=st.sampled_from([0.001, 0.0253, 0.05]))
+def test_the_compiled_shot_prefilter_passes_the_rows_numpy_does(seed, n, by_arrival, widest):
+    """The compiled prefilter of the shot table (``grid_kernels.shots_near_arrival``) passes exactly the rows
+    the numpy steps it replaced pass: shots of automatic fire from one place (many rows alike) and
+    shots anywhere, arrivals at, near and far from the pick."""
+    from shotline.hub import grid_kernels
+
+    rng = np.random.default_rng(seed)
+    r = np.array([rng.uniform(-500, 500), rng.uniform(-500, 500), rng.uniform(0, 15)])
+    place = rng.uniform(-800, 800, 2)
+    xyt = np.empty((n, 4))
+    burst = rng.random(n) < 0.5
+    xyt[:, :2] = np.where(burst[:, None], place, rng.uniform(-1500, 1500, (n, 2)))
+    xyt[:, 2] = rng.uniform(0.0, 6.0, n)
+    xyt[:, 3] = 1.5
+    t_pick = 5.0
+    # Some picks exactly at a shot's still-air arrival, or just off it.
+    if n and rng.random() < 0.5:
+        k = int(rng.integers(n))
+        d = xyt[k, [0, 1, 3]] - r
+        t_pick = xyt[k, 2] + np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2) / C + rng.choice([0.0, widest, -widest])
+    t_min = t_pick - 1000.0 / C - 0.1
+    if n > 1:  # emitted exactly at either end of the window
+        xyt[0, 2], xyt[1, 2] = t_pick, t_min
+    reach = (t_pick - t_min + 0.06) * C
+    want = _numpy_shots_near_arrival(xyt, r, t_pick, t_min, reach, C, widest, by_arrival)
+    got = grid_kernels.shots_near_arrival(np.ascontiguousarray(xyt), *map(float, r), float(t_pick), float(t_min),
+                                          float(reach), C, widest, by_arrival)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_compiled_evidence_equals_plain_count_with_wind():
     """The compiled negative-evidence counts equal a plain count over every node (wind included);
     an onset that a shot holds never agrees with another hypothesis; silent nodes count out to the
