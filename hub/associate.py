@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 _NO_WIND = np.zeros(3)
 
 
+#: :func:`grid_kernels.verdict_codes` by code.
+_VERDICTS = ("reject", "wait", "accept")
+
 #: Emission times of an echo ghost and its direct shot agree within this (s), plus their sigmas.
 GHOST_T0_TOL_S = 0.002
 
@@ -2063,7 +2066,7 @@ class Associator:
 
     def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members: list[int], nodes: np.ndarray,
                   member: np.ndarray, tol_s: float, matched_join: bool = False, with_support: bool = False):
-        """The rule (:meth:`_verdict`) at P hypotheses (``xy`` (P, 2) m, ``t0_s`` (P,) s) from the compiled
+        """The rule (:func:`~shotline.hub.grid_kernels.verdict_codes`) at P hypotheses (``xy`` (P, 2) m, ``t0_s`` (P,) s) from the compiled
         counts over the onset-store rows ``nodes`` (``member`` (P, K)), nodes never heard from added to
         the pending ones (except at :meth:`retry`). ``matched_join``: pending nodes that already hold a
         matching onset count as members (the verdict once those picks join the set). ``with_support``:
@@ -2076,36 +2079,15 @@ class Associator:
             np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
             st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
             self.cfg.association.min_audible_range_m, 2 * self.cfg.association.min_nodes)
-        matched = counts[:, 3]
-        n_mem = np.asarray(n_members, dtype=np.int64)
-        if matched_join:
-            n_mem = n_mem + matched
-            pending = counts[:, 2]
-        else:
-            pending = counts[:, 2] + matched
-        if not self._retrying:
-            pending = pending + self._unheard_in_range(xy)
-        got = self._verdict(n_mem.tolist(), counts[:, 0].tolist(), counts[:, 1].tolist(), pending.tolist())
-        if with_support:
-            return got, (n_mem + counts[:, 1]).tolist()
-        return got
-
-    def _verdict(self, n_members: list[int], silent: list[int], agree: list[int], pending: list[int]) -> list[str]:
-        """The rule of :meth:`_evidence` from its counts (one entry per hypothesis): "accept", "reject" or
-        "wait" for each (a plain loop: a search counts ~15 sets, a join one, too few for numpy's
-        per-call cost)."""
+        unheard = np.zeros(len(xy), dtype=np.int64) if self._retrying else self._unheard_in_range(xy)
         a = self.cfg.association
-        f_silent, f_confirm, n_min = a.max_silent_fraction, self.CONFIRM_FRACTION, a.min_nodes
-        out = []
-        for n, s, g, w in zip(n_members, silent, agree, pending, strict=True):
-            n_sup = n + g
-            if s > max(1, int(f_silent * (n_sup + s))):
-                out.append("reject")
-            elif w and n_sup < max(n_min, math.ceil(f_confirm * (n_sup + s + w))):
-                out.append("wait")
-            else:
-                out.append("accept")
-        return out
+        code, support = grid_kernels.verdict_codes(counts, np.asarray(n_members, dtype=np.int64), unheard,
+                                                   matched_join, a.max_silent_fraction, self.CONFIRM_FRACTION,
+                                                   a.min_nodes)
+        got = [_VERDICTS[c] for c in code.tolist()]
+        if with_support:
+            return got, support.tolist()
+        return got
 
     def _unheard_in_range(self, xy: np.ndarray) -> np.ndarray:
         """Located nodes within ``max_range_m`` of each point ``xy`` (P, 2) m that have reported no pick since

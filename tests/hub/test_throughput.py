@@ -27,6 +27,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -288,6 +290,35 @@ def test_the_compiled_shot_prefilter_passes_the_rows_numpy_does(seed, n, by_arri
     got = grid_kernels.shots_near_arrival(np.ascontiguousarray(xyt), *map(float, r), float(t_pick), float(t_min),
                                           float(reach), C, widest, by_arrival)
     np.testing.assert_array_equal(got, want)
+
+
+def _plain_verdict(n: int, s: int, g: int, w: int, f_silent: float, f_confirm: float, n_min: int) -> int:
+    """The evidence rule in plain Python (0 reject, 1 wait, 2 accept; members n, silent s, agreeing g,
+    pending w)."""
+    n_sup = n + g
+    if s > max(1, int(f_silent * (n_sup + s))):
+        return 0
+    if w and n_sup < max(n_min, math.ceil(f_confirm * (n_sup + s + w))):
+        return 1
+    return 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(*[st.integers(0, 40)] * 6), min_size=0, max_size=20), matched_join=st.booleans(),
+       f_silent=st.sampled_from([0.0, 0.25, 0.5]), f_confirm=st.sampled_from([0.25, 0.4, 1.0]),
+       n_min=st.integers(4, 8))
+def test_the_compiled_verdicts_follow_the_rule(rows, matched_join, f_silent, f_confirm, n_min):
+    """``grid_kernels.verdict_codes`` gives the rule's verdict and support for any counts, with pending
+    nodes that already hold a matching onset counted as members (a join) or as pending."""
+    from shotline.hub import grid_kernels
+
+    counts = np.array([r[:4] for r in rows], dtype=np.int64).reshape(-1, 4)
+    n_mem = np.array([r[4] for r in rows], dtype=np.int64)
+    unheard = np.array([r[5] for r in rows], dtype=np.int64)
+    code, support = grid_kernels.verdict_codes(counts, n_mem, unheard, matched_join, f_silent, f_confirm, n_min)
+    for (s, g, w, matched, n, u), c, sup in zip(rows, code.tolist(), support.tolist(), strict=True):
+        n, w = (n + matched, w + u) if matched_join else (n, w + matched + u)
+        assert (c, sup) == (_plain_verdict(n, s, g, w, f_silent, f_confirm, n_min), n + g)
 
 
 def test_compiled_evidence_equals_plain_count_with_wind():
