@@ -2066,9 +2066,9 @@ class Associator:
 
     def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members: list[int], nodes: np.ndarray,
                   member: np.ndarray, tol_s: float, matched_join: bool = False, with_support: bool = False):
-        """The rule (:func:`~shotline.hub.grid_kernels.verdict_codes`) at P hypotheses (``xy`` (P, 2) m, ``t0_s`` (P,) s) from the compiled
-        counts over the onset-store rows ``nodes`` (``member`` (P, K)), nodes never heard from added to
-        the pending ones (except at :meth:`retry`). ``matched_join``: pending nodes that already hold a
+        """The rule (:func:`shotline.hub.grid_kernels.verdict_codes`) at P hypotheses (``xy`` (P, 2) m,
+        ``t0_s`` (P,) s) from the compiled counts over the onset-store rows ``nodes`` (``member`` (P, K)),
+        nodes never heard from added to the pending ones (except at :meth:`retry`). ``matched_join``: pending nodes that already hold a
         matching onset count as members (the verdict once those picks join the set). ``with_support``:
         also return each hypothesis' supporting nodes (members and agreeing)."""
         xyz, _ = self._rows()
