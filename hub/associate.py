@@ -1725,7 +1725,7 @@ class Associator:
         return self._grid_cache
 
     #: Cauchy scales (s) of the quick fit's reweighted Gauss-Newton steps, wide to narrow.
-    _QUICK_SCALES_S = (3e-3, 1e-3, 3e-4, 1e-4, 1e-4)
+    _QUICK_SCALES_S = np.array((3e-3, 1e-3, 3e-4, 1e-4, 1e-4))
 
     def _quick_consensus(self, members: list[Pick], xy: np.ndarray, t0_s: float) -> bool:
         """Whether a candidate set may pass :meth:`_fit`, from a cheap robust fit (no closed form, no scipy).
@@ -1744,32 +1744,21 @@ class Associator:
         t = np.array([p.t_s for p in members])
         sig = np.array([self._sigma(p) for p in members])
         dz2 = np.zeros(len(members)) if loc.mode == "2d" else (pos[:, 2] - self.source_z_m) ** 2
-        x = np.array([xy[0], xy[1], t0_s])
         c = self.c
-        res = np.zeros(len(members))
-        for scale in self._QUICK_SCALES_S:
-            dx = pos[:, 0] - x[0]
-            dy = pos[:, 1] - x[1]
-            r = np.maximum(np.sqrt(dx * dx + dy * dy + dz2), 1e-6)
-            res = t - x[2] - r / c
-            w = 1.0 / (1.0 + (res / np.maximum(scale, 2.0 * sig)) ** 2)
-            jac = np.stack([-dx / (r * c), -dy / (r * c), np.ones_like(r)], axis=1)
-            jw = jac * w[:, None]
-            try:
-                step = np.linalg.solve(jw.T @ jac + 1e-12 * np.eye(3), -(jw.T @ res))
-            except np.linalg.LinAlgError:
-                return True  # degenerate here: leave it to the full solve
-            x = x - step
-        dx = pos[:, 0] - x[0]
-        dy = pos[:, 1] - x[1]
-        res = t - x[2] - np.sqrt(dx * dx + dy * dy + dz2) / c
+        x, y, t0, solved = grid_kernels.quick_fit(np.ascontiguousarray(pos, dtype=float), t, sig, dz2, float(xy[0]),
+                                                  float(xy[1]), float(t0_s), c, self._QUICK_SCALES_S)
+        if not solved:
+            return True  # degenerate here: leave it to the full solve
+        dx = pos[:, 0] - x
+        dy = pos[:, 1] - y
+        res = t - t0 - np.sqrt(dx * dx + dy * dy + dz2) / c
         thr = 2.0 * np.sqrt((4.0 * sig) ** 2 + self.QUICK_FLOOR_S**2)
         inl = np.abs(res) <= thr
         if int(inl.sum()) < a.min_nodes:
             return False
         tol = self.QUICK_EVIDENCE_S + 5 * loc.timing_sigma_s + a.match_tolerance_s
         ids = {p.node_id for p, ok in zip(members, inl.tolist(), strict=True) if ok}
-        return self._evidence(x[:2], float(x[2]), ids, tol) == "accept"
+        return self._evidence(np.array([x, y]), t0, ids, tol) == "accept"
 
     #: Smallest candidate set screened by the quick fit: large sets in a dense scene are mostly
     #: chance alignments; small ones (4-6 node arrays, whose real picks are off by milliseconds

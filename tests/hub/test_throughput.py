@@ -321,6 +321,45 @@ def test_the_compiled_verdicts_follow_the_rule(rows, matched_join, f_silent, f_c
         assert (c, sup) == (_plain_verdict(n, s, g, w, f_silent, f_confirm, n_min), n + g)
 
 
+def _numpy_quick_fit(pos, t, sig, dz2, x0, c, scales):
+    """The quick screen's Gauss-Newton steps as numpy had them (``Associator._quick_consensus``)."""
+    x = np.array(x0, dtype=float)
+    for scale in scales:
+        dx = pos[:, 0] - x[0]
+        dy = pos[:, 1] - x[1]
+        r = np.maximum(np.sqrt(dx * dx + dy * dy + dz2), 1e-6)
+        res = t - x[2] - r / c
+        w = 1.0 / (1.0 + (res / np.maximum(scale, 2.0 * sig)) ** 2)
+        jac = np.stack([-dx / (r * c), -dy / (r * c), np.ones_like(r)], axis=1)
+        jw = jac * w[:, None]
+        x = x - np.linalg.solve(jw.T @ jac + 1e-12 * np.eye(3), -(jw.T @ res))
+    return x
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(4, 30), n_bad=st.integers(0, 3))
+def test_the_compiled_quick_fit_agrees_with_the_numpy_steps(seed, n, n_bad):
+    """``grid_kernels.quick_fit`` (normal equations summed pick by pick, eliminated by hand) lands where the
+    numpy steps it replaced do (matrix products and LAPACK), to rounding, from a grid point a few metres
+    off, with picks off by up to 30 ms among them."""
+    from shotline.hub import grid_kernels
+
+    rng = np.random.default_rng(seed)
+    pos = np.c_[rng.uniform(-600, 600, (n, 2)), rng.uniform(4, 15, n)]
+    src = np.r_[rng.uniform(-300, 300, 2), 1.5]
+    dz2 = (pos[:, 2] - src[2]) ** 2
+    t = 1.0 + np.sqrt(((pos[:, :2] - src[:2]) ** 2).sum(axis=1) + dz2) / C + rng.normal(0, 60e-6, n)
+    t[rng.choice(n, min(n_bad, n - 4), replace=False)] += rng.uniform(0.005, 0.03)
+    sig = np.full(n, 60e-6)
+    start = np.r_[src[:2] + rng.uniform(-3, 3, 2), 1.0 + rng.uniform(-0.005, 0.005)]
+    scales = np.array((3e-3, 1e-3, 3e-4, 1e-4, 1e-4))
+    x, y, t0, solved = grid_kernels.quick_fit(pos, t, sig, dz2, *start, C, scales)
+    want = _numpy_quick_fit(pos, t, sig, dz2, start, C, scales)
+    assert solved
+    np.testing.assert_allclose([x, y], want[:2], rtol=0, atol=1e-6)  # metres
+    np.testing.assert_allclose(t0, want[2], rtol=0, atol=1e-9)  # seconds
+
+
 def test_compiled_evidence_equals_plain_count_with_wind():
     """The compiled negative-evidence counts equal a plain count over every node (wind included);
     an onset that a shot holds never agrees with another hypothesis; silent nodes count out to the
