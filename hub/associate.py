@@ -504,9 +504,11 @@ class Associator:
 
     def _travel(self, src: np.ndarray, node: np.ndarray) -> float:
         """Travel time (s) from an ENU source to a node with the current c and wind."""
-        d = node - src
         if self.wind_enu_mps is None:
-            return math.sqrt(float(d @ d)) / self.c
+            # In floats: three numpy operations cost more than the arithmetic (a call per node and pick).
+            dx, dy, dz = float(node[0]) - float(src[0]), float(node[1]) - float(src[1]), float(node[2]) - float(src[2])
+            return math.sqrt(dx * dx + dy * dy + dz * dz) / self.c
+        d = node - src
         w = self.wind_enu_mps
         a = self.c * self.c - float(w @ w)
         dw = float(d @ w)
