@@ -1096,17 +1096,17 @@ class Associator:
             tab = self._tables[seed_id] = SeedTable(key, pts, self._range(pts, r) / self.c, self._unit(pts, r))
         else:
             self._tables.move_to_end(seed_id)
-        before = tab.nbytes
-        missing = [n for n in node_ids if n not in tab.row]
+        row = tab.row
+        missing = [n for n in node_ids if n not in row]
         if missing:
+            before = tab.nbytes
             self._fill_rows(tab, missing)
-        rows = np.fromiter((tab.row[n] for n in node_ids), dtype=np.intp, count=len(node_ids))
-        # A city's tables would not fit (1,024-node bench: 1.3 MB per seed node on average): the least recently used go
-        # once they hold more than MAX_TABLE_BYTES (never the one in use).
-        self._table_bytes += tab.nbytes - before
-        while self._table_bytes > self.MAX_TABLE_BYTES and len(self._tables) > 1:
-            self._table_bytes -= self._tables.pop(next(iter(self._tables))).nbytes
-        return tab, rows
+            # A city's tables would not fit (1,024-node bench: 1.3 MB per seed node on average): the least
+            # recently used go once they hold more than MAX_TABLE_BYTES (never the one in use).
+            self._table_bytes += tab.nbytes - before
+            while self._table_bytes > self.MAX_TABLE_BYTES and len(self._tables) > 1:
+                self._table_bytes -= self._tables.pop(next(iter(self._tables))).nbytes
+        return tab, np.array([row[n] for n in node_ids], dtype=np.intp)
 
     #: Memory (bytes) the cached seed tables may hold; the least recently used are dropped beyond it.
     MAX_TABLE_BYTES = 512 * 2**20
