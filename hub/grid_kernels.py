@@ -14,6 +14,14 @@ slice ``rel[starts[k]:starts[k + 1]]`` (at least one onset per node).
 Score of a point: the number of nodes with an onset within their tolerance,
 less the mean squared misfit in units of the tolerance (misfits beyond it
 count as 1), so that more nodes explained always ranks first.
+
+Also here, compiled for the same reason (numpy's per-call cost on arrays of a
+few to a few dozen elements, once per pick or candidate set): the negative
+evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
+shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
+the quick screen's robust fit (:func:`quick_fit`) and the exact points of
+the nearest partners (:func:`triplet_points`). Each is tested against the
+plain computation it replaced.
 """
 
 from __future__ import annotations
