@@ -848,15 +848,14 @@ class Associator:
 
         Dense scene: 1,708 -> 1,430 grid searches (N-waves searched on arrival 270 -> 101), the same
         shots; the 100- and 1,024-node scenes the same share of sources found. Only shots emitted at
-        most ``max_range_m`` / c + 0.1 s before the pick are asked (as :meth:`_attach` does): with every
+        most :meth:`_earliest_emission_s` before the pick are asked (as :meth:`_attach` does): with every
         listed shot, 100 nodes at 49 impulses/s lost a firecracker (88.17 -> 87.63 %).
         """
         xyt = self._shot_xyt
         if not len(xyt):
             return False
         r = self.registry.enu(pick.node_id)
-        near = np.flatnonzero((xyt[:, 2] <= pick.t_s)
-                              & (xyt[:, 2] >= pick.t_s - self.cfg.association.max_range_m / self.c - 0.1))
+        near = np.flatnonzero((xyt[:, 2] <= pick.t_s) & (xyt[:, 2] >= self._earliest_emission_s(pick)))
         if not len(near):
             return False
         lead = xyt[near, 2] + _travel_times(xyt[near][:, [0, 1, 3]], r[None, :], self.c, self.wind_enu_mps)[:, 0] - pick.t_s
@@ -962,11 +961,16 @@ class Associator:
         best.dirty = True
         return best
 
+    def _earliest_emission_s(self, pick: Pick) -> float:
+        """The earliest emission time (s) of a shot that can have made ``pick``: ``max_range_m`` / c, and 0.1 s
+        of slack, before its onset."""
+        return pick.t_s - self.cfg.association.max_range_m / self.c - 0.1
+
     def _attach_target(self, pick: Pick, only: ShotState | None = None) -> ShotState | None:
         """The shot :meth:`_attach` gives ``pick`` to (no change made)."""
         r = self.registry.enu(pick.node_id)
         best, best_err = None, np.inf
-        t_min = pick.t_s - self.cfg.association.max_range_m / self.c - 0.1
+        t_min = self._earliest_emission_s(pick)
         if only is None:
             # Only shots from when and where this pick can have come: emitted since t_min, and near
             # enough that the pick is within the widest attach tolerance of their arrival (sound
@@ -2053,15 +2057,16 @@ class Associator:
         member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
         member[:, at[:-1]] = fits.T
         member[:, at[-1]] = True
-        return self._verdicts(xy, t0_s, n_mem.tolist(), nodes, member, tol_s, matched_join, with_support)
+        return self._verdicts(xy, t0_s, n_mem, nodes, member, tol_s, matched_join, with_support)
 
-    def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members: list[int], nodes: np.ndarray,
+    def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members, nodes: np.ndarray,
                   member: np.ndarray, tol_s: float, matched_join: bool = False, with_support: bool = False):
         """The rule (:func:`shotline.hub.grid_kernels.verdict_codes`) at P hypotheses (``xy`` (P, 2) m,
-        ``t0_s`` (P,) s) from the compiled counts over the onset-store rows ``nodes`` (``member`` (P, K)),
-        nodes never heard from added to the pending ones (except at :meth:`retry`). ``matched_join``: pending nodes that already hold a
-        matching onset count as members (the verdict once those picks join the set). ``with_support``:
-        also return each hypothesis' supporting nodes (members and agreeing)."""
+        ``t0_s`` (P,) s, ``n_members`` (P,) their members) from the compiled counts over the onset-store
+        rows ``nodes`` (``member`` (P, K)), nodes never heard from added to the pending ones (except at
+        :meth:`retry`). ``matched_join``: pending nodes that already hold a matching onset count as
+        members (the verdict once those picks join the set). ``with_support``: also return each
+        hypothesis' supporting nodes (members and agreeing)."""
         xyz, _ = self._rows()
         st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND

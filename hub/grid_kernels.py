@@ -20,8 +20,9 @@ few to a few dozen elements, once per pick or candidate set): the negative
 evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 the quick screen's robust fit (:func:`quick_fit`) and the exact points of
-the nearest partners (:func:`triplet_points`). Each is tested against the
-plain computation it replaced.
+the nearest partners (:func:`triplet_points`). tests/hub/test_throughput.py
+checks each against a plain computation of the same thing (the exact points
+against a known source).
 """
 
 from __future__ import annotations
@@ -621,8 +622,9 @@ def shots_near_arrival(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, by_arri
     (``rx``, ``ry``, ``rz``) m and its onset ``t_pick`` s. A shot passes if emitted in
     [``t_min``, ``t_pick``] within ``reach`` m (horizontally) of the node; with ``by_arrival`` and more
     than one passing, only those whose still-air arrival at the node, emission + distance / ``c``, is
-    within ``widest`` (+ 1 us) of the pick. The arithmetic is the numpy version's, operation for
-    operation, so the same rows pass. Returns their indices, in table order.
+    within ``widest`` (+ 1 us) of the pick. The arithmetic is that of the numpy steps this replaced
+    (kept in tests/hub/test_throughput.py, which checks that the same rows pass), operation for
+    operation. Returns their indices, in table order.
     """
     n = xyt.shape[0]
     out = np.empty(n, dtype=np.int64)

@@ -857,6 +857,31 @@ def test_a_chance_pick_that_a_waiting_set_lets_go_is_searched_at_retry(monkeypat
     assert early_id in _retried(searches)
 
 
+def _n_wave_runs(monkeypatch, ranks: slice, rule_off):
+    """The corner source with six nodes (``ranks`` of the 48 by distance to it) picking its shock wave 3-20 ms
+    before the blast, each delivered just before it, streamed to the end of every wait window: with a
+    rule on, then off (``rule_off(monkeypatch)``). Returns the shock waves' detection ids and, per run,
+    (searches as :func:`_searches`, the shots published)."""
+    nodes, src, dets = _corner_source(3)
+    rng = np.random.default_rng(9)
+    chosen = sorted(nodes, key=lambda n: np.linalg.norm(nodes[n][:2] - np.asarray(src[:2])))[ranks]
+    shocks = [(nid, t - int(rng.uniform(0.003, 0.020) * 1e9)) for nid, t in dets if nid in chosen]
+    ids = {m.decode(detection(*d)[1], m.Detection).detection_id for d in shocks}
+    runs = []
+    for rule in (True, False):
+        if not rule:
+            rule_off(monkeypatch)
+        searches = _searches(monkeypatch)
+        p = make_pipeline(nodes)
+        out = []
+        for nid, t in sorted(dets + shocks, key=lambda d: d[1]):
+            out += p.handle(*detection(nid, t), received_ns=t) + p.tick(t)
+        out += p.tick(T0_NS + 20 * 10**9) + p.finish()  # every wait window has passed
+        # (a copy: the next run's spy wraps this one's, which goes on listing)
+        runs.append((list(searches), list({s.shot_id: s for o in out for s in o.incident.shots}.values())))
+    return ids, runs
+
+
 def test_a_shots_n_waves_are_not_searched_at_retry(monkeypatch):
     """Six nodes pick a bullet's shock wave 3-20 ms before the muzzle blast (they lie near its line of fire), each
     delivered just before it. The shot holds the blasts; the N-waves, undecided, are due at retry,
@@ -865,21 +890,8 @@ def test_a_shots_n_waves_are_not_searched_at_retry(monkeypatch):
     is one shot, without them."""
     from shotline.hub.associate import Associator
 
-    nodes, src, dets = _corner_source(3)
-    rng = np.random.default_rng(9)
-    near = sorted(nodes, key=lambda n: np.linalg.norm(nodes[n][:2] - np.asarray(src[:2])))[4:10]
-    shocks = [(nid, t - int(rng.uniform(0.003, 0.020) * 1e9)) for nid, t in dets if nid in near]
-    ids = {m.decode(detection(*d)[1], m.Detection).detection_id for d in shocks}
-    for rule in (True, False):
-        if not rule:
-            monkeypatch.setattr(Associator, "SHOCK_LEAD_S", 0.0)
-        searches = _searches(monkeypatch)
-        p = make_pipeline(nodes)
-        out = []
-        for nid, t in sorted(dets + shocks, key=lambda d: d[1]):
-            out += p.handle(*detection(nid, t), received_ns=t) + p.tick(t)
-        out += p.tick(T0_NS + 20 * 10**9) + p.finish()  # every wait window has passed
-        shots = list({s.shot_id: s for o in out for s in o.incident.shots}.values())
+    ids, runs = _n_wave_runs(monkeypatch, slice(4, 10), lambda mp: mp.setattr(Associator, "SHOCK_LEAD_S", 0.0))
+    for rule, (searches, shots) in zip((True, False), runs, strict=True):
         assert len(shots) == 1 and not ids & {r.detection_id for r in shots[0].residuals}
         assert len(ids & _retried(searches)) == (0 if rule else 4)
 
@@ -892,21 +904,9 @@ def test_n_waves_ahead_of_a_located_shot_are_put_off_and_never_searched(monkeypa
     search from any of them (six on arrival with the put-off off), one shot, without them."""
     from shotline.hub.associate import Associator
 
-    nodes, src, dets = _corner_source(3)
-    rng = np.random.default_rng(9)
-    late = sorted(nodes, key=lambda n: np.linalg.norm(nodes[n][:2] - np.asarray(src[:2])))[20:26]
-    shocks = [(nid, t - int(rng.uniform(0.003, 0.020) * 1e9)) for nid, t in dets if nid in late]
-    ids = {m.decode(detection(*d)[1], m.Detection).detection_id for d in shocks}
-    for rule in (True, False):
-        if not rule:
-            monkeypatch.setattr(Associator, "_ahead_of_a_shot", lambda self, pick: False)
-        searches = _searches(monkeypatch)
-        p = make_pipeline(nodes)
-        out = []
-        for nid, t in sorted(dets + shocks, key=lambda d: d[1]):
-            out += p.handle(*detection(nid, t), received_ns=t) + p.tick(t)
-        out += p.tick(T0_NS + 20 * 10**9) + p.finish()  # every wait window has passed
-        shots = list({s.shot_id: s for o in out for s in o.incident.shots}.values())
+    ids, runs = _n_wave_runs(monkeypatch, slice(20, 26),
+                             lambda mp: mp.setattr(Associator, "_ahead_of_a_shot", lambda self, pick: False))
+    for rule, (searches, shots) in zip((True, False), runs, strict=True):
         assert len(shots) == 1 and not ids & {r.detection_id for r in shots[0].residuals}
         searched = {sid for sid, _, _ in searches} & ids
         assert searched == (set() if rule else ids)
