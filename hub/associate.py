@@ -171,14 +171,35 @@ class PickPool:
         entry is the one numbered ``_entry[id(pick)]``; others are left from an earlier stay."""
         self._entry: dict[int, int] = {}
         self._n_entries = itertools.count()
+        self._undecided: list[tuple[float, int, Pick]] = []
+        """A heap of (onset s, entry number, pick) holding every pooled pick that is undecided and not
+        settled (and others, dropped when they come up), for :meth:`due`."""
 
     def append(self, p: Pick) -> None:
-        p.undecided = True
         p.waiting = None
         p.pooled = True
         self._by_node.setdefault(p.node_id, {})[id(p)] = p
         self._sorted.pop(p.node_id, None)
         self._push(p)
+        self.undecide(p)
+
+    def undecide(self, p: Pick) -> None:
+        """Mark a pick undecided: :meth:`due` lists it once its onset is due, if it is still undecided."""
+        p.undecided = True
+        heapq.heappush(self._undecided, (p.t_s, next(self._n_entries), p))
+
+    def due(self, t_s: float) -> list[Pick]:
+        """The pooled picks with onsets before ``t_s`` (s) that are undecided and not settled, in onset order,
+        handed over: the caller settles each (:meth:`Associator.retry`). Only picks marked undecided since they last came up are
+        visited, not the whole pool at every retry. (Settled stays settled; a pick decided when it comes
+        up becomes undecided again only through :meth:`undecide` or :meth:`append`, which list it anew.)"""
+        heap, out, seen = self._undecided, [], set()
+        while heap and heap[0][0] < t_s:
+            p = heapq.heappop(heap)[2]
+            if p.pooled and p.undecided and not p.settled and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
 
     def _push(self, p: Pick) -> None:
         k = self._entry[id(p)] = next(self._n_entries)
@@ -804,9 +825,7 @@ class Associator:
         while again:
             again = False
             self._prune_waiting()
-            due_picks = sorted((p for p in self.pool if not p.settled and p.undecided and p.t_s < due),
-                               key=lambda p: p.t_s)
-            for p in due_picks:
+            for p in self.pool.due(due):
                 p.settled = True
                 if p not in self.pool:
                     continue
@@ -1532,7 +1551,7 @@ class Associator:
                 pick.waiting = ([(members, xy, t0_k, tol)], n_partners)
                 self._seeds_waiting[id(pick)] = pick
                 pick.unsearched = True
-                pick.undecided = True
+                self.pool.undecide(pick)
                 self._waiting_sets.append(_WaitingSet(pick, members, xy, t0_k, tol, n_partners))
                 self._waiting_arrays = None
                 self.n_repeat_waits += 1
@@ -1643,7 +1662,7 @@ class Associator:
         """Joined picks a waiting set no longer holds: searched at retry if still unassociated."""
         for p in picks:
             if p in self.pool and not p.settled:
-                p.undecided = True
+                self.pool.undecide(p)
 
     #: Nearest partner nodes whose picks, in pairs with the seed's, fix exact candidate points
     #: (:meth:`_exact_points`), and the most pick pairs enumerated per node pair.

@@ -150,6 +150,36 @@ def test_pool_drop_older_equals_a_scan(ops):
         assert all((picks[j] in pool) == (j in model) for j in range(len(picks)))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "undecide", "decide", "settle", "due"]),
+                          st.integers(0, 7), st.floats(0.0, 3.0)), max_size=80))
+def test_pool_due_picks_equal_a_scan(ops):
+    """The picks due at retry come from a heap of those marked undecided: the same picks, in onset order,
+    as a scan of the whole pool for undecided, unsettled picks with earlier onsets, after any sequence of
+    picks joining and leaving the pool, being decided (a search that found nothing), marked undecided
+    again (let go by a waiting set) and settled (searched at retry: each pick handed over)."""
+    picks = [_pick(f"N{k % 3}", 0.3 * k, k) for k in range(8)]
+    pool = PickPool()
+    for op, k, t in ops:
+        p = picks[k]
+        if op == "add" and p not in pool:
+            pool.append(p)
+        elif op == "remove" and p in pool:
+            pool.remove(p)
+        elif op == "undecide" and p in pool:
+            pool.undecide(p)
+        elif op == "decide":
+            p.undecided = False
+        elif op == "settle":
+            p.settled = True
+        elif op == "due":
+            want = sorted((q for q in pool if q.undecided and not q.settled and q.t_s < t), key=lambda q: q.t_s)
+            got = pool.due(t)
+            assert got == want
+            for q in got:  # retry settles each pick it is handed
+                q.settled = True
+
+
 def _plain_support(pred_rel: np.ndarray, tol: np.ndarray, by_node: dict, t_seed: float):
     """Reference: score and chosen pick per point, by brute force over every pick of every node."""
     k_n, g_n = pred_rel.shape
