@@ -1360,30 +1360,16 @@ class Associator:
         # Candidate detection sets from the best fine points (score order), each set once.
         order = np.argsort(-score)[: 8 * self.N_FINE]
         order = order[need(score[order])]
-        rel_cat, starts = partners
-        xy_top = fine_pts[order]
-        dxs, dys = xy_top[:, 0] - r_seed[0], xy_top[:, 1] - r_seed[1]
-        t0s = seed.t_s - np.sqrt(dxs * dxs + dys * dys + seed_dz2) / self.c
-        ex = xy_top[None, :, 0] - node_xy[:, 0, None]
-        ey = xy_top[None, :, 1] - node_xy[:, 1, None]
-        pred = t0s[None, :] + np.sqrt(ex * ex + ey * ey + dz2[:, None]) / self.c
-        ch = chosen[:, order]
-        got = rel_cat[starts[:-1, None] + ch] + seed.t_s
-        # A node beyond max_range_m of the point cannot hear it (the kernel did not choose a pick there).
-        fits = (np.abs(got - pred) < tol_fine) & (ex * ex + ey * ey <= a.max_range_m**2)
-        sets: list[tuple[list[Pick], np.ndarray, float]] = []
-        waiting: list[tuple[list[Pick], np.ndarray, float, float]] = []
         # Each candidate set once (neighbouring fine points often choose the same picks), then the cheap
         # negative evidence at their grid points before any solve, all at once.
-        # A set is its chosen pick per fitting node (-1 elsewhere): one row of bytes per candidate.
-        sig = np.ascontiguousarray(np.where(fits, ch, -1).T)
-        seen: set[bytes] = set()
-        first = []
-        for m_i in np.flatnonzero(fits.sum(axis=0) + 1 >= a.min_nodes).tolist():
-            key = sig[m_i].tobytes()
-            if key not in seen:
-                seen.add(key)
-                first.append(m_i)
+        rel_cat, starts = partners
+        xy_top, t0s, ch, fits, first = grid_kernels.candidate_sets(
+            order, fine_pts, chosen, rel_cat, starts, float(seed.t_s), float(r_seed[0]), float(r_seed[1]),
+            float(seed_dz2), node_xy, np.asarray(dz2, float), float(self.c), float(tol_fine), a.max_range_m,
+            a.min_nodes)
+        sets: list[tuple[list[Pick], np.ndarray, float]] = []
+        waiting: list[tuple[list[Pick], np.ndarray, float, float]] = []
+        first = first.tolist()
         verdicts = self._evidence_many(xy_top[first], t0s[first], store_rows, fits[:, first], seed.node_id,
                                        tol_fine) if first else []
         for m_i, ev in zip(first, verdicts, strict=True):

@@ -19,8 +19,9 @@ Also here, compiled for the same reason (numpy's per-call cost on arrays of a
 few to a few dozen elements, once per pick or candidate set): the negative
 evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
-the quick screen's robust fit (:func:`quick_fit`) and the exact points of
-the nearest partners (:func:`triplet_points`). tests/hub/test_throughput.py
+the quick screen's robust fit (:func:`quick_fit`), the exact points of
+the nearest partners (:func:`triplet_points`) and a search's candidate sets
+(:func:`candidate_sets`). tests/hub/test_throughput.py
 checks each against a plain computation of the same thing (the exact points
 against a known source).
 """
@@ -713,6 +714,74 @@ def quick_fit(pos, t, sig, dz2, x0, y0, t0, c, scales):
     return x, y, tt, True
 
 
+@njit(cache=True)
+def candidate_sets(order, pts, chosen, rel, starts, t_seed, seed_x, seed_y, seed_dz2, node_xy, dz2, c, tol,
+                   max_range, min_nodes):
+    """The candidate detection sets of a search's best fine points, each set once.
+
+    ``order`` (M,): the fine points ``pts`` (G, 2) m to try, best first; ``chosen`` (K, G): each
+    partner's chosen onset there (:func:`support_points`); ``rel``, ``starts``: the partners' onsets
+    relative to the seed (s) and slice starts; ``t_seed`` (s) the seed's onset, at (``seed_x``,
+    ``seed_y``) m with squared height offset ``seed_dz2`` (m^2); ``node_xy`` (K, 2) m and ``dz2`` (K,)
+    m^2 the partners'; ``c`` m/s; ``tol`` the fine tolerance (s).
+
+    Returns (xy (M, 2) m and t0 (M,) s of the points, with the emission time that puts the seed's pick
+    there; ch (K, M) the chosen onsets; fits (K, M) whether that onset lies within ``tol`` of the
+    predicted arrival, at a node within ``max_range`` m; first: the points whose set (the chosen onset
+    of each fitting node) holds at least ``min_nodes`` picks with the seed's and differs from every
+    earlier point's, in order). As numpy steps this was a dozen calls per search on arrays of a few
+    dozen elements; the arithmetic is theirs, step for step.
+    """
+    m_n = order.shape[0]
+    k_n = node_xy.shape[0]
+    xy = np.empty((m_n, 2))
+    t0 = np.empty(m_n)
+    ch = np.empty((k_n, m_n), dtype=np.intp)
+    fits = np.empty((k_n, m_n), dtype=np.bool_)
+    n_fit = np.zeros(m_n, dtype=np.intp)
+    r2 = max_range * max_range
+    for m in range(m_n):
+        g = order[m]
+        x = pts[g, 0]
+        y = pts[g, 1]
+        xy[m, 0] = x
+        xy[m, 1] = y
+        dxs = x - seed_x
+        dys = y - seed_y
+        t0[m] = t_seed - np.sqrt(dxs * dxs + dys * dys + seed_dz2) / c
+        for k in range(k_n):
+            ex = x - node_xy[k, 0]
+            ey = y - node_xy[k, 1]
+            pred = t0[m] + np.sqrt(ex * ex + ey * ey + dz2[k]) / c
+            i = chosen[k, g]
+            ch[k, m] = i
+            got = rel[starts[k] + i] + t_seed
+            ok = abs(got - pred) < tol and ex * ex + ey * ey <= r2
+            fits[k, m] = ok
+            if ok:
+                n_fit[m] += 1
+    first = np.empty(m_n, dtype=np.intp)
+    n_first = 0
+    for m in range(m_n):
+        if n_fit[m] + 1 < min_nodes:
+            continue
+        new = True
+        for f in range(n_first):
+            q = first[f]
+            same = True
+            for k in range(k_n):
+                if fits[k, m] != fits[k, q] or (fits[k, m] and ch[k, m] != ch[k, q]):
+                    same = False
+                    break
+            if same:
+                new = False
+                break
+        if new:
+            first[n_first] = m
+            n_first += 1
+    return xy, t0, ch, fits, first[:n_first]
+
+
 # -- compiled ahead of the first detection ------------------------------------------------
 _F8, _F8_2, _F4 = nt.float64[::1], nt.float64[:, ::1], nt.float32[::1]
 _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
@@ -730,6 +799,8 @@ SIGNATURES = (
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
     (verdict_codes, (nt.int64[:, ::1], _I8, _I8, nt.boolean, nt.float64, nt.float64, nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
+    (candidate_sets, (_I8, _F8_2, nt.int64[:, ::1], _F8, _I8) + (nt.float64,) * 4 + (_F8_2, _F8) + (nt.float64,) * 3
+     + (nt.int64,)),
 )
 
 

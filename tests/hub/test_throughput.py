@@ -4,7 +4,7 @@
 * the compiled support scores (cached coarse tables and refinement points) equal a brute-force
   evaluation over every pick, and the cached tables equal the geometry;
 * the compiled negative-evidence counts equal a plain count (with wind, against the scalar
-  travel times);
+  travel times); a search's compiled candidate sets are its numpy steps';
 * reverberation tails: on a small array a much weaker pick soon after a louder one at the same
   node never seeds a shot, but can still join one; where many nodes are in range it may (a
   weaker source after a louder one), unless it is the echo of a located shot;
@@ -391,6 +391,63 @@ def test_the_compiled_quick_fit_agrees_with_the_numpy_steps(seed, n, n_bad):
     assert solved
     np.testing.assert_allclose([x, y], want[:2], rtol=0, atol=1e-6)  # metres
     np.testing.assert_allclose(t0, want[2], rtol=0, atol=1e-9)  # seconds
+
+
+def _numpy_candidate_sets(order, pts, chosen, rel, starts, t_seed, r_seed, seed_dz2, node_xy, dz2, c, tol, max_range,
+                          min_nodes):
+    """A search's candidate sets as numpy steps had them (``Associator._search``)."""
+    xy_top = pts[order]
+    dxs, dys = xy_top[:, 0] - r_seed[0], xy_top[:, 1] - r_seed[1]
+    t0s = t_seed - np.sqrt(dxs * dxs + dys * dys + seed_dz2) / c
+    ex = xy_top[None, :, 0] - node_xy[:, 0, None]
+    ey = xy_top[None, :, 1] - node_xy[:, 1, None]
+    pred = t0s[None, :] + np.sqrt(ex * ex + ey * ey + dz2[:, None]) / c
+    ch = chosen[:, order]
+    got = rel[starts[:-1, None] + ch] + t_seed
+    fits = (np.abs(got - pred) < tol) & (ex * ex + ey * ey <= max_range**2)
+    sig = np.ascontiguousarray(np.where(fits, ch, -1).T)
+    seen, first = set(), []
+    for m_i in np.flatnonzero(fits.sum(axis=0) + 1 >= min_nodes).tolist():
+        key = sig[m_i].tobytes()
+        if key not in seen:
+            seen.add(key)
+            first.append(m_i)
+    return xy_top, t0s, ch, fits, first
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k_n=st.integers(1, 12), n_pts=st.integers(0, 40), min_nodes=st.integers(2, 6))
+def test_the_compiled_candidate_sets_are_the_numpy_steps(seed, k_n, n_pts, min_nodes):
+    """``grid_kernels.candidate_sets`` gives a search's candidate points the same emission times, chosen onsets
+    and fitting nodes as the numpy steps it replaced, bit for bit, and the same sets once each in the same
+    order: points on a 2 m lattice around a source, onsets from it and from chance (many points fit, many
+    choose the same picks), some nodes beyond the range."""
+    from shotline.hub import grid_kernels
+
+    rng = np.random.default_rng(seed)
+    src = rng.uniform(-200, 200, 2)
+    node_xy = rng.uniform(-900, 900, (k_n, 2))
+    dz2 = rng.uniform(0, 200, k_n)
+    r_seed, seed_dz2, t_seed = rng.uniform(-300, 300, 2), float(rng.uniform(0, 200)), 10.0
+    t0 = t_seed - np.sqrt(((src - r_seed) ** 2).sum() + seed_dz2) / C
+    per_node, true_at = [], []
+    for k in range(k_n):
+        true = t0 + np.sqrt(((src - node_xy[k]) ** 2).sum() + dz2[k]) / C + rng.normal(0, 1e-3) - t_seed
+        onsets = np.sort(np.r_[true, rng.uniform(-1, 1, rng.integers(0, 4))])
+        per_node.append(onsets)
+        true_at.append(int(np.searchsorted(onsets, true)))
+    rel, starts = np.concatenate(per_node), np.r_[0, np.cumsum([len(t) for t in per_node])].astype(np.int64)
+    pts = np.ascontiguousarray(src + 2.0 * rng.integers(-6, 7, (max(n_pts, 1), 2)), dtype=float)
+    chosen = np.stack([rng.integers(0, len(t), len(pts)) for t in per_node]).astype(np.intp)
+    chosen[:, rng.random(len(pts)) < 0.5] = np.array(true_at)[:, None]  # half the points choose the source's picks
+    order = rng.permutation(len(pts))[:n_pts].astype(np.int64)
+    args = (order, pts, chosen, rel, starts, t_seed)
+    rest = (node_xy, dz2, C, 0.009, 800.0, min_nodes)
+    xy, t0s, ch, fits, first = grid_kernels.candidate_sets(*args, float(r_seed[0]), float(r_seed[1]), seed_dz2, *rest)
+    want = _numpy_candidate_sets(*args, r_seed, seed_dz2, *rest)
+    for got, exp in zip((xy, t0s, ch, fits), want[:4], strict=True):
+        np.testing.assert_array_equal(got, exp)
+    assert first.tolist() == want[4]
 
 
 def test_compiled_evidence_equals_plain_count_with_wind():
