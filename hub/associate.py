@@ -1332,7 +1332,7 @@ class Associator:
         points = tab.pts
         partners = self._partner_onsets(by_node, seed.t_s)
         for stage, (keep, sub) in enumerate(stages):
-            tol = np.sqrt(2) * step / self.c + a.match_tolerance_s
+            tol = math.sqrt(2) * step / self.c + a.match_tolerance_s
             if tab is not None:
                 score, chosen = self._support_cached(tab, rows, partners, want_chosen=False)
                 tab = None
@@ -1346,8 +1346,7 @@ class Associator:
             if len(top) == 0:
                 return None
             # Split each kept cell into sub x sub smaller cells.
-            offsets = _sub_cells(step, sub)
-            points = (points[top][:, None, :] + offsets[None, :, :]).reshape(-1, 2)
+            points = grid_kernels.split_cells(points, top, _sub_cells(step, sub))
             step = step / sub
             if stage == len(stages) - 2 and exact is not None:
                 # The last stage also scores the exact points that the seed's pick and pairs of

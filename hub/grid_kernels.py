@@ -20,8 +20,8 @@ few to a few dozen elements, once per pick or candidate set): the negative
 evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
-the nearest partners (:func:`triplet_points`) and a search's candidate sets
-(:func:`candidate_sets`). tests/hub/test_throughput.py
+the nearest partners (:func:`triplet_points`), a search's refined cells and candidate
+sets (:func:`split_cells`, :func:`candidate_sets`). tests/hub/test_throughput.py
 checks each against a plain computation of the same thing (the exact points
 against a known source).
 """
@@ -715,6 +715,20 @@ def quick_fit(pos, t, sig, dz2, x0, y0, t0, c, scales):
 
 
 @njit(cache=True)
+def split_cells(pts, keep, offsets):
+    """The centres (len(keep) x S, 2) m of the cells ``pts[keep]`` (G, 2) m split into the S sub-cells at
+    ``offsets`` (S, 2) m, cell by cell (a search's refinement stages)."""
+    s_n = offsets.shape[0]
+    out = np.empty((keep.shape[0] * s_n, 2))
+    for i in range(keep.shape[0]):
+        g = keep[i]
+        for j in range(s_n):
+            out[i * s_n + j, 0] = pts[g, 0] + offsets[j, 0]
+            out[i * s_n + j, 1] = pts[g, 1] + offsets[j, 1]
+    return out
+
+
+@njit(cache=True)
 def candidate_sets(order, pts, chosen, rel, starts, t_seed, seed_x, seed_y, seed_dz2, node_xy, dz2, c, tol,
                    max_range, min_nodes):
     """The candidate detection sets of a search's best fine points, each set once.
@@ -799,6 +813,7 @@ SIGNATURES = (
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
     (verdict_codes, (nt.int64[:, ::1], _I8, _I8, nt.boolean, nt.float64, nt.float64, nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
+    (split_cells, (_F8_2, _I8, _F8_2)),
     (candidate_sets, (_I8, _F8_2, nt.int64[:, ::1], _F8, _I8) + (nt.float64,) * 4 + (_F8_2, _F8) + (nt.float64,) * 3
      + (nt.int64,)),
 )

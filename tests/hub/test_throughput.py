@@ -393,6 +393,20 @@ def test_the_compiled_quick_fit_agrees_with_the_numpy_steps(seed, n, n_bad):
     np.testing.assert_allclose(t0, want[2], rtol=0, atol=1e-9)  # seconds
 
 
+def test_split_cells_are_the_numpy_expression():
+    """``grid_kernels.split_cells`` gives the refined points of the numpy expression it replaced, bit for bit."""
+    from shotline.hub import grid_kernels
+    from shotline.hub.associate import _sub_cells
+
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(-1000, 1000, (300, 2))
+    top = rng.permutation(300)[:48].astype(np.int64)
+    for step, sub in ((25.0, 5), (5.0, 5), (25.0, 4)):
+        offsets = _sub_cells(step, sub)
+        np.testing.assert_array_equal(grid_kernels.split_cells(pts, top, offsets),
+                                      (pts[top][:, None, :] + offsets[None, :, :]).reshape(-1, 2))
+
+
 def _numpy_candidate_sets(order, pts, chosen, rel, starts, t_seed, r_seed, seed_dz2, node_xy, dz2, c, tol, max_range,
                           min_nodes):
     """A search's candidate sets as numpy steps had them (``Associator._search``)."""
