@@ -442,6 +442,8 @@ class Associator:
         self._refused: list[tuple[float, float, float, int]] = []
         """Places where recent searches refused every candidate set: (east, north m, the latest such set's
         emission s, how many emission times), oldest first (:meth:`_at_a_refused_place`)."""
+        self._refused_known: list[tuple[float, float, float, int]] | None = None
+        """Those tried (:attr:`REFUSED_TIMES`), the latest ``REFUSED_MAX_PLACES`` (None: to be listed)."""
         self.n_refused_places = 0
         """Picks put off or not searched: a set at a refused place holds them and is refused again."""
         self._onset_sigma_max = 0.0
@@ -1558,6 +1560,7 @@ class Associator:
     def _note_refused(self, xy: np.ndarray, t0_s: float) -> None:
         """Count a place where a search refused every candidate set (the best one's grid point ``xy`` m,
         emission ``t0_s`` s)."""
+        self._refused_known = None
         for k, (x, y, t_last, n) in enumerate(self._refused):
             if abs(x - xy[0]) < self.REFUSED_SAME_PLACE_M and abs(y - xy[1]) < self.REFUSED_SAME_PLACE_M:
                 if abs(t0_s - t_last) > self.FRAGMENT_T0_S:
@@ -1584,21 +1587,26 @@ class Associator:
         makes the same shots as without the rule. Dense scene: 1,430 -> 1,194 grid searches (1,024
         nodes at 49 impulses/s: 4,093 -> 4,078; dense with real echoes: 10,533 -> 9,088).
         """
-        known = [q for q in self._refused if q[3] >= self.REFUSED_TIMES]
-        if not known:
+        if self._refused_known is None:
+            self._refused_known = [q for q in self._refused if q[3] >= self.REFUSED_TIMES][-self.REFUSED_MAX_PLACES:]
+        if not self._refused_known:
             return False
         a = self.cfg.association
-        places = np.array(known[-self.REFUSED_MAX_PLACES:])
         r = self.registry.enu(pick.node_id)
-        d2 = (places[:, 0] - r[0]) ** 2 + (places[:, 1] - r[1]) ** 2
-        t0 = pick.t_s - self._range(places[:, :2], r) / self.c
-        gap = t0 - places[:, 2]
-        cand = np.flatnonzero((d2 <= a.max_range_m**2) & (np.abs(gap) < self.REFUSED_MEMORY_S))
-        if not len(cand):
+        dz2 = 0.0 if self.cfg.location.mode == "2d" else (r[2] - self.source_z_m) ** 2
+        # (a few places: plain floats, as _range would give them)
+        xy, t0 = [], []
+        for x, y, t_last, _ in self._refused_known:
+            d2 = (x - r[0]) ** 2 + (y - r[1]) ** 2
+            t0_here = pick.t_s - math.sqrt(d2 + dz2) / self.c
+            if d2 <= a.max_range_m**2 and abs(t0_here - t_last) < self.REFUSED_MEMORY_S:
+                xy.append((x, y))
+                t0.append(t0_here)
+        if not xy:
             return False
-        tol = float(np.sqrt(2) * a.grid_step_m / math.prod(self.SUBDIVISIONS) / self.c + a.match_tolerance_s)
-        verdicts, support = self._evidence_many(places[cand, :2], t0[cand], np.zeros(0, dtype=np.intp),
-                                                np.zeros((0, len(cand)), dtype=np.bool_), pick.node_id, tol,
+        tol = math.sqrt(2) * a.grid_step_m / math.prod(self.SUBDIVISIONS) / self.c + a.match_tolerance_s
+        verdicts, support = self._evidence_many(np.array(xy), np.array(t0), np.zeros(0, dtype=np.intp),
+                                                np.zeros((0, len(xy)), dtype=np.bool_), pick.node_id, tol,
                                                 matched_join=True, with_support=True)
         if any(ev == "reject" and n_sup >= 2 * a.min_nodes for ev, n_sup in zip(verdicts, support, strict=True)):
             self.n_refused_places += 1
