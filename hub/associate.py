@@ -1343,7 +1343,7 @@ class Associator:
                                               want_chosen=keep is None)
             if keep is None:
                 break
-            top = np.argpartition(-score, min(keep, len(score) - 1))[:keep]
+            top = grid_kernels.best_points(score, keep)
             top = top[need(score[top])]
             if len(top) == 0:
                 return None
@@ -2142,7 +2142,7 @@ class Associator:
         rows = np.append(member_idx, self.onsets.row[seed_id])
         at = np.searchsorted(nodes, rows)
         # Partners lie within 2 max_range_m of the seed (_neighbours), so the index holds them all.
-        assert np.array_equal(nodes[np.minimum(at, len(nodes) - 1)], rows)
+        assert (nodes[np.minimum(at, len(nodes) - 1)] == rows).all()
         member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
         member[:, at[:-1]] = fits.T
         member[:, at[-1]] = True
@@ -2309,8 +2309,9 @@ class Associator:
 def _slices(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Arrays concatenated, and the start of each (and the end): array k is ``cat[starts[k]:starts[k + 1]]``
     (the layout of per-node onsets that the compiled kernels read)."""
-    starts = np.zeros(len(arrays) + 1, dtype=np.intp)
-    np.cumsum([len(a) for a in arrays], out=starts[1:])
+    # (a running sum in Python: numpy's cumsum costs more than the sum itself on a few dozen lengths)
+    starts = np.fromiter(itertools.accumulate((len(a) for a in arrays), initial=0), dtype=np.intp,
+                         count=len(arrays) + 1)
     return np.concatenate(arrays), starts
 
 

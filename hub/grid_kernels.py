@@ -20,8 +20,8 @@ few to a few dozen elements, once per pick or candidate set): the negative
 evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
-the nearest partners (:func:`triplet_points`), a search's refined cells and candidate
-sets (:func:`split_cells`, :func:`candidate_sets`). tests/hub/test_throughput.py
+the nearest partners (:func:`triplet_points`), a search's best points, refined cells and
+candidate sets (:func:`best_points`, :func:`split_cells`, :func:`candidate_sets`). tests/hub/test_throughput.py
 checks each against a plain computation of the same thing (the exact points
 against a known source).
 """
@@ -715,6 +715,30 @@ def quick_fit(pos, t, sig, dz2, x0, y0, t0, c, scales):
 
 
 @njit(cache=True)
+def best_points(score, keep):
+    """Indices of the ``keep`` highest ``score`` values (all of them if fewer), highest first; of equal
+    scores the earlier point. (numpy's argpartition on the negated scores did this in three calls and
+    an array the size of the grid; only ties at the cut could differ, where any choice is as good.)"""
+    n = min(keep, score.shape[0])
+    top = np.empty(n, dtype=np.intp)
+    m = 0
+    for g in range(score.shape[0]):
+        v = score[g]
+        if m == n:
+            if v <= score[top[n - 1]]:
+                continue
+            m -= 1
+        # insert g after every kept point with a score at least v
+        j = m
+        while j > 0 and score[top[j - 1]] < v:
+            top[j] = top[j - 1]
+            j -= 1
+        top[j] = g
+        m += 1
+    return top
+
+
+@njit(cache=True)
 def split_cells(pts, keep, offsets):
     """The centres (len(keep) x S, 2) m of the cells ``pts[keep]`` (G, 2) m split into the S sub-cells at
     ``offsets`` (S, 2) m, cell by cell (a search's refinement stages)."""
@@ -813,6 +837,7 @@ SIGNATURES = (
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
     (verdict_codes, (nt.int64[:, ::1], _I8, _I8, nt.boolean, nt.float64, nt.float64, nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
+    (best_points, (_F8, nt.int64)),
     (split_cells, (_F8_2, _I8, _F8_2)),
     (candidate_sets, (_I8, _F8_2, nt.int64[:, ::1], _F8, _I8) + (nt.float64,) * 4 + (_F8_2, _F8) + (nt.float64,) * 3
      + (nt.int64,)),

@@ -393,6 +393,22 @@ def test_the_compiled_quick_fit_agrees_with_the_numpy_steps(seed, n, n_bad):
     np.testing.assert_allclose(t0, want[2], rtol=0, atol=1e-9)  # seconds
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-20, 20), max_size=300), st.integers(1, 60))
+def test_best_points_are_the_highest_scores_highest_first(values, keep):
+    """``grid_kernels.best_points`` keeps the ``keep`` highest scores, highest first, of equal ones the earlier
+    point (a stable sort's order), so without ties the points numpy's argpartition kept; scores on a
+    lattice of halves (many ties)."""
+    from shotline.hub import grid_kernels
+
+    score = np.array(values, dtype=float) / 2
+    got = grid_kernels.best_points(score, keep)
+    want = np.argsort(-score, kind="stable")[:keep]
+    np.testing.assert_array_equal(got, want)
+    if len(score) and len(np.unique(score)) == len(score):
+        assert set(got.tolist()) == set(np.argpartition(-score, min(keep, len(score) - 1))[:keep].tolist())
+
+
 def test_split_cells_are_the_numpy_expression():
     """``grid_kernels.split_cells`` gives the refined points of the numpy expression it replaced, bit for bit."""
     from shotline.hub import grid_kernels
