@@ -1359,7 +1359,7 @@ class Associator:
                 points = np.concatenate([points, exact])
         fine_pts, tol_fine = points, tol
         # Candidate detection sets from the best fine points (score order), each set once.
-        order = np.argsort(-score)[: 8 * self.N_FINE]
+        order = grid_kernels.best_points(score, 8 * self.N_FINE)
         order = order[need(score[order])]
         # Each candidate set once (neighbouring fine points often choose the same picks), then the cheap
         # negative evidence at their grid points before any solve, all at once.
