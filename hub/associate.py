@@ -1322,12 +1322,7 @@ class Associator:
         # one redundant pick a chance or shifted set fits too easily, so one
         # more node is wanted. Where only min_nodes nodes could take part
         # at all (a small array, Pittsburgh's 4-sensor tests) that is all there is.
-        if len(node_ids) + 1 > a.min_nodes:
-            def need(sc):
-                return sc + 1 >= a.min_nodes
-        else:
-            def need(sc):
-                return np.ceil(sc) + 1 >= a.min_nodes
+        whole = len(node_ids) + 1 <= a.min_nodes  # (see grid_kernels.best_points)
         step = a.grid_step_m
         stages = ((self.N_COARSE_KEEP, self.SUBDIVISIONS[0]), (24, self.SUBDIVISIONS[1]), (None, None))
         tab, rows = self._seed_table(seed.node_id, node_ids)
@@ -1343,8 +1338,7 @@ class Associator:
                                               want_chosen=keep is None)
             if keep is None:
                 break
-            top = grid_kernels.best_points(score, keep)
-            top = top[need(score[top])]
+            top = grid_kernels.best_points(score, keep, a.min_nodes, whole)
             if len(top) == 0:
                 return None
             # Split each kept cell into sub x sub smaller cells.
@@ -1359,8 +1353,7 @@ class Associator:
                 points = np.concatenate([points, exact])
         fine_pts, tol_fine = points, tol
         # Candidate detection sets from the best fine points (score order), each set once.
-        order = grid_kernels.best_points(score, 8 * self.N_FINE)
-        order = order[need(score[order])]
+        order = grid_kernels.best_points(score, 8 * self.N_FINE, a.min_nodes, whole)
         # Each candidate set once (neighbouring fine points often choose the same picks), then the cheap
         # negative evidence at their grid points before any solve, all at once.
         rel_cat, starts = partners
@@ -2132,20 +2125,17 @@ class Associator:
         nodes where ``fits`` (K, P) holds, ``member_idx`` (K,) their rows in the onset store (the
         hypotheses lie within ``max_range_m`` of the seed's node). ``matched_join``, ``with_support``: as
         :meth:`_verdicts`."""
-        n_mem = fits.sum(axis=0) + 1
         if not len(self.onsets):
+            n_mem = fits.sum(axis=0) + 1
             got = ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
             return (got, n_mem.tolist()) if with_support else got
         _, grid = self._rows()
         r_seed = self.registry.enu(seed_id)
         nodes = grid.near(float(r_seed[0]), float(r_seed[1]), 2 * self.cfg.association.max_range_m)
-        rows = np.append(member_idx, self.onsets.row[seed_id])
-        at = np.searchsorted(nodes, rows)
+        member, n_mem, found = grid_kernels.member_matrix(nodes, np.asarray(member_idx, dtype=np.int64),
+                                                          self.onsets.row[seed_id], np.ascontiguousarray(fits))
         # Partners lie within 2 max_range_m of the seed (_neighbours), so the index holds them all.
-        assert (nodes[np.minimum(at, len(nodes) - 1)] == rows).all()
-        member = np.zeros((len(xy), len(nodes)), dtype=np.bool_)
-        member[:, at[:-1]] = fits.T
-        member[:, at[-1]] = True
+        assert found
         return self._verdicts(xy, t0_s, n_mem, nodes, member, tol_s, matched_join, with_support)
 
     def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members, nodes: np.ndarray,

@@ -715,10 +715,12 @@ def quick_fit(pos, t, sig, dz2, x0, y0, t0, c, scales):
 
 
 @njit(cache=True)
-def best_points(score, keep):
-    """Indices of the ``keep`` highest ``score`` values (all of them if fewer), highest first; of equal
-    scores the earlier point. (numpy's argpartition on the negated scores did this in three calls and
-    an array the size of the grid; only ties at the cut could differ, where any choice is as good.)"""
+def best_points(score, keep, n_min, whole):
+    """Indices of the ``keep`` highest ``score`` values (all of them if fewer), highest first, of equal
+    scores the earlier point; then only those that explain enough nodes: ``score + 1 >= n_min``, or
+    with ``whole`` ``ceil(score) + 1 >= n_min`` (a search's rule, ``Associator._search``). (As numpy,
+    argpartition on the negated scores and the rule took five calls and an array the size of the grid;
+    only ties at the cut could differ, where any choice is as good.)"""
     n = min(keep, score.shape[0])
     top = np.empty(n, dtype=np.intp)
     m = 0
@@ -735,7 +737,38 @@ def best_points(score, keep):
             j -= 1
         top[j] = g
         m += 1
-    return top
+    out = np.empty(m, dtype=np.intp)
+    n_out = 0
+    for i in range(m):
+        v = score[top[i]]
+        if (np.ceil(v) if whole else v) + 1 >= n_min:
+            out[n_out] = top[i]
+            n_out += 1
+    return out[:n_out]
+
+
+@njit(cache=True)
+def member_matrix(nodes, member_rows, seed_row, fits):
+    """Which of the onset-store rows ``nodes`` (N,) (sorted) are members of each of P hypotheses: the seed's
+    row, and the rows ``member_rows`` (K,) where ``fits`` (K, P) holds. Returns (member (P, N), members per
+    hypothesis (P,), whether every row given is among ``nodes``)."""
+    p_n = fits.shape[1]
+    member = np.zeros((p_n, nodes.shape[0]), dtype=np.bool_)
+    n_mem = np.ones(p_n, dtype=np.int64)
+    at = np.searchsorted(nodes, seed_row)
+    if at >= nodes.shape[0] or nodes[at] != seed_row:
+        return member, n_mem, False
+    for p in range(p_n):
+        member[p, at] = True
+    for k in range(member_rows.shape[0]):
+        at = np.searchsorted(nodes, member_rows[k])
+        if at >= nodes.shape[0] or nodes[at] != member_rows[k]:
+            return member, n_mem, False
+        for p in range(p_n):
+            if fits[k, p]:
+                member[p, at] = True
+                n_mem[p] += 1
+    return member, n_mem, True
 
 
 @njit(cache=True)
@@ -837,7 +870,8 @@ SIGNATURES = (
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
     (verdict_codes, (nt.int64[:, ::1], _I8, _I8, nt.boolean, nt.float64, nt.float64, nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
-    (best_points, (_F8, nt.int64)),
+    (best_points, (_F8, nt.int64, nt.int64, nt.boolean)),
+    (member_matrix, (_I8, _I8, nt.int64, nt.boolean[:, ::1])),
     (split_cells, (_F8_2, _I8, _F8_2)),
     (candidate_sets, (_I8, _F8_2, nt.int64[:, ::1], _F8, _I8) + (nt.float64,) * 4 + (_F8_2, _F8) + (nt.float64,) * 3
      + (nt.int64,)),

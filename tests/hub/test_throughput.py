@@ -394,19 +394,48 @@ def test_the_compiled_quick_fit_agrees_with_the_numpy_steps(seed, n, n_bad):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(-20, 20), max_size=300), st.integers(1, 60))
-def test_best_points_are_the_highest_scores_highest_first(values, keep):
+@given(st.lists(st.integers(-20, 20), max_size=300), st.integers(1, 60), st.integers(1, 6), st.booleans())
+def test_best_points_are_the_highest_scores_highest_first(values, keep, n_min, whole):
     """``grid_kernels.best_points`` keeps the ``keep`` highest scores, highest first, of equal ones the earlier
-    point (a stable sort's order), so without ties the points numpy's argpartition kept; scores on a
-    lattice of halves (many ties)."""
+    point (a stable sort's order), so without ties the points numpy's argpartition kept; then those that
+    pass the search's rule as numpy evaluated it. Scores on a lattice of thirds (many ties, and values
+    just below whole numbers)."""
     from shotline.hub import grid_kernels
 
-    score = np.array(values, dtype=float) / 2
-    got = grid_kernels.best_points(score, keep)
-    want = np.argsort(-score, kind="stable")[:keep]
+    score = np.array(values, dtype=float) / 3
+    got = grid_kernels.best_points(score, keep, n_min, whole)
+    top = np.argsort(-score, kind="stable")[:keep]
+    want = top[(np.ceil(score[top]) if whole else score[top]) + 1 >= n_min]
     np.testing.assert_array_equal(got, want)
     if len(score) and len(np.unique(score)) == len(score):
-        assert set(got.tolist()) == set(np.argpartition(-score, min(keep, len(score) - 1))[:keep].tolist())
+        kept = np.argpartition(-score, min(keep, len(score) - 1))[:keep]
+        assert set(got.tolist()) == set(kept[(np.ceil(score[kept]) if whole else score[kept]) + 1 >= n_min].tolist())
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_nodes=st.integers(1, 40), k_n=st.integers(0, 12), p_n=st.integers(0, 20))
+def test_member_matrix_is_the_numpy_assignment(seed, n_nodes, k_n, p_n):
+    """``grid_kernels.member_matrix`` marks the seed's row and each fitting partner's row as the numpy
+    assignments it replaced did, counts the members as ``fits.sum(axis=0) + 1``, and says when a row is
+    missing from the rows near the seed."""
+    from shotline.hub import grid_kernels
+
+    rng = np.random.default_rng(seed)
+    nodes = np.sort(rng.choice(200, n_nodes, replace=False)).astype(np.int64)
+    pick = rng.choice(nodes, min(k_n + 1, n_nodes), replace=False)
+    seed_row, rows = int(pick[0]), pick[1:].astype(np.int64)
+    fits = rng.random((len(rows), p_n)) < 0.5
+    member, n_mem, found = grid_kernels.member_matrix(nodes, rows, seed_row, fits)
+    at = np.searchsorted(nodes, np.append(rows, seed_row))
+    want = np.zeros((p_n, n_nodes), dtype=bool)
+    want[:, at[:-1]] = fits.T
+    want[:, at[-1]] = True
+    assert found
+    np.testing.assert_array_equal(member, want)
+    np.testing.assert_array_equal(n_mem, fits.sum(axis=0) + 1)
+    outside = int(np.setdiff1d(np.arange(201), nodes)[0])
+    assert not grid_kernels.member_matrix(nodes, np.append(rows, outside), seed_row, np.vstack([fits, np.ones((1, p_n), bool)]))[2]
+    assert not grid_kernels.member_matrix(nodes, rows, outside, fits)[2]
 
 
 def test_split_cells_are_the_numpy_expression():
