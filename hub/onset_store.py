@@ -106,10 +106,12 @@ def _insert(arr: np.ndarray, counts: np.ndarray, r: int, t: float) -> np.ndarray
         new = np.zeros((arr.shape[0], 2 * arr.shape[1]))
         new[:, : arr.shape[1]] = arr
         arr = new
-    k = int(np.searchsorted(arr[r, :c], t, side="right"))
-    if k < c:
+    if c == 0 or t >= arr[r, c - 1]:
+        arr[r, c] = t  # a node's onsets mostly come in order: at the end, without a search
+    else:
+        k = int(np.searchsorted(arr[r, :c], t, side="right"))
         arr[r, k + 1 : c + 1] = arr[r, k:c]
-    arr[r, k] = t
+        arr[r, k] = t
     counts[r] = c + 1
     return arr
 
