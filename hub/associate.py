@@ -424,6 +424,9 @@ class Associator:
         self._retrying = False
         """True while :meth:`retry` decides: nodes that never reported are no longer pending."""
         self._unheard_cache: _Unheard | None = None
+        self._unheard_over: tuple[int, float] | None = None
+        """The (registry version, speed of sound) for which one wait window has passed since the first pick (no node counts
+        as unheard any more, :meth:`_unheard_in_range`)."""
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self._waiting_sets: list[_WaitingSet] = []
@@ -2178,7 +2181,11 @@ class Associator:
         then has arrived, and a node still unheard is quiet, deaf or broken
         (counted pending, it held every hypothesis near it back until retry).
         """
-        if not len(xy) or self._t_first_s is None or self.watermark_s - self._t_first_s > self.horizon_s():
+        if self._unheard_over == (self.registry.version, self.c) or not len(xy) or self._t_first_s is None:
+            return np.zeros(len(xy), dtype=np.int64)
+        if self.watermark_s - self._t_first_s > self.horizon_s():
+            # (the watermark only grows; a new node or another speed of sound may widen the window)
+            self._unheard_over = (self.registry.version, self.c)
             return np.zeros(len(xy), dtype=np.int64)
         r = self.cfg.association.max_range_m
         c = self._unheard_cache
