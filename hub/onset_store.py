@@ -124,6 +124,8 @@ class NodeGrid:
         self.cell = float(cell_m)
         self.xyz = xyz[:0]
         self.buckets: dict[tuple[int, int], np.ndarray] = {}
+        self._near: dict[tuple[int, int, int], np.ndarray] = {}
+        """Answers of :meth:`near` by (bucket east, bucket north, reach), until rows are added."""
         self.extend(xyz)
 
     def extend(self, xyz: np.ndarray) -> None:
@@ -132,6 +134,7 @@ class NodeGrid:
         self.xyz = xyz
         if len(xyz) <= first:
             return
+        self._near.clear()
         keys = np.floor(xyz[first:, :2] / self.cell).astype(np.int64)
         order = np.lexsort((keys[:, 1], keys[:, 0]))
         cut = np.flatnonzero(np.any(np.diff(keys[order], axis=0) != 0, axis=1)) + 1
@@ -142,11 +145,24 @@ class NodeGrid:
             self.buckets[key] = first + part if old is None else np.concatenate([old, first + part])
 
     def near(self, x: float, y: float, radius_m: float) -> np.ndarray:
-        """Rows (sorted) in the buckets that a disc of ``radius_m`` about (x, y) touches (a superset)."""
+        """Rows (sorted) in the buckets that a disc of ``radius_m`` about (x, y) touches (a superset). The
+        array may be shared with other calls: do not modify it. (Asked around the same points again and
+        again, a search's seed node for one: its answer is kept until rows are added.)"""
         reach = int(math.ceil(radius_m / self.cell))
         ix, iy = int(math.floor(x / self.cell)), int(math.floor(y / self.cell))
+        got = self._near.get((ix, iy, reach))
+        if got is not None:
+            return got
         if (2 * reach + 1) ** 2 > 4 * len(self.buckets):
-            return np.arange(len(self.xyz))  # the disc covers most of the network
-        parts = [b for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1)
-                 if (b := self.buckets.get((ix + dx, iy + dy))) is not None]
-        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            got = np.arange(len(self.xyz))  # the disc covers most of the network
+        else:
+            parts = [b for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1)
+                     if (b := self.buckets.get((ix + dx, iy + dy))) is not None]
+            got = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        if len(self._near) >= self.MAX_KEPT:
+            self._near.clear()
+        self._near[(ix, iy, reach)] = got
+        return got
+
+    #: Answers of :meth:`near` kept at most (then forgotten all at once).
+    MAX_KEPT = 4096

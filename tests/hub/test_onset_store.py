@@ -70,14 +70,18 @@ def test_node_grid_finds_every_node_in_range(seed, radius):
 @settings(max_examples=100, deadline=None)
 def test_node_grid_grown_in_steps_equals_one_built_at_once(seed, steps):
     """Nodes reporting for the first time are appended (NodeGrid.extend): the index then holds
-    exactly the buckets of a plain grouping of all positions, and answers as one built at once."""
+    exactly the buckets of a plain grouping of all positions, and answers as one built at once (also
+    between steps, where it keeps its answers until rows are added)."""
     rng = np.random.default_rng(seed)
     xyz = np.c_[rng.uniform(-5000, 5000, (sum(steps), 2)), rng.uniform(0, 20, sum(steps))]
     grown = NodeGrid(xyz[:0], cell_m=700.0)
     n = 0
+    x0, y0 = rng.uniform(-3000, 3000, 2)
     for k in steps:
         n += k
         grown.extend(xyz[:n])
+        # asked again around one point as nodes come: answers kept between extensions are not stale
+        np.testing.assert_array_equal(grown.near(x0, y0, 1500.0), NodeGrid(xyz[:n], cell_m=700.0).near(x0, y0, 1500.0))
     plain: dict[tuple[int, int], list[int]] = {}
     for r, (x, y, _) in enumerate(xyz.tolist()):
         plain.setdefault((math.floor(x / 700.0), math.floor(y / 700.0)), []).append(r)
