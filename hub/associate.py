@@ -1500,14 +1500,16 @@ class Associator:
         t0 = pick.t_s - self._range(xyt[:, :2], r) / self.c
         gap = t0 - xyt[:, 2]
         cand = np.flatnonzero((d2 <= a.max_range_m**2) & (gap > self.FRAGMENT_T0_S) & (gap < self.REPEAT_MEMORY_S))
+        shots, n_big = self.shots, 2 * a.min_nodes
         cand = [k for k in cand[np.argsort(-xyt[cand, 2], kind="stable")].tolist()  # the latest first
-                if len(self.shots[k].picks) >= 2 * a.min_nodes][: self.REPEAT_MAX_PLACES]
+                if len(shots[k].picks) >= n_big][: self.REPEAT_MAX_PLACES]
         if not cand:
             return False, None
         fine_step = a.grid_step_m / math.prod(self.SUBDIVISIONS)
-        tol = min(float(np.sqrt(2) * fine_step / self.c + a.match_tolerance_s),
+        # (the widest of the shots' attach windows: the largest CEP95 gives it)
+        tol = min(math.sqrt(2) * fine_step / self.c + a.match_tolerance_s,
                   5 * self._sigma_max + a.match_tolerance_s
-                  + max(min(2.0 * self.shots[k].solution.cep95_m / self.c, 0.02) for k in cand))
+                  + min(2.0 * max(shots[k].solution.cep95_m for k in cand) / self.c, 0.02))
         verdicts, support = self._evidence_many(xyt[cand, :2], t0[cand], np.zeros(0, dtype=np.intp),
                                                 np.zeros((0, len(cand)), dtype=np.bool_), pick.node_id, tol,
                                                 matched_join=True, with_support=True)

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_pipeline import FRAME, T0_NS, arrivals, grid, make_pipeline, run
 
 from shotline.core import messages as m
@@ -251,3 +253,21 @@ def test_the_open_incidents_index_chooses_as_a_scan_of_every_incident():
         shots.append(shot)
     assert n_joined > 100 and n_closed > 100 and n_narrowed > 500 and n_ties > 20
     assert max(len(builder.open), 1) < len(shots)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0.0, 60.0, allow_nan=False), max_size=60))
+def test_cadence_is_numpys_median_interval_and_extremes(times):
+    """``cadence_of`` in plain floats gives numpy's numbers exactly: rounds, the median interval (the middle one,
+    or the mean of the two), the shortest and longest, and the rate, from shot times in any order."""
+    from shotline.hub.incidents import cadence_of
+
+    got = cadence_of(times)
+    if len(times) < 2:
+        assert got is None
+        return
+    d = np.diff(np.sort(np.asarray(times, float)))
+    med = float(np.median(d))
+    assert got.rounds == len(times)
+    assert (got.median_interval_s, got.min_interval_s, got.max_interval_s) == (med, float(d.min()), float(d.max()))
+    assert got.rate_hz == (1.0 / med if med > 0 else float("inf"))
