@@ -1325,7 +1325,7 @@ class Associator:
         # one redundant pick a chance or shifted set fits too easily, so one
         # more node is wanted. Where only min_nodes nodes could take part
         # at all (a small array, Pittsburgh's 4-sensor tests) that is all there is.
-        whole = len(node_ids) + 1 <= a.min_nodes  # (see grid_kernels.best_points)
+        whole = len(node_ids) + 1 <= a.min_nodes  # then the rule is ceil(score) + 1 >= min_nodes (best_points)
         step = a.grid_step_m
         stages = ((self.N_COARSE_KEEP, self.SUBDIVISIONS[0]), (24, self.SUBDIVISIONS[1]), (None, None))
         tab, rows = self._seed_table(seed.node_id, node_ids)
@@ -1355,10 +1355,10 @@ class Associator:
                 # audio: 7 -> 9 false shots).
                 points = np.concatenate([points, exact])
         fine_pts, tol_fine = points, tol
-        # Candidate detection sets from the best fine points (score order), each set once.
+        # Candidate detection sets from the best fine points (score order), each set once (neighbouring
+        # fine points often choose the same picks), then the cheap negative evidence at their grid
+        # points before any solve, all at once.
         order = grid_kernels.best_points(score, 8 * self.N_FINE, a.min_nodes, whole)
-        # Each candidate set once (neighbouring fine points often choose the same picks), then the cheap
-        # negative evidence at their grid points before any solve, all at once.
         rel_cat, starts = partners
         xy_top, t0s, ch, fits, first = grid_kernels.candidate_sets(
             order, fine_pts, chosen, rel_cat, starts, float(seed.t_s), float(r_seed[0]), float(r_seed[1]),

@@ -42,7 +42,9 @@ Figures:
   ghosts, chance alignments, shifted automatic-fire sets). Budget <= 2 %.
 * ``assoc_cpu_s_per_scene_s``: process CPU time of the hub pipeline
   (ingest -> association -> location -> incidents, message bytes in, Incident
-  messages out) per second of scene. Budget <= 0.5.
+  messages out) per second of scene, with the heap loaded before the play
+  frozen out of the collector's full passes, as ``shotline-hub run`` does
+  once started. Budget <= 0.5.
 * ``hub_detections_per_s``: detections processed per CPU second. Budget >= 5000.
   It and ``assoc_cpu_s_per_scene_s`` take the median CPU time of ``CPU_RUNS``
   (3; 1 with ``--quick``) plays of the scene (one play's CPU time moves by a fifth from run to run
