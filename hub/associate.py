@@ -49,7 +49,7 @@ from shotline.core import messages as m
 
 from . import grid_kernels, lm_kernel
 from .config import HubConfig
-from .locate import LocateError, Solution, _travel_times, locate
+from .locate import LocateError, Solution, locate
 from .onset_store import NodeGrid, OnsetStore
 from .registry import NodeRegistry
 
@@ -889,11 +889,10 @@ class Associator:
         if not len(xyt):
             return False
         r = self.registry.enu(pick.node_id)
-        near = np.flatnonzero((xyt[:, 2] <= pick.t_s) & (xyt[:, 2] >= self._earliest_emission_s(pick)))
-        if not len(near):
-            return False
-        lead = xyt[near, 2] + _travel_times(xyt[near][:, [0, 1, 3]], r[None, :], self.c, self.wind_enu_mps)[:, 0] - pick.t_s
-        return bool(np.any((lead > 0.0) & (lead <= self.SHOCK_LEAD_S)))
+        wind = self.wind_enu_mps
+        return grid_kernels.ahead_of_shots(xyt, float(r[0]), float(r[1]), float(r[2]), pick.t_s,
+                                           self._earliest_emission_s(pick), float(self.c), wind is not None,
+                                           _NO_WIND if wind is None else wind, self.SHOCK_LEAD_S)
 
     #: A reverberation tail at most this long (s) after a pick that a shot holds at its node is taken for
     #: that shot's echo (:meth:`_echo_of_a_shot`).

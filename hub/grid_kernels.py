@@ -18,7 +18,8 @@ count as 1), so that more nodes explained always ranks first.
 Also here, compiled for the same reason (numpy's per-call cost on arrays of a
 few to a few dozen elements, once per pick or candidate set): the negative
 evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
-shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
+shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`)
+and its test for a shot's shock wave (:func:`ahead_of_shots`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`), a search's best points, refined cells and
 candidate sets (:func:`best_points`, :func:`split_cells`, :func:`candidate_sets`). tests/hub/test_throughput.py
@@ -654,6 +655,34 @@ def shots_near_arrival(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, by_arri
 
 
 @njit(cache=True)
+def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
+    """Whether a listed shot emitted in [``t_min``, ``t_pick``] s predicts its arrival at a node (at
+    ``rx``, ``ry``, ``rz`` m) more than 0 and at most ``lead_max`` s after ``t_pick``
+    (``Associator._ahead_of_a_shot``). ``xyt`` (S, 4): the shot table (east, north m, emission s, up m);
+    ``wind`` (3,) m/s, used if ``has_wind``. The travel time is ``locate._travel_times``' arithmetic:
+    with wind the advected path (d^2 / (d.w + sqrt((d.w)^2 + (c^2 - w.w) d^2))), without it d / c."""
+    ww = wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2]
+    a_w = c * c - ww
+    for i in range(xyt.shape[0]):
+        t0 = xyt[i, 2]
+        if t0 > t_pick or t0 < t_min:
+            continue
+        dx = rx - xyt[i, 0]
+        dy = ry - xyt[i, 1]
+        dz = rz - xyt[i, 3]
+        d2 = dx * dx + dy * dy + dz * dz
+        if has_wind:
+            dw = dx * wind[0] + dy * wind[1] + dz * wind[2]
+            tt = d2 / (dw + max(np.sqrt(dw * dw + a_w * d2), 1e-9 * c))
+        else:
+            tt = np.sqrt(d2) / c
+        lead = t0 + tt - t_pick
+        if lead > 0.0 and lead <= lead_max:
+            return True
+    return False
+
+
+@njit(cache=True)
 def quick_fit(pos, t, sig, dz2, x0, y0, t0, c, scales):
     """The quick screen's robust fit of a candidate set (``Associator._quick_consensus``): from the grid
     point (``x0``, ``y0``) m and emission time ``t0`` s, one Gauss-Newton step on (x, y, t0) per scale of
@@ -870,6 +899,7 @@ SIGNATURES = (
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
     (verdict_codes, (nt.int64[:, ::1], _I8, _I8, nt.boolean, nt.float64, nt.float64, nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
+    (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
     (best_points, (_F8, nt.int64, nt.int64, nt.boolean)),
     (member_matrix, (_I8, _I8, nt.int64, nt.boolean[:, ::1])),
     (split_cells, (_F8_2, _I8, _F8_2)),

@@ -438,6 +438,31 @@ def test_member_matrix_is_the_numpy_assignment(seed, n_nodes, k_n, p_n):
     assert not grid_kernels.member_matrix(nodes, rows, outside, fits)[2]
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 30), windy=st.booleans())
+def test_the_compiled_ahead_test_is_the_numpy_steps(seed, n, windy):
+    """``grid_kernels.ahead_of_shots`` answers as the numpy steps it replaced (``locate._travel_times``,
+    with and without wind): some shot emitted in the window predicts its arrival at the node within
+    (0, lead] after the pick; shots placed so that many arrivals fall near the window's edges."""
+    from shotline.hub import grid_kernels
+    from shotline.hub.locate import _travel_times
+
+    rng = np.random.default_rng(seed)
+    r = np.r_[rng.uniform(-500, 500, 2), rng.uniform(0, 15)]
+    xyt = np.c_[rng.uniform(-900, 900, (n, 2)), rng.uniform(8.0, 10.0, n), np.full(n, 1.5)]
+    wind = np.r_[rng.uniform(-10, 10, 2), 0.0] if windy else None
+    t_pick, t_min, lead_max = 10.0, 9.0, 0.025
+    if n:  # some arrivals a hair either side of the window's edges
+        tt = _travel_times(xyt[:, [0, 1, 3]], r[None, :], C, wind)[:, 0]
+        xyt[:, 2] = t_pick - tt + rng.choice([-1e-12, 0.0, 1e-12, 0.01, 0.025, 0.03], n)
+    near = np.flatnonzero((xyt[:, 2] <= t_pick) & (xyt[:, 2] >= t_min))
+    lead = xyt[near, 2] + _travel_times(xyt[near][:, [0, 1, 3]], r[None, :], C, wind)[:, 0] - t_pick
+    want = bool(np.any((lead > 0.0) & (lead <= lead_max)))
+    got = grid_kernels.ahead_of_shots(np.ascontiguousarray(xyt), *map(float, r), t_pick, t_min, C, wind is not None,
+                                      np.zeros(3) if wind is None else wind, lead_max)
+    assert got == want
+
+
 def test_split_cells_are_the_numpy_expression():
     """``grid_kernels.split_cells`` gives the refined points of the numpy expression it replaced, bit for bit."""
     from shotline.hub import grid_kernels
