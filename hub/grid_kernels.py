@@ -660,7 +660,8 @@ def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
     ``rx``, ``ry``, ``rz`` m) more than 0 and at most ``lead_max`` s after ``t_pick``
     (``Associator._ahead_of_a_shot``). ``xyt`` (S, 4): the shot table (east, north m, emission s, up m);
     ``wind`` (3,) m/s, used if ``has_wind``. The travel time is ``locate._travel_times``' arithmetic:
-    with wind the advected path (d^2 / (d.w + sqrt((d.w)^2 + (c^2 - w.w) d^2))), without it d / c."""
+    with wind the advected path (d^2 / (d.w + sqrt((d.w)^2 + (c^2 - w.w) d^2)); numpy's dot products
+    there may round the last bit otherwise), without it d / c."""
     ww = wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2]
     a_w = c * c - ww
     for i in range(xyt.shape[0]):
