@@ -1186,8 +1186,11 @@ class Associator:
 
     def _range(self, pts: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Distance (m) from sources at ``pts`` (G, 2), at the assumed source height, to a node."""
-        dz2 = 0.0 if self.cfg.location.mode == "2d" else (node[2] - self.source_z_m) ** 2
-        return np.sqrt((pts[:, 0] - node[0]) ** 2 + (pts[:, 1] - node[1]) ** 2 + dz2)
+        return np.sqrt((pts[:, 0] - node[0]) ** 2 + (pts[:, 1] - node[1]) ** 2 + self._dz2_at(node))
+
+    def _dz2_at(self, node: np.ndarray) -> float:
+        """Squared height (m^2) of a node above the assumed source height (0 in the 2-D mode)."""
+        return 0.0 if self.cfg.location.mode == "2d" else float((node[2] - self.source_z_m) ** 2)
 
     #: Reverberation tails take part in new shots where at least this many times ``min_nodes`` nodes are
     #: in range (:meth:`_tails_take_part`) ...
@@ -1420,17 +1423,18 @@ class Associator:
                                     np.array([w.tol_s for w in ws]))
         xy, t0, tol = self._waiting_arrays
         r = self.registry.enu(pick.node_id)
-        d2 = (xy[:, 0] - r[0]) ** 2 + (xy[:, 1] - r[1]) ** 2
-        res = pick.t_s - t0 - self._range(xy, r) / self.c  # the pick less each set's predicted arrival (s)
-        err = np.abs(res)
-        for k in np.flatnonzero((err < tol) & (d2 <= a.max_range_m**2)).tolist():
+        # the sets whose predicted arrival the pick fits, and the pick less that arrival (s)
+        near, res = grid_kernels.sets_near_arrival(xy, t0, tol, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s,
+                                                   float(self.c), a.max_range_m**2)
+        for k, res_k in zip(near.tolist(), res.tolist(), strict=True):
+            err_k = abs(res_k)
             w = self._waiting_sets[k]
             if not self._waiting_live(w):
                 continue  # dropped at the next retry
             # One pick per node: a closer one replaces the member there (an early N-wave, then the muzzle blast).
             at = next((i for i, p in enumerate(w.members) if p.node_id == pick.node_id), None)
-            pred = pick.t_s - res[k]
-            if at == 0 or (at is not None and abs(w.members[at].t_s - pred) <= err[k]):
+            pred = pick.t_s - res_k
+            if at == 0 or (at is not None and abs(w.members[at].t_s - pred) <= err_k):
                 continue
             old = w.members.pop(at) if at is not None else None
             w.members.append(pick)
@@ -1495,13 +1499,13 @@ class Associator:
         if not len(xyt):
             return False, None
         r = self.registry.enu(pick.node_id)
-        d2 = (xyt[:, 0] - r[0]) ** 2 + (xyt[:, 1] - r[1]) ** 2
-        t0 = pick.t_s - self._range(xyt[:, :2], r) / self.c
-        gap = t0 - xyt[:, 2]
-        cand = np.flatnonzero((d2 <= a.max_range_m**2) & (gap > self.FRAGMENT_T0_S) & (gap < self.REPEAT_MEMORY_S))
+        # the shots within range emitted a round's gap before this pick's emission from their place,
+        # the latest first; those emission times (s)
+        near, t0 = grid_kernels.recent_places(xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s,
+                                              float(self.c), a.max_range_m**2, self.FRAGMENT_T0_S,
+                                              self.REPEAT_MEMORY_S)
         shots, n_big = self.shots, 2 * a.min_nodes
-        cand = [k for k in cand[np.argsort(-xyt[cand, 2], kind="stable")].tolist()  # the latest first
-                if len(shots[k].picks) >= n_big][: self.REPEAT_MAX_PLACES]
+        cand = [k for k in near.tolist() if len(shots[k].picks) >= n_big][: self.REPEAT_MAX_PLACES]
         if not cand:
             return False, None
         fine_step = a.grid_step_m / math.prod(self.SUBDIVISIONS)
@@ -1590,7 +1594,7 @@ class Associator:
             return False
         a = self.cfg.association
         r = self.registry.enu(pick.node_id)
-        dz2 = 0.0 if self.cfg.location.mode == "2d" else (r[2] - self.source_z_m) ** 2
+        dz2 = self._dz2_at(r)
         # (a few places: plain floats, as _range would give them)
         xy, t0 = [], []
         for x, y, t_last, _ in self._refused_known:

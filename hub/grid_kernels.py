@@ -18,8 +18,9 @@ count as 1), so that more nodes explained always ranks first.
 Also here, compiled for the same reason (numpy's per-call cost on arrays of a
 few to a few dozen elements, once per pick or candidate set): the negative
 evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
-shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`)
-and its test for a shot's shock wave (:func:`ahead_of_shots`),
+shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
+its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
+(:func:`recent_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`), a search's best points, refined cells and
 candidate sets (:func:`best_points`, :func:`split_cells`, :func:`candidate_sets`). tests/hub/test_throughput.py
@@ -655,6 +656,57 @@ def shots_near_arrival(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, by_arri
 
 
 @njit(cache=True)
+def sets_near_arrival(xy, t0, tol, rx, ry, dz2, t_pick, c, r2):
+    """Which waiting candidate sets a pick may join (``Associator._join_waiting``'s prefilter): sets at
+    ``xy`` (S, 2) m, emitted at ``t0`` (S,) s, with tolerances ``tol`` (S,) s, whose predicted arrival
+    at the pick's node (``rx``, ``ry`` m, ``dz2`` m^2 its squared height offset) is within the tolerance
+    of ``t_pick`` s, at most sqrt(``r2``) m away. Returns their indices, in order, and the pick less
+    each one's predicted arrival (s), as the numpy steps this replaced computed it."""
+    n = xy.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    res = np.empty(n)
+    k = 0
+    for i in range(n):
+        dx = xy[i, 0] - rx
+        dy = xy[i, 1] - ry
+        d2 = dx * dx + dy * dy
+        r_i = t_pick - t0[i] - np.sqrt(d2 + dz2) / c
+        if abs(r_i) < tol[i] and d2 <= r2:
+            out[k] = i
+            res[k] = r_i
+            k += 1
+    return out[:k], res[:k]
+
+
+@njit(cache=True)
+def recent_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max):
+    """The shots whose place may have made a pick as another round (``Associator._repeat_place``): from
+    the shot table ``xyt`` (S, 4) (east, north m, emission s, up m), those within sqrt(``r2``) m of the
+    pick's node (``rx``, ``ry`` m, ``dz2`` m^2) whose emission is between ``gap_min`` and ``gap_max`` s
+    before the emission time that puts ``t_pick`` there, the latest first (the table's order on a tie).
+    Returns their indices and those emission times (S,) s for every row."""
+    n = xyt.shape[0]
+    t0 = np.empty(n)
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        dx = xyt[i, 0] - rx
+        dy = xyt[i, 1] - ry
+        d2 = dx * dx + dy * dy
+        t0[i] = t_pick - np.sqrt(d2 + dz2) / c
+        gap = t0[i] - xyt[i, 2]
+        if d2 <= r2 and gap > gap_min and gap < gap_max:
+            # insert by emission time, latest first, after any equal one
+            j = k
+            while j > 0 and xyt[out[j - 1], 2] < xyt[i, 2]:
+                out[j] = out[j - 1]
+                j -= 1
+            out[j] = i
+            k += 1
+    return out[:k], t0
+
+
+@njit(cache=True)
 def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
     """Whether a listed shot emitted in [``t_min``, ``t_pick``] s predicts its arrival at a node (at
     ``rx``, ``ry``, ``rz`` m) more than 0 and at most ``lead_max`` s after ``t_pick``
@@ -900,6 +952,8 @@ SIGNATURES = (
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
     (verdict_codes, (nt.int64[:, ::1], _I8, _I8, nt.boolean, nt.float64, nt.float64, nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
+    (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
+    (recent_places, (_F8_2,) + (nt.float64,) * 8),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
     (best_points, (_F8, nt.int64, nt.int64, nt.boolean)),
     (member_matrix, (_I8, _I8, nt.int64, nt.boolean[:, ::1])),

@@ -466,6 +466,37 @@ def test_the_compiled_ahead_test_is_the_numpy_steps(seed, n, windy):
     assert got == want
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40), dz2=st.sampled_from([0.0, 90.25]))
+def test_the_compiled_prefilters_of_waiting_sets_and_recent_places_are_the_numpy_steps(seed, n, dz2):
+    """``grid_kernels.sets_near_arrival`` passes the waiting sets, with the same residuals bit for bit, and
+    ``grid_kernels.recent_places`` the shots, latest first (the table's order on equal emission times), that
+    the numpy steps they replaced (``Associator._join_waiting``, ``_repeat_place``) passed; emission times on
+    a coarse lattice, so that ties and arrivals near the tolerances are frequent."""
+    from shotline.hub import grid_kernels
+
+    rng = np.random.default_rng(seed)
+    rx, ry, t_pick, r2 = *rng.uniform(-300, 300, 2), 20.0, 1000.0**2
+    xy = np.ascontiguousarray(rng.uniform(-1200, 1200, (n, 2)))
+    dist = np.sqrt((xy[:, 0] - rx) ** 2 + (xy[:, 1] - ry) ** 2 + dz2)
+    t0 = t_pick - dist / C + rng.choice([-0.02, -0.005, 0.0, 0.004, 0.5], n)
+    tol = rng.choice([0.005, 0.01], n)
+    got_k, got_res = grid_kernels.sets_near_arrival(xy, t0, tol, rx, ry, dz2, t_pick, C, r2)
+    d2 = (xy[:, 0] - rx) ** 2 + (xy[:, 1] - ry) ** 2
+    res = t_pick - t0 - np.sqrt((xy[:, 0] - rx) ** 2 + (xy[:, 1] - ry) ** 2 + dz2) / C
+    want_k = np.flatnonzero((np.abs(res) < tol) & (d2 <= r2))
+    np.testing.assert_array_equal(got_k, want_k)
+    np.testing.assert_array_equal(got_res, res[want_k])
+
+    xyt = np.ascontiguousarray(np.c_[xy, np.round(rng.uniform(15.0, 20.0, n), 1), np.full(n, 1.5)])
+    got_k, got_t0 = grid_kernels.recent_places(xyt, rx, ry, dz2, t_pick, C, r2, 0.03, 5.0)
+    t0 = t_pick - np.sqrt((xyt[:, 0] - rx) ** 2 + (xyt[:, 1] - ry) ** 2 + dz2) / C
+    gap = t0 - xyt[:, 2]
+    cand = np.flatnonzero((d2 <= r2) & (gap > 0.03) & (gap < 5.0))
+    np.testing.assert_array_equal(got_t0, t0)
+    np.testing.assert_array_equal(got_k, cand[np.argsort(-xyt[cand, 2], kind="stable")])
+
+
 def test_split_cells_are_the_numpy_expression():
     """``grid_kernels.split_cells`` gives the refined points of the numpy expression it replaced, bit for bit."""
     from shotline.hub import grid_kernels
@@ -845,6 +876,8 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     declared = list(grid_kernels.SIGNATURES) + [(lm_kernel.levenberg_marquardt, lm_kernel.SIGNATURE)]
     nodes = grid(4, 3)  # 12 nodes: at least 2 x min_nodes, so the exact-points kernel runs too
     p = make_pipeline(nodes)
+    corner_nodes, _, corner = _corner_source(3)  # and a search that waits, with picks that join its set
+    p_corner = make_pipeline(corner_nodes)
     before = {k.__name__: set(k.signatures) for k, _ in declared}
     for k, sig in declared:
         assert tuple(sig) in before[k.__name__], k.__name__
@@ -862,6 +895,7 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     dets += [(nid, T0_NS + int(rng.uniform(0, 2.0) * 1e9)) for nid in nodes for _ in range(3)]  # unrelated impulses
     incs = run(p, dets)
     assert sum(i.rounds for i in incs) == 2
+    _stream(p_corner, corner)
     assert called == set(before)
     assert {k.__name__: set(k.signatures) for k, _ in declared} == before
 
