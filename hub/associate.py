@@ -921,8 +921,9 @@ class Associator:
         k = int(np.searchsorted(held, pick.t_s, side="left"))
         if k > 0 and pick.t_s - held[k - 1] <= before_s:
             return True
-        j = int(np.searchsorted(held, pick.t_s, side="right"))
-        return j < len(held) and held[j] - pick.t_s <= after_s
+        while k < len(held) and held[k] == pick.t_s:  # (the first held onset after it: one search)
+            k += 1
+        return k < len(held) and held[k] - pick.t_s <= after_s
 
     def _decide_waiting(self, seed: Pick) -> ShotState | None:
         """Decide the candidate sets a search from ``seed`` left waiting, now that the pending nodes have had
