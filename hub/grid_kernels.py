@@ -326,6 +326,17 @@ def verdict_codes(counts, n_members, unheard, matched_join, f_silent, f_confirm,
 
 
 @njit(cache=True, inline="always")
+def _advected_s(dx, dy, dz, c, wind):
+    """Travel time (s) from a source to a node ``dx``, ``dy``, ``dz`` m away (node less source) through air
+    moving at ``wind`` (3,) m/s: ``locate._travel_times``' arithmetic (the path d^2 / (d.w + sqrt((d.w)^2 +
+    (c^2 - w.w) d^2)), its root at least 1e-9 c)."""
+    a_w = c * c - (wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2])
+    dw = dx * wind[0] + dy * wind[1] + dz * wind[2]
+    d2 = dx * dx + dy * dy + dz * dz
+    return d2 / (dw + max(np.sqrt(dw * dw + a_w * d2), 1e-9 * c))
+
+
+@njit(cache=True, inline="always")
 def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held, c, wind, max_range):
     """Row i at a hypothesis: 0 silent, 1 agrees, 2 pending, 3 pending with a matching onset, -1 out of
     range (see :func:`silent_counts`)."""
@@ -338,9 +349,7 @@ def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held,
     if wind[0] == 0.0 and wind[1] == 0.0 and wind[2] == 0.0:
         tt = np.sqrt(d2) / c
     elif d2 > 0.0:
-        a_w = c * c - (wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2])
-        dw = dx * wind[0] + dy * wind[1] + dz * wind[2]
-        tt = d2 / (dw + np.sqrt(dw * dw + a_w * d2))
+        tt = _advected_s(dx, dy, dz, c, wind)
     else:
         tt = 0.0
     pred = t0 + tt
@@ -712,10 +721,8 @@ def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
     ``rx``, ``ry``, ``rz`` m) more than 0 and at most ``lead_max`` s after ``t_pick``
     (``Associator._ahead_of_a_shot``). ``xyt`` (S, 4): the shot table (east, north m, emission s, up m);
     ``wind`` (3,) m/s, used if ``has_wind``. The travel time is ``locate._travel_times``' arithmetic:
-    with wind the advected path (d^2 / (d.w + sqrt((d.w)^2 + (c^2 - w.w) d^2)); numpy's dot products
-    there may round the last bit otherwise), without it d / c."""
-    ww = wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2]
-    a_w = c * c - ww
+    with wind :func:`_advected_s` (numpy's dot products there may round the last bit otherwise),
+    without it d / c."""
     for i in range(xyt.shape[0]):
         t0 = xyt[i, 2]
         if t0 > t_pick or t0 < t_min:
@@ -723,12 +730,10 @@ def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
         dx = rx - xyt[i, 0]
         dy = ry - xyt[i, 1]
         dz = rz - xyt[i, 3]
-        d2 = dx * dx + dy * dy + dz * dz
         if has_wind:
-            dw = dx * wind[0] + dy * wind[1] + dz * wind[2]
-            tt = d2 / (dw + max(np.sqrt(dw * dw + a_w * d2), 1e-9 * c))
+            tt = _advected_s(dx, dy, dz, c, wind)
         else:
-            tt = np.sqrt(d2) / c
+            tt = np.sqrt(dx * dx + dy * dy + dz * dz) / c
         lead = t0 + tt - t_pick
         if lead > 0.0 and lead <= lead_max:
             return True

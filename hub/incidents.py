@@ -44,8 +44,9 @@ class Cadence:
 
 def cadence_of(t0s_s) -> Cadence | None:
     """Cadence of shot times (s, any order); None with fewer than two shots."""
-    # In plain floats: an incident is rendered at every new shot, and numpy's median of a few dozen
-    # intervals cost more than the sort (the same numbers: the middle one, or the mean of the two).
+    # In plain floats (the same numbers: the middle one, or the mean of the two): an incident is rendered
+    # at every new shot, and numpy's sort, diff and median of a few dozen intervals were 1.8 % of the
+    # dense scene's profile.
     t = sorted(float(x) for x in t0s_s)
     if len(t) < 2:
         return None

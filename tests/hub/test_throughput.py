@@ -87,6 +87,22 @@ def _searches(monkeypatch) -> list[tuple[str, bool, bool]]:
     return searches
 
 
+def _grid_searches(monkeypatch) -> list[str]:
+    """The detection id of each seed that runs a grid search (``_search``, not a search put off) from now on, in
+    order (a spy; the list fills as the hub runs, and a later spy wraps this one)."""
+    from shotline.hub.associate import Associator
+
+    searched: list[str] = []
+    search = Associator._search
+
+    def spy(self, seed, *args):
+        searched.append(seed.det.detection_id)
+        return search(self, seed, *args)
+
+    monkeypatch.setattr(Associator, "_search", spy)
+    return searched
+
+
 def _retried(searches: list[tuple[str, bool, bool]]) -> set[str]:
     """The detection ids among :func:`_searches` searched at retry."""
     return {sid for sid, at_retry, _ in searches if at_retry}
@@ -1145,14 +1161,7 @@ def _ghost_runs(monkeypatch):
     for rule in (True, False):
         if not rule:
             monkeypatch.setattr(Associator, "REFUSED_TIMES", 10**9)
-        searched = []
-        search = Associator._search
-
-        def spy(self, seed, *args, search=search, searched=searched):
-            searched.append(seed.det.detection_id)
-            return search(self, seed, *args)
-
-        monkeypatch.setattr(Associator, "_search", spy)
+        searched = _grid_searches(monkeypatch)
         p = make_pipeline(nodes)
         out = []
         for nid, t in sorted(dets + ghosts, key=lambda d: d[1]):
@@ -1283,16 +1292,7 @@ def test_rounds_from_the_place_of_a_shot_are_located_there_without_grid_searches
     pick is tried at that place (one count of the nodes in range), its later picks join that
     hypothesis, and the round is located there: 2 grid searches for the six rounds, 6 without the
     recent places; every round within 1 cm of the shooter."""
-    from shotline.hub.associate import Associator
-
-    searched = []
-    search = Associator._search
-
-    def spy(self, seed, *args):
-        searched.append(seed.det.detection_id)
-        return search(self, seed, *args)
-
-    monkeypatch.setattr(Associator, "_search", spy)
+    searched = _grid_searches(monkeypatch)
     nodes, src, dets = _rounds(6, 0.5)
     p = make_pipeline(nodes)
     _stream(p, dets)
