@@ -39,9 +39,8 @@ from numba import types as nt
 def _nearest_from(rel: np.ndarray, lo: int, hi: int, x: float, hint: int) -> tuple[float, int, int]:
     """|error| and index (relative to ``lo``) of the onset in ``rel[lo:hi]`` nearest ``x``, and the new hint.
 
-    ``hint``: the insertion index found for the previous, nearby ``x`` (grid points are
-    visited in spatial order, so predicted times change little from one to the next and
-    a short walk replaces a binary search). The nearer of the last onset before ``x`` and
+    ``hint``: where the walk to ``x``'s insertion index starts (for a nearby earlier ``x``,
+    the index found then: a short walk replaces a binary search). The nearer of the last onset before ``x`` and
     the first at or after it (of the last two when every onset comes before ``x``), the
     earlier on a tie.
     """
@@ -93,24 +92,55 @@ def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
     # Every node starts as a miss (1) at every point; a match replaces that by its (err / tol)^2.
     sq = np.full(g_n, float(k_n))
     chosen = np.zeros((k_n, g_n if want_chosen else 0), dtype=np.intp)
+    best = np.empty(g_n)
+    pick = np.empty(g_n if want_chosen else 0, dtype=np.intp)
+    n_seg = seg.shape[1]
     # Node by node along contiguous table rows (a point-major loop strides across rows and
-    # misses the cache on every access).
+    # misses the cache on every access). Each onset of the node is held against every point of
+    # its row in a loop without data-dependent branches, which the compiler vectorises: the
+    # dense scene's partners hold ~8 onsets each, and most points are within the coarse
+    # tolerance of one (a third of the point-node pairs match), so no onset can be left out
+    # cheaply; this is 1.6-1.8x faster than walking each point to its nearest onset, whose
+    # branches mispredict. The error is the same number either way.
     for k in range(k_n):
         r = rows[k]
         lo = starts[k]
         hi = starts[k + 1]
-        hint = 0
-        p = off[r]
-        for j in range(seg.shape[1]):
+        p0 = off[r]
+        n_pts = 0
+        for j in range(n_seg):
+            n_pts += seg[r, j, 1] - seg[r, j, 0]
+        d = diff[p0:p0 + n_pts]
+        b = best[:n_pts]
+        x = rel[lo]
+        for q in range(n_pts):
+            b[q] = abs(x - d[q])
+        if want_chosen:
+            # The first of equally near onsets: the earlier.
+            pick[:n_pts] = 0
+            for i in range(lo + 1, hi):
+                x = rel[i]
+                for q in range(n_pts):
+                    e = abs(x - d[q])
+                    if e < b[q]:
+                        b[q] = e
+                        pick[q] = i - lo
+        else:
+            for i in range(lo + 1, hi):
+                x = rel[i]
+                for q in range(n_pts):
+                    b[q] = min(b[q], abs(x - d[q]))
+        t = tol[p0:p0 + n_pts]
+        q = 0
+        for j in range(n_seg):
             for g in range(seg[r, j, 0], seg[r, j, 1]):
-                tk = tol[p]
-                dk = diff[p]
-                p += 1
+                tk = t[q]
+                err = b[q]
+                if want_chosen:
+                    chosen[k, g] = pick[q]
+                q += 1
                 if tk <= 0.0:
                     continue
-                err, i, hint = _nearest_from(rel, lo, hi, dk, hint)
-                if want_chosen:
-                    chosen[k, g] = i
                 if err < tk:
                     count[g] += 1.0
                     e = err / tk
