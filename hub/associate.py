@@ -165,7 +165,12 @@ class PickPool:
 
     def __init__(self) -> None:
         self._by_node: dict[str, dict[int, Pick]] = {}
-        self._sorted: dict[str, tuple[np.ndarray, list[Pick]]] = {}
+        self._lists: dict[str, tuple[list[float], list[Pick], list[float], list[Pick]]] = {}
+        """Per node, its pooled picks' onsets (s) and the picks in onset order (in the order they were
+        pooled on a tie), and the same without reverberation tails: kept in order as picks come and go
+        (a node's picks mostly come in onset order, so one goes at the end)."""
+        self._arrays: dict[str, list[np.ndarray | None]] = {}
+        """Per node, those onsets as arrays (all, without tails), made when a window asks for them."""
         self._by_time: list[tuple[float, int, Pick]] = []
         """A heap of (onset s, entry number, pick) over the pooled picks, for :meth:`drop_older`: a pick's
         entry is the one numbered ``_entry[id(pick)]``; others are left from an earlier stay."""
@@ -178,8 +183,17 @@ class PickPool:
     def append(self, p: Pick) -> None:
         p.waiting = None
         p.pooled = True
-        self._by_node.setdefault(p.node_id, {})[id(p)] = p
-        self._sorted.pop(p.node_id, None)
+        picks = self._by_node.setdefault(p.node_id, {})
+        if id(p) not in picks:
+            picks[id(p)] = p
+            lists = self._lists.get(p.node_id)
+            if lists is None:
+                lists = self._lists[p.node_id] = ([], [], [], [])
+            for keys, ps in ((lists[0], lists[1]),) if p.tail else ((lists[0], lists[1]), (lists[2], lists[3])):
+                k = bisect.bisect_right(keys, p.t_s)
+                keys.insert(k, p.t_s)
+                ps.insert(k, p)
+            self._arrays.pop(p.node_id, None)
         self._push(p)
         self.undecide(p)
 
@@ -209,7 +223,14 @@ class PickPool:
         del self._by_node[p.node_id][id(p)]
         del self._entry[id(p)]
         p.pooled = False
-        self._sorted.pop(p.node_id, None)
+        lists = self._lists[p.node_id]
+        for keys, ps in ((lists[0], lists[1]),) if p.tail else ((lists[0], lists[1]), (lists[2], lists[3])):
+            k = bisect.bisect_left(keys, p.t_s)
+            while ps[k] is not p:
+                k += 1
+            del keys[k]
+            del ps[k]
+        self._arrays.pop(p.node_id, None)
 
     def discard_many(self, picks) -> None:
         for p in picks:
@@ -250,17 +271,26 @@ class PickPool:
     def window(self, node_id: str, t_lo: float, t_hi: float, tails: bool = True) -> tuple[np.ndarray, list[Pick]]:
         """A node's pooled picks with onsets in [t_lo, t_hi] s: (sorted times, picks); without
         reverberation tails if ``tails`` is false."""
-        got = self._sorted.get(node_id)
-        if got is None:
-            ps = sorted(self._by_node.get(node_id, {}).values(), key=lambda p: p.t_s)
-            direct = [p for p in ps if not p.tail]
-            t_all, t_direct = [p.t_s for p in ps], [p.t_s for p in direct]
-            got = self._sorted[node_id] = (np.array(t_all), ps, t_all, np.array(t_direct), direct, t_direct)
-        times, ps, keys = got[:3] if tails else got[3:]
+        lists = self._lists.get(node_id)
+        if lists is None:
+            return _NO_TIMES, []
+        keys, ps = (lists[0], lists[1]) if tails else (lists[2], lists[3])
         # bisect on the list: a numpy searchsorted call costs more than the search itself here
         i = bisect.bisect_left(keys, t_lo)
         j = bisect.bisect_right(keys, t_hi)
+        if i == j:
+            return _NO_TIMES, []
+        arrays = self._arrays.get(node_id)
+        if arrays is None:
+            arrays = self._arrays[node_id] = [None, None]
+        times = arrays[0 if tails else 1]
+        if times is None:
+            times = arrays[0 if tails else 1] = np.array(keys)
         return times[i:j], ps[i:j]
+
+
+_NO_TIMES = np.zeros(0)
+_NO_TIMES.flags.writeable = False
 
 
 @dataclass
@@ -1631,10 +1661,18 @@ class Associator:
         out = list(members)
         in_range = self._nodes_within_range(src)
         tails = self._tails_take_part(in_range)
-        for nid in in_range:
-            if nid in have or not self.pool.has_node(nid):
-                continue
-            pred = t0_s + self._travel(src, self.registry.enu(nid))
+        has = self.pool.has_node
+        todo = [nid for nid in in_range if nid not in have and has(nid)]
+        if not todo:
+            return out
+        if self.wind_enu_mps is None:
+            # All at once, in :meth:`_travel`'s arithmetic (the same numbers): a call per node cost more.
+            d = np.array([self.registry.enu(nid) for nid in todo]) - src
+            travel = (np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]) / self.c).tolist()
+        else:
+            travel = [self._travel(src, self.registry.enu(nid)) for nid in todo]
+        for nid, tt in zip(todo, travel, strict=True):
+            pred = t0_s + tt
             times, ps = self.pool.window(nid, pred - tol_s, pred + tol_s, tails=tails)
             if ps:
                 out.append(ps[int(np.argmin(np.abs(times - pred)))])

@@ -208,18 +208,25 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
         # (3x faster on the dense scene's searches). The choice is _nearest_from's: the nearer of the
         # last onset before the arrival and the first at or after it, the one before on a tie (and
         # below, of equal last onsets that all come before it, the last but one, as it chooses).
-        for i in range(lo, hi):
-            r = rel[i]
-            for g in range(g_n):
-                e = abs(r - pred[g])
-                if e < best[g] or (e == best[g] and r < pred[g]):
-                    best[g] = e
-                    idx[g] = i - lo
-        last = hi - lo - 1
-        if last > 0 and rel[hi - 2] == rel[hi - 1]:
-            for g in range(g_n):
-                if idx[g] == last and rel[hi - 1] < pred[g]:
-                    idx[g] = last - 1
+        if want_chosen:
+            for i in range(lo, hi):
+                r = rel[i]
+                for g in range(g_n):
+                    e = abs(r - pred[g])
+                    if e < best[g] or (e == best[g] and r < pred[g]):
+                        best[g] = e
+                        idx[g] = i - lo
+            last = hi - lo - 1
+            if last > 0 and rel[hi - 2] == rel[hi - 1]:
+                for g in range(g_n):
+                    if idx[g] == last and rel[hi - 1] < pred[g]:
+                        idx[g] = last - 1
+        else:
+            # Only the error: a plain minimum, which the compiler vectorises (the same number).
+            for i in range(lo, hi):
+                r = rel[i]
+                for g in range(g_n):
+                    best[g] = min(best[g], abs(r - pred[g]))
         for g in range(g_n):
             dx = px[g] - nx
             dy = py[g] - ny
