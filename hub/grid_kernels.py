@@ -20,7 +20,7 @@ few to a few dozen elements, once per pick or candidate set): the negative
 evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
-(:func:`recent_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
+(:func:`recent_places`, one per place: :func:`first_of_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`), a search's best points, refined cells and
 candidate sets (:func:`best_points`, :func:`split_cells`, :func:`candidate_sets`). tests/hub/test_throughput.py
@@ -753,6 +753,25 @@ def recent_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max):
 
 
 @njit(cache=True)
+def first_of_places(xy, within):
+    """Indices of the points of ``xy`` (P, 2) m that are not within ``within`` m (east and north) of an
+    earlier point kept: one per place, the first listed (``Associator._repeat_place``)."""
+    out = np.empty(xy.shape[0], dtype=np.int64)
+    n = 0
+    for i in range(xy.shape[0]):
+        new = True
+        for j in range(n):
+            q = out[j]
+            if abs(xy[i, 0] - xy[q, 0]) < within and abs(xy[i, 1] - xy[q, 1]) < within:
+                new = False
+                break
+        if new:
+            out[n] = i
+            n += 1
+    return out[:n]
+
+
+@njit(cache=True)
 def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
     """Whether a listed shot emitted in [``t_min``, ``t_pick``] s predicts its arrival at a node (at
     ``rx``, ``ry``, ``rz`` m) more than 0 and at most ``lead_max`` s after ``t_pick``
@@ -996,6 +1015,7 @@ SIGNATURES = (
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
     (recent_places, (_F8_2,) + (nt.float64,) * 8),
+    (first_of_places, (_F8_2, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
     (best_points, (_F8, nt.int64, nt.int64, nt.boolean)),
     (member_matrix, (_I8, _I8, nt.int64, nt.boolean[:, ::1])),

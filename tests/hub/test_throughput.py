@@ -513,6 +513,21 @@ def test_the_compiled_prefilters_of_waiting_sets_and_recent_places_are_the_numpy
     np.testing.assert_array_equal(got_k, cand[np.argsort(-xyt[cand, 2], kind="stable")])
 
 
+@given(st.lists(st.tuples(st.integers(-8, 8), st.integers(-8, 8)), max_size=20), st.sampled_from([0.5, 1.0]))
+def test_one_repeat_place_per_place_is_the_first_listed(cells, scale):
+    """``grid_kernels.first_of_places`` keeps a point unless it lies within the radius (east and north) of a
+    point kept before it: the latest round of each place, as ``Associator._repeat_place`` lists them (points
+    on a half-metre lattice, so that points at exactly the radius are frequent)."""
+    from shotline.hub import grid_kernels
+
+    xy = np.array(cells, dtype=float).reshape(-1, 2) * scale
+    kept: list[int] = []
+    for i, (x, y) in enumerate(xy.tolist()):
+        if not any(abs(x - xy[q, 0]) < 1.0 and abs(y - xy[q, 1]) < 1.0 for q in kept):
+            kept.append(i)
+    assert grid_kernels.first_of_places(np.ascontiguousarray(xy), 1.0).tolist() == kept
+
+
 def test_split_cells_are_the_numpy_expression():
     """``grid_kernels.split_cells`` gives the refined points of the numpy expression it replaced, bit for bit."""
     from shotline.hub import grid_kernels
