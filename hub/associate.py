@@ -65,13 +65,15 @@ _VERDICTS = ("reject", "wait", "accept")
 GHOST_T0_TOL_S = 0.002
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pick:
     """A detection inside the associator."""
 
     det: m.Detection
     t_s: float
     received_ns: int
+    node_id: str = field(init=False)
+    """The detection's node (read on every step of the association: a plain attribute)."""
     rejected_by: set[str] = field(default_factory=set)
     """Shots whose solution rejected this pick (it is not offered to them again)."""
     settled: bool = False
@@ -95,16 +97,15 @@ class Pick:
     """In the associator's :class:`PickPool` (unassociated): kept by the pool, which answers ``pick in
     pool`` from it (asked on every join and retry)."""
 
-    @property
-    def node_id(self) -> str:
-        return self.det.node_id
+    def __post_init__(self) -> None:
+        self.node_id = self.det.node_id
 
     @property
     def trusted(self) -> bool:
         return self.det.time_quality in m.TRUSTED_TIME_QUALITIES
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _WaitingSet:
     """A candidate set whose negative evidence waited for pending nodes (see :meth:`Associator._join_waiting`)."""
 
@@ -127,7 +128,7 @@ class _WaitingSet:
     would look up again at every join (:meth:`Associator._waiting_evidence`)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ShotState:
     """A located shot and the picks behind it.
 
