@@ -111,6 +111,23 @@ def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
         for j in range(n_seg):
             n_pts += seg[r, j, 1] - seg[r, j, 0]
         d = diff[p0:p0 + n_pts]
+        t = tol[p0:p0 + n_pts]
+        if hi - lo == 1 and not want_chosen:
+            # One onset (most partners on a clean stream): its error is the nearest's, in the scoring pass.
+            x = rel[lo]
+            q = 0
+            for j in range(n_seg):
+                for g in range(seg[r, j, 0], seg[r, j, 1]):
+                    tk = t[q]
+                    err = abs(x - d[q])
+                    q += 1
+                    if tk <= 0.0:
+                        continue
+                    if err < tk:
+                        count[g] += 1.0
+                        e = err / tk
+                        sq[g] += e * e - 1.0
+            continue
         b = best[:n_pts]
         x = rel[lo]
         for q in range(n_pts):
@@ -130,7 +147,6 @@ def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
                 x = rel[i]
                 for q in range(n_pts):
                     b[q] = min(b[q], abs(x - d[q]))
-        t = tol[p0:p0 + n_pts]
         q = 0
         for j in range(n_seg):
             for g in range(seg[r, j, 0], seg[r, j, 1]):
