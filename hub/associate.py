@@ -157,11 +157,12 @@ class ShotState:
 
 
 class PickPool:
-    """Unassociated picks, indexed by node with each node's onset times as a sorted array.
+    """Unassociated picks, indexed by node with each node's picks in onset order.
 
     The hypothesis search asks, for every node near the seed, for the picks in
-    a time window: one ``searchsorted`` on a cached array per node instead of
-    a scan of the whole pool. Membership and removal are O(1).
+    a time window: two bisections per node instead of a scan of the whole
+    pool. Membership is O(1); adding and removing a pick keep the node's order
+    (a bisection and a list insertion or deletion).
     """
 
     def __init__(self) -> None:
@@ -2151,12 +2152,9 @@ class Associator:
             return "accept" if len(members) >= self.cfg.association.min_nodes else "wait"
         if nodes is None:
             nodes = self._rows()[1].near(float(xy[0]), float(xy[1]), self.cfg.association.max_range_m)
-        rows = np.fromiter((self.onsets.row[n] for n in members if n in self.onsets), dtype=np.int64)
-        member = np.zeros((1, len(nodes)), dtype=np.bool_)
-        if len(nodes) and len(rows):
-            at = np.minimum(np.searchsorted(nodes, rows), len(nodes) - 1)  # (the rows near are sorted)
-            member[0, at[nodes[at] == rows]] = True
-        got = self._verdicts(np.asarray(xy, float)[None, :2], np.array([float(t0_s)]), [len(members)], nodes,
+        row = self.onsets.row
+        member = grid_kernels.member_row(nodes, np.array([row[n] for n in members if n in row], dtype=np.int64))
+        got = self._verdicts(np.array([[float(xy[0]), float(xy[1])]]), np.array([float(t0_s)]), [len(members)], nodes,
                              member, tol_s)[0]
         if got == "wait":
             self._waited = True
@@ -2202,16 +2200,14 @@ class Associator:
         xyz, _ = self._rows()
         st = self.onsets
         wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
-        counts = grid_kernels.silent_counts(
-            np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.source_z_m,
-            np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
-            st.onsets, st.n, st.held, st.n_held, self.c, wind, self.cfg.association.max_range_m,
-            self.cfg.association.min_audible_range_m, 2 * self.cfg.association.min_nodes)
         unheard = np.zeros(len(xy), dtype=np.int64) if self._retrying else self._unheard_in_range(xy)
         a = self.cfg.association
-        code, support = grid_kernels.verdict_codes(counts, np.asarray(n_members, dtype=np.int64), unheard,
-                                                   matched_join, a.max_silent_fraction, self.CONFIRM_FRACTION,
-                                                   a.min_nodes)
+        code, support = grid_kernels.evidence_codes(
+            np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.source_z_m,
+            np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
+            st.onsets, st.n, st.held, st.n_held, self.c, wind, a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,
+            np.asarray(n_members, dtype=np.int64), unheard, matched_join, a.max_silent_fraction,
+            self.CONFIRM_FRACTION, a.min_nodes)
         got = [_VERDICTS[c] for c in code.tolist()]
         if with_support:
             return got, support.tolist()

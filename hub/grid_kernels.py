@@ -17,7 +17,8 @@ count as 1), so that more nodes explained always ranks first.
 
 Also here, compiled for the same reason (numpy's per-call cost on arrays of a
 few to a few dozen elements, once per pick or candidate set): the negative
-evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`), the
+evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`; both at once: :func:`evidence_codes`,
+one hypothesis' members: :func:`member_row`), the
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
 (:func:`recent_places`, one per place: :func:`first_of_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
@@ -376,6 +377,28 @@ def verdict_codes(counts, n_members, unheard, matched_join, f_silent, f_confirm,
         else:
             code[i] = 2
     return code, support
+
+
+@njit(cache=True)
+def evidence_codes(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range,
+                   min_range, many, n_members, unheard, matched_join, f_silent, f_confirm, n_min):
+    """:func:`silent_counts` and then :func:`verdict_codes` over them, in one call (the arguments are theirs,
+    in their order): per hypothesis its code (0 reject, 1 wait, 2 accept) and its supporting nodes."""
+    counts = silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind,
+                           max_range, min_range, many)
+    return verdict_codes(counts, n_members, unheard, matched_join, f_silent, f_confirm, n_min)
+
+
+@njit(cache=True)
+def member_row(nodes, rows):
+    """(1, N) whether each of the onset-store rows ``nodes`` (N,) (sorted) is among ``rows`` (M,) (rows not
+    among ``nodes`` are left out): one hypothesis' members for :func:`silent_counts`."""
+    member = np.zeros((1, nodes.shape[0]), dtype=np.bool_)
+    for k in range(rows.shape[0]):
+        at = np.searchsorted(nodes, rows[k])
+        if at < nodes.shape[0] and nodes[at] == rows[k]:
+            member[0, at] = True
+    return member
 
 
 @njit(cache=True, inline="always")
@@ -1016,18 +1039,20 @@ def candidate_sets(order, pts, chosen, rel, starts, t_seed, seed_x, seed_y, seed
 _F8, _F8_2, _F4 = nt.float64[::1], nt.float64[:, ::1], nt.float32[::1]
 _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 
-#: The argument types the associator passes to each kernel (one specialisation each).
+#: The argument types the associator passes to each kernel (one specialisation each; :func:`silent_counts` and
+#: :func:`verdict_codes` are compiled inside :func:`evidence_codes`).
 SIGNATURES = (
     (support_table, (_F8, _I8, _F4, _F4, _I8, _I8_3, _I8, nt.int64, nt.boolean)),
     (support_points, (_F8, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8, nt.float64, nt.float64, nt.float64, nt.boolean)),
-    (silent_counts, (_F8, _F8, nt.float64, _F8, nt.float64, nt.float64, _F8_2, _I8, nt.boolean[:, ::1], _F8_2, _I8,
-                     _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64, nt.int64)),
     (table_segments, (_F8_2, _I8, _F8_2, nt.float64, _I8_3)),
     (table_values, (_F8_2, _F8, _F8_2, _F8_2, _F8) + (nt.float64,) * 4 + (_I8_3, _I8, _F4, _F4)),
     (triplet_points, (_F8, nt.float64, nt.float64, _F8_2, _F8, _F8, _I8, nt.float64, nt.float64, nt.float64,
                       nt.int64, nt.float64)),
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
-    (verdict_codes, (nt.int64[:, ::1], _I8, _I8, nt.boolean, nt.float64, nt.float64, nt.int64)),
+    (evidence_codes, (_F8, _F8, nt.float64, _F8, nt.float64, nt.float64, _F8_2, _I8, nt.boolean[:, ::1], _F8_2,
+                      _I8, _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64, nt.int64, _I8, _I8, nt.boolean,
+                      nt.float64, nt.float64, nt.int64)),
+    (member_row, (_I8, _I8)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
     (recent_places, (_F8_2,) + (nt.float64,) * 8),

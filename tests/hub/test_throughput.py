@@ -528,6 +528,21 @@ def test_one_repeat_place_per_place_is_the_first_listed(cells, scale):
     assert grid_kernels.first_of_places(np.ascontiguousarray(xy), 1.0).tolist() == kept
 
 
+@given(st.sets(st.integers(0, 60), max_size=30), st.lists(st.integers(0, 80), max_size=20))
+def test_one_hypothesis_members_are_the_rows_among_the_nodes(nodes, rows):
+    """``grid_kernels.member_row`` marks the nodes (sorted onset-store rows) that are among a hypothesis'
+    member rows, leaving out members that are not among them, as the numpy steps it replaced did."""
+    from shotline.hub import grid_kernels
+
+    nodes_a = np.array(sorted(nodes), dtype=np.int64)
+    rows_a = np.array(rows, dtype=np.int64)
+    want = np.zeros((1, len(nodes_a)), dtype=bool)
+    if len(nodes_a) and len(rows_a):
+        at = np.minimum(np.searchsorted(nodes_a, rows_a), len(nodes_a) - 1)
+        want[0, at[nodes_a[at] == rows_a]] = True
+    np.testing.assert_array_equal(grid_kernels.member_row(nodes_a, rows_a), want)
+
+
 def test_split_cells_are_the_numpy_expression():
     """``grid_kernels.split_cells`` gives the refined points of the numpy expression it replaced, bit for bit."""
     from shotline.hub import grid_kernels
