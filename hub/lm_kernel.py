@@ -1,5 +1,6 @@
-"""Compiled Levenberg-Marquardt for the locator's known-speed-of-sound fits (numba), and the
-Newton iteration of its CEP radii (:func:`cep_newton`, see :mod:`.uncertainty`).
+"""Compiled Levenberg-Marquardt for the locator's known-speed-of-sound fits (numba), the fit from a
+known start with its rejections (:func:`fit_from_start`, 2-D in still air: a hub's re-locations), and
+the Newton iteration of its CEP radii (:func:`cep_newton`, see :mod:`.uncertainty`).
 
 The hub locates every candidate set and re-locates every shot that gains
 picks: thousands of small problems (3-4 parameters, 4-30 residuals) a
@@ -185,6 +186,84 @@ def levenberg_marquardt(nodes, t, sig, idx, p0, dims, height, c, wind, f_scale, 
 
 
 @njit(cache=True)
+def _still_residuals(nodes, t, sig, p, height, c_ref, res, jac, want_jac):
+    """``locate._Problem.residuals_jac`` (2-D, still air, known c) into ``res`` (s) and ``jac``, its
+    arithmetic in its order: numpy's ``einsum`` sums a 3-vector's squares as (x^2 + z^2) + y^2."""
+    sx = p[0]
+    sy = p[1]
+    for i in range(nodes.shape[0]):
+        dx = nodes[i, 0] - sx
+        dy = nodes[i, 1] - sy
+        dz = nodes[i, 2] - height
+        dist = np.sqrt((dx * dx + dz * dz) + dy * dy)
+        res[i] = t[i] - p[2] / c_ref - dist / c_ref
+        if want_jac:
+            den = -c_ref * max(dist, 1e-9)
+            jac[i, 0] = (dx / den) / -sig[i]
+            jac[i, 1] = (dy / den) / -sig[i]
+            jac[i, 2] = (1.0 / c_ref) / -sig[i]
+
+
+@njit(cache=True)
+def _inliers(abs_r, thr, max_out, min_used):
+    """``locate._inliers``: within threshold, at most ``max_out`` out, at least ``min_used`` kept (the worst
+    by residual over threshold go first; the first listed on a tie)."""
+    n = abs_r.shape[0]
+    ratio = abs_r / thr
+    n_bad = min(int(np.count_nonzero(ratio > 1.0)), max_out, n - min_used)
+    used = np.ones(n, dtype=np.bool_)
+    if n_bad > 0:
+        order = np.argsort(-ratio, kind="mergesort")
+        for k in range(n_bad):
+            used[order[k]] = False
+    return used
+
+
+@njit(cache=True)
+def fit_from_start(nodes, t, sig, x0, height, c_ref, thr, can_reject, max_out, min_used, f_robust):
+    """``locate``'s fit of a 2-D source in still air with a known c from a start (steps 3 and 4 there):
+    a robust (Cauchy, ``f_robust``) fit on every node if some node's whitened residual at ``x0`` is beyond
+    its threshold ``thr`` and ``can_reject``, then up to three plain fits on the inliers, re-admitting
+    or re-rejecting as the fit moves (:func:`_inliers`). Returns (parameters, inliers, residuals (s), the
+    whitened Jacobian at the parameters, whether the last fit converged, whether the robust fit ran)."""
+    n = t.shape[0]
+    res = np.empty(n)
+    jac = np.empty((n, 3))
+    still = np.zeros(3)
+    p0 = x0.copy()
+    used = np.ones(n, dtype=np.bool_)
+    robust = False
+    if can_reject:
+        _still_residuals(nodes, t, sig, p0, height, c_ref, res, jac, False)
+        for i in range(n):
+            if abs(res[i] / sig[i]) > thr[i]:
+                robust = True
+                break
+    if robust:
+        p0, _, _ = levenberg_marquardt(nodes, t, sig, np.arange(n), p0, 2, height, c_ref, still, f_robust, 50,
+                                       1e-3, 1e-6)
+        _still_residuals(nodes, t, sig, p0, height, c_ref, res, jac, False)
+        used = _inliers(np.abs(res / sig), thr, max_out, min_used)
+    ok = False
+    for _ in range(3):
+        p0, ok, _ = levenberg_marquardt(nodes, t, sig, np.flatnonzero(used), p0, 2, height, c_ref, still, -1.0, 50,
+                                        1e-7, 1e-10)
+        _still_residuals(nodes, t, sig, p0, height, c_ref, res, jac, True)
+        if not can_reject:
+            break
+        new_used = _inliers(np.abs(res / sig), thr, max_out, min_used)
+        same = True
+        for i in range(n):
+            if new_used[i] != used[i]:
+                same = False
+                break
+        if same:
+            break
+        used = new_used
+    return p0, used, res, jac, ok, robust
+
+
+@njit(cache=True)
 def cep_newton(cos2, sin2, rho, r0, probability):
     """Radius r (in units of the major-axis sigma) where P(r) = ``probability`` for axis ratio ``rho``,
     by Newton's method from ``r0``; NaN when it does not converge (the caller brackets then).
@@ -220,13 +299,17 @@ def cep_newton(cos2, sin2, rho, r0, probability):
 #: The argument types the locator passes (one specialisation).
 SIGNATURE = (nt.float64[:, ::1], nt.float64[::1], nt.float64[::1], nt.int64[::1], nt.float64[::1], nt.int64,
              nt.float64, nt.float64, nt.float64[::1], nt.float64, nt.int64, nt.float64, nt.float64)
+#: The argument types of :func:`fit_from_start`.
+FIT_SIGNATURE = (nt.float64[:, ::1], nt.float64[::1], nt.float64[::1], nt.float64[::1], nt.float64, nt.float64,
+                 nt.float64[::1], nt.boolean, nt.int64, nt.int64, nt.float64)
 #: The argument types of :func:`cep_newton` (quadrature nodes, rho, start, probability).
 CEP_SIGNATURE = (nt.float64[::1], nt.float64[::1], nt.float64, nt.float64, nt.float64)
 
 
 def compile_all() -> None:
-    """Compile :func:`levenberg_marquardt` for :data:`SIGNATURE` and :func:`cep_newton` for
-    :data:`CEP_SIGNATURE`, or load them from numba's cache (see
+    """Compile :func:`levenberg_marquardt` for :data:`SIGNATURE`, :func:`fit_from_start` for
+    :data:`FIT_SIGNATURE` and :func:`cep_newton` for :data:`CEP_SIGNATURE`, or load them from numba's cache (see
     :func:`shotline.hub.grid_kernels.compile_all`)."""
     levenberg_marquardt.compile(SIGNATURE)
+    fit_from_start.compile(FIT_SIGNATURE)
     cep_newton.compile(CEP_SIGNATURE)

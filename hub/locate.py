@@ -76,6 +76,9 @@ _SUBSET_SEED = 0x5EED_1A7E
 _LO_CANDIDATES = 16
 #: Cauchy loss scale, in units of each node's sigma: quadratic up to ~2 sigma.
 _ROBUST_F_SCALE = 2.0
+#: Whether a 2-D fit in still air from a known start runs compiled (:func:`lm_kernel.fit_from_start`); the
+#: numpy steps it replaced stay for the other fits, and tests compare the two bit for bit.
+_COMPILED_START = True
 
 
 class LocateError(ValueError):
@@ -665,40 +668,52 @@ def locate(
                 stages[-1] += "+lo"
             x0 = cand[best].copy()
 
-    # 3. robust fit on all nodes from the consensus seed, then reject
-    used = np.ones(n, bool)
-    prob.solve_c = fit_c
-    # Skipped when the consensus seed already fits every node: the final fit
-    # re-checks all residuals anyway, and this saves a solver call per clean shot.
-    if can_reject and np.any(np.abs(prob.whitened(x0)) > thr):
-        # Cauchy rather than soft_l1/huber: its influence redescends, so a 30 ms
-        # echo at a node near the source cannot drag a weakly constrained fix by
-        # metres (soft_l1 does, measured); the consensus seed keeps it out of the
-        # spurious minima that redescending losses have far from the truth.
-        x0 = _levenberg_marquardt(prob, slice(None), x0, f_scale=_ROBUST_F_SCALE, step_tol_m=1e-3, gain_tol=1e-6).x
-        stages.append("lsq(cauchy)")
-        used = _inliers(np.abs(prob.whitened(x0)), thr, max_out, min_used)
-    if fit_c and used.sum() < dims + 3:
-        # Not enough consistent nodes to also solve c: keep the given one.
-        prob.solve_c = fit_c = False
-        x0 = x0[: dims + 1]
+    if _COMPILED_START and stages == ["start"] and dims == 2 and wind is None and not fit_c:
+        # Steps 3 and 4 below from a known start, compiled with the same arithmetic in the same order
+        # (lm_kernel.fit_from_start): a shot re-located or a candidate set fitted from its grid point,
+        # most of a hub's solves, where numpy's per-call cost on ~20-element arrays was ~95 % of the
+        # time around a 14 us fit.
+        p0, used, res, jac, ok, robust_ran = lm_kernel.fit_from_start(
+            prob.nodes, prob.t, prob.sig, x0, prob.height, prob.c_ref, thr, can_reject, max_out, min_used,
+            _ROBUST_F_SCALE)
+        if robust_ran:
+            stages.append("lsq(cauchy)")
+        fit = _Fit(p0, bool(ok), 0)
+    else:
+        # 3. robust fit on all nodes from the consensus seed, then reject
+        used = np.ones(n, bool)
+        prob.solve_c = fit_c
+        # Skipped when the consensus seed already fits every node: the final fit
+        # re-checks all residuals anyway, and this saves a solver call per clean shot.
+        if can_reject and np.any(np.abs(prob.whitened(x0)) > thr):
+            # Cauchy rather than soft_l1/huber: its influence redescends, so a 30 ms
+            # echo at a node near the source cannot drag a weakly constrained fix by
+            # metres (soft_l1 does, measured); the consensus seed keeps it out of the
+            # spurious minima that redescending losses have far from the truth.
+            x0 = _levenberg_marquardt(prob, slice(None), x0, f_scale=_ROBUST_F_SCALE, step_tol_m=1e-3, gain_tol=1e-6).x
+            stages.append("lsq(cauchy)")
+            used = _inliers(np.abs(prob.whitened(x0)), thr, max_out, min_used)
+        if fit_c and used.sum() < dims + 3:
+            # Not enough consistent nodes to also solve c: keep the given one.
+            prob.solve_c = fit_c = False
+            x0 = x0[: dims + 1]
 
-    # 4. final plain least squares on the inliers (ML under Gaussian noise),
-    # re-admitting / re-rejecting if the refit moves a node across the threshold.
-    p0 = x0
-    fit = None
-    for _ in range(3):
-        fit = _levenberg_marquardt(prob, np.flatnonzero(used), p0)
-        p0 = fit.x
-        # Residuals (s) of every node and their Jacobian at the fit, from one evaluation: the
-        # inlier check needs the former, the uncertainty below (at this same fit) both.
-        res, jac = prob.residuals_jac(p0)
-        if not can_reject:
-            break
-        new_used = _inliers(np.abs(res / sig), thr, max_out, min_used)
-        if (new_used == used).all():
-            break
-        used = new_used
+        # 4. final plain least squares on the inliers (ML under Gaussian noise),
+        # re-admitting / re-rejecting if the refit moves a node across the threshold.
+        p0 = x0
+        fit = None
+        for _ in range(3):
+            fit = _levenberg_marquardt(prob, np.flatnonzero(used), p0)
+            p0 = fit.x
+            # Residuals (s) of every node and their Jacobian at the fit, from one evaluation: the
+            # inlier check needs the former, the uncertainty below (at this same fit) both.
+            res, jac = prob.residuals_jac(p0)
+            if not can_reject:
+                break
+            new_used = _inliers(np.abs(res / sig), thr, max_out, min_used)
+            if (new_used == used).all():
+                break
+            used = new_used
     stages.append("lsq(linear)")
     if fit_c:
         stages.append("solve_c")
