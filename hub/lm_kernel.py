@@ -188,7 +188,7 @@ def levenberg_marquardt(nodes, t, sig, idx, p0, dims, height, c, wind, f_scale, 
 @njit(cache=True)
 def _still_residuals(nodes, t, sig, p, height, c_ref, res, jac, want_jac):
     """``locate._Problem.residuals_jac`` (2-D, still air, known c) into ``res`` (s) and ``jac``, its
-    arithmetic in its order: numpy's ``einsum`` sums a 3-vector's squares as (x^2 + z^2) + y^2."""
+    arithmetic in its order (``locate._norm2``: a 3-vector's squares summed as (x^2 + z^2) + y^2)."""
     sx = p[0]
     sy = p[1]
     for i in range(nodes.shape[0]):

@@ -163,6 +163,13 @@ class Solution:
 # forward model
 
 
+def _norm2(d: np.ndarray) -> np.ndarray:
+    """Squared lengths (...,) of 3-vectors ``d`` (..., 3), summed as (x^2 + z^2) + y^2: the order numpy's
+    ``einsum`` took here, written out so that ``lm_kernel.fit_from_start`` can repeat it on any machine."""
+    x, y, z = d[..., 0], d[..., 1], d[..., 2]
+    return (x * x + z * z) + y * y
+
+
 def _travel(src: np.ndarray, nodes: np.ndarray, c, wind: np.ndarray | None):
     """Travel times and their derivatives.
 
@@ -171,7 +178,7 @@ def _travel(src: np.ndarray, nodes: np.ndarray, c, wind: np.ndarray | None):
     Returns T (..., N) seconds, dT/ds (..., N, 3) s/m, dT/dc (..., N) s^2/m.
     """
     d = nodes - src[..., None, :]  # source -> node
-    dist2 = np.einsum("...i,...i->...", d, d)
+    dist2 = _norm2(d)
     if wind is None:
         dist = np.sqrt(dist2)
         t = dist / c
@@ -193,7 +200,7 @@ def _travel_times(src: np.ndarray, nodes: np.ndarray, c, wind: np.ndarray | None
     """The travel times T (..., N) seconds of :func:`_travel` alone (the same arithmetic, so the same
     bits): residual checks need no derivatives, and skipping them halves the work."""
     d = nodes - src[..., None, :]
-    dist2 = np.einsum("...i,...i->...", d, d)
+    dist2 = _norm2(d)
     if wind is None:
         return np.sqrt(dist2) / c
     a = c * c - float(wind @ wind)
