@@ -219,10 +219,9 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
             pred[g] = t0[g] + np.sqrt(dx * dx + dy * dy + dzk) * inv_c
             best[g] = np.inf
             idx[g] = 0
-        # The nearest onset to every point, onset by onset: the refined points come in small
-        # clusters scattered over the disc, so a walk from the previous point's onset (as the
-        # coarse table's rows allow) gains little, while these loops have no data-dependent exits
-        # (3x faster on the dense scene's searches). The choice is _nearest_from's: the nearer of the
+        # The nearest onset to every point, onset by onset (as the coarse table's kernel does): these
+        # loops have no data-dependent exits (3x faster on the dense scene's searches than a walk from
+        # the previous point's onset). The choice is _nearest_from's: the nearer of the
         # last onset before the arrival and the first at or after it, the one before on a tie (and
         # below, of equal last onsets that all come before it, the last but one, as it chooses).
         if want_chosen:

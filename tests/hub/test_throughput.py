@@ -275,10 +275,10 @@ def _nearest_rule(times: np.ndarray, x: float) -> int:
        nodes=st.lists(st.integers(-64, 64), min_size=1, max_size=4),
        seed_x=st.integers(-64, 64),
        onsets=st.lists(st.lists(st.integers(-24, 24), min_size=1, max_size=6), min_size=4, max_size=4))
-def test_refinement_support_chooses_as_the_coarse_kernel_with_ties_and_repeated_onsets(xs, nodes, seed_x, onsets):
-    """The refinement kernel finds each point's nearest onset onset by onset (the coarse one walks between
-    neighbours, ``grid_kernels._nearest_from``): on points, onsets and arrivals on a 1/8 s lattice (every
-    difference exact, so ties and repeated onsets are frequent) it chooses by the same rule."""
+def test_refinement_support_chooses_the_nearest_onset_by_one_rule_with_ties_and_repeated_onsets(xs, nodes, seed_x, onsets):
+    """The refinement kernel finds each point's nearest onset onset by onset, choosing by the rule of
+    ``grid_kernels._nearest_from`` (the exact points' walk): on points, onsets and arrivals on a 1/8 s lattice
+    (every difference exact, so ties and repeated onsets are frequent) it chooses as that rule does."""
     from shotline.hub import grid_kernels
 
     pts = np.array([[x / 8.0, 0.0] for x in xs])
