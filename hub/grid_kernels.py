@@ -37,28 +37,12 @@ from numba import types as nt
 
 
 @njit(cache=True, inline="always")
-def _nearest_from(rel: np.ndarray, lo: int, hi: int, x: float, hint: int) -> tuple[float, int, int]:
-    """|error| and index (relative to ``lo``) of the onset in ``rel[lo:hi]`` nearest ``x``, and the new hint.
-
-    ``hint``: where the walk to ``x``'s insertion index starts (for a nearby earlier ``x``,
-    the index found then: a short walk replaces a binary search). The nearer of the last onset before ``x`` and
-    the first at or after it (of the last two when every onset comes before ``x``), the
-    earlier on a tie.
-    """
-    n = hi - lo
-    if n == 1:
-        return abs(rel[lo] - x), 0, 0
-    a = hint
-    while a < n and rel[lo + a] < x:
-        a += 1
-    while a > 0 and rel[lo + a - 1] >= x:
-        a -= 1
-    j = min(max(a, 1), n - 1)
-    e1 = abs(rel[lo + j] - x)
-    e0 = abs(rel[lo + j - 1] - x)
-    if e1 < e0:
-        return e1, j, a
-    return e0, j - 1, a
+def _nearest_error(rel: np.ndarray, lo: int, hi: int, x: float) -> float:
+    """|error| (s) of the onset in ``rel[lo:hi]`` nearest ``x`` (a handful of onsets: a plain scan)."""
+    err = abs(rel[lo] - x)
+    for i in range(lo + 1, hi):
+        err = min(err, abs(rel[i] - x))
+    return err
 
 
 @njit(cache=True)
@@ -113,22 +97,6 @@ def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
             n_pts += seg[r, j, 1] - seg[r, j, 0]
         d = diff[p0:p0 + n_pts]
         t = tol[p0:p0 + n_pts]
-        if hi - lo == 1 and not want_chosen:
-            # One onset (most partners on a clean stream): its error is the nearest's, in the scoring pass.
-            x = rel[lo]
-            q = 0
-            for j in range(n_seg):
-                for g in range(seg[r, j, 0], seg[r, j, 1]):
-                    tk = t[q]
-                    err = abs(x - d[q])
-                    q += 1
-                    if tk <= 0.0:
-                        continue
-                    if err < tk:
-                        count[g] += 1.0
-                        e = err / tk
-                        sq[g] += e * e - 1.0
-            continue
         b = best[:n_pts]
         x = rel[lo]
         for q in range(n_pts):
@@ -221,7 +189,7 @@ def support_points(rel, starts, pts, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol
             idx[g] = 0
         # The nearest onset to every point, onset by onset (as the coarse table's kernel does): these
         # loops have no data-dependent exits (3x faster on the dense scene's searches than a walk from
-        # the previous point's onset). The choice is _nearest_from's: the nearer of the
+        # the previous point's onset). The choice: the nearer of the
         # last onset before the arrival and the first at or after it, the one before on a tie (and
         # below, of equal last onsets that all come before it, the last but one, as it chooses).
         if want_chosen:
@@ -691,7 +659,7 @@ def triplet_points(seed_xy, seed_dz2, t_seed, near_xy, near_dz2, times, starts, 
                             dxk = x - near_xy[k, 0]
                             dyk = y - near_xy[k, 1]
                             pred = t0 + np.sqrt(dxk * dxk + dyk * dyk + near_dz2[k]) / c
-                            err, _, _ = _nearest_from(times, starts[k], starts[k + 1], pred, 0)
+                            err = _nearest_error(times, starts[k], starts[k + 1], pred)
                             if err < tol:
                                 hits += 1
                         if hits + 1 >= n_near:

@@ -188,7 +188,9 @@ def levenberg_marquardt(nodes, t, sig, idx, p0, dims, height, c, wind, f_scale, 
 @njit(cache=True)
 def _still_residuals(nodes, t, sig, p, height, c_ref, res, jac, want_jac):
     """``locate._Problem.residuals_jac`` (2-D, still air, known c) into ``res`` (s) and ``jac``, its
-    arithmetic in its order (``locate._norm2``: a 3-vector's squares summed as (x^2 + z^2) + y^2)."""
+    arithmetic in its order (``locate._norm2``: a 3-vector's squares summed as (x^2 + z^2) + y^2). Not
+    :func:`_res_jac`: that is the fit's own model, summed in its own order since it was written; these are
+    the checks around the fit, which must give numpy's numbers bit for bit."""
     sx = p[0]
     sy = p[1]
     for i in range(nodes.shape[0]):
@@ -205,8 +207,8 @@ def _still_residuals(nodes, t, sig, p, height, c_ref, res, jac, want_jac):
 
 
 @njit(cache=True)
-def _inliers(abs_r, thr, max_out, min_used):
-    """``locate._inliers``: within threshold, at most ``max_out`` out, at least ``min_used`` kept (the worst
+def inliers(abs_r, thr, max_out, min_used):
+    """Inlier mask of a fit (``locate``'s, compiled or not): within threshold, at most ``max_out`` out, at least ``min_used`` kept (the worst
     by residual over threshold go first; the first listed on a tie)."""
     n = abs_r.shape[0]
     ratio = abs_r / thr
@@ -224,7 +226,7 @@ def fit_from_start(nodes, t, sig, x0, height, c_ref, thr, can_reject, max_out, m
     """``locate``'s fit of a 2-D source in still air with a known c from a start (steps 3 and 4 there):
     a robust (Cauchy, ``f_robust``) fit on every node if some node's whitened residual at ``x0`` is beyond
     its threshold ``thr`` and ``can_reject``, then up to three plain fits on the inliers, re-admitting
-    or re-rejecting as the fit moves (:func:`_inliers`). Returns (parameters, inliers, residuals (s), the
+    or re-rejecting as the fit moves (:func:`inliers`). Returns (parameters, inliers, residuals (s), the
     whitened Jacobian at the parameters, whether the last fit converged, whether the robust fit ran)."""
     n = t.shape[0]
     res = np.empty(n)
@@ -243,7 +245,7 @@ def fit_from_start(nodes, t, sig, x0, height, c_ref, thr, can_reject, max_out, m
         p0, _, _ = levenberg_marquardt(nodes, t, sig, np.arange(n), p0, 2, height, c_ref, still, f_robust, 50,
                                        1e-3, 1e-6)
         _still_residuals(nodes, t, sig, p0, height, c_ref, res, jac, False)
-        used = _inliers(np.abs(res / sig), thr, max_out, min_used)
+        used = inliers(np.abs(res / sig), thr, max_out, min_used)
     ok = False
     for _ in range(3):
         p0, ok, _ = levenberg_marquardt(nodes, t, sig, np.flatnonzero(used), p0, 2, height, c_ref, still, -1.0, 50,
@@ -251,7 +253,7 @@ def fit_from_start(nodes, t, sig, x0, height, c_ref, thr, can_reject, max_out, m
         _still_residuals(nodes, t, sig, p0, height, c_ref, res, jac, True)
         if not can_reject:
             break
-        new_used = _inliers(np.abs(res / sig), thr, max_out, min_used)
+        new_used = inliers(np.abs(res / sig), thr, max_out, min_used)
         same = True
         for i in range(n):
             if new_used[i] != used[i]:
@@ -302,14 +304,17 @@ SIGNATURE = (nt.float64[:, ::1], nt.float64[::1], nt.float64[::1], nt.int64[::1]
 #: The argument types of :func:`fit_from_start`.
 FIT_SIGNATURE = (nt.float64[:, ::1], nt.float64[::1], nt.float64[::1], nt.float64[::1], nt.float64, nt.float64,
                  nt.float64[::1], nt.boolean, nt.int64, nt.int64, nt.float64)
+#: The argument types of :func:`inliers`.
+INLIERS_SIGNATURE = (nt.float64[::1], nt.float64[::1], nt.int64, nt.int64)
 #: The argument types of :func:`cep_newton` (quadrature nodes, rho, start, probability).
 CEP_SIGNATURE = (nt.float64[::1], nt.float64[::1], nt.float64, nt.float64, nt.float64)
 
 
 def compile_all() -> None:
     """Compile :func:`levenberg_marquardt` for :data:`SIGNATURE`, :func:`fit_from_start` for
-    :data:`FIT_SIGNATURE` and :func:`cep_newton` for :data:`CEP_SIGNATURE`, or load them from numba's cache (see
+    :data:`FIT_SIGNATURE`, :func:`inliers` for :data:`INLIERS_SIGNATURE` and :func:`cep_newton` for :data:`CEP_SIGNATURE`, or load them from numba's cache (see
     :func:`shotline.hub.grid_kernels.compile_all`)."""
     levenberg_marquardt.compile(SIGNATURE)
     fit_from_start.compile(FIT_SIGNATURE)
+    inliers.compile(INLIERS_SIGNATURE)
     cep_newton.compile(CEP_SIGNATURE)

@@ -699,7 +699,7 @@ def locate(
             # spurious minima that redescending losses have far from the truth.
             x0 = _levenberg_marquardt(prob, slice(None), x0, f_scale=_ROBUST_F_SCALE, step_tol_m=1e-3, gain_tol=1e-6).x
             stages.append("lsq(cauchy)")
-            used = _inliers(np.abs(prob.whitened(x0)), thr, max_out, min_used)
+            used = lm_kernel.inliers(np.abs(prob.whitened(x0)), thr, max_out, min_used)
         if fit_c and used.sum() < dims + 3:
             # Not enough consistent nodes to also solve c: keep the given one.
             prob.solve_c = fit_c = False
@@ -717,7 +717,7 @@ def locate(
             res, jac = prob.residuals_jac(p0)
             if not can_reject:
                 break
-            new_used = _inliers(np.abs(res / sig), thr, max_out, min_used)
+            new_used = lm_kernel.inliers(np.abs(res / sig), thr, max_out, min_used)
             if (new_used == used).all():
                 break
             used = new_used
@@ -905,13 +905,3 @@ def _chi2_99(dof: int) -> float:
     return float(chi2.ppf(0.99, dof))
 
 
-def _inliers(abs_r: np.ndarray, thr: np.ndarray, max_out: int, min_used: int) -> np.ndarray:
-    """Inlier mask: within threshold, at most ``max_out`` rejected, at least ``min_used`` kept
-    (the worst offenders, by residual over threshold, go first)."""
-    ratio = abs_r / thr
-    n_bad = min(int(np.count_nonzero(ratio > 1.0)), max_out, len(abs_r) - min_used)
-    used = np.ones(len(abs_r), bool)
-    if n_bad > 0:  # most fits have no outlier: no ranking needed
-        order = np.argsort(-ratio, kind="stable")
-        used[order[:n_bad]] = False
-    return used

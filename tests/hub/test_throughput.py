@@ -261,9 +261,9 @@ def test_compiled_support_equals_plain_evaluation():
 
 
 def _nearest_rule(times: np.ndarray, x: float) -> int:
-    """The onset of ``times`` (sorted) nearest ``x`` as the coarse kernel chooses it
-    (``grid_kernels._nearest_from``): of the two onsets around the insertion point of ``x`` (the last
-    two when every onset comes before it), the nearer, the earlier on a tie."""
+    """The onset of ``times`` (sorted) nearest ``x`` as the refinement kernel chooses it: of the two
+    onsets around the insertion point of ``x`` (the last two when every onset comes before it), the
+    nearer, the earlier on a tie."""
     if len(times) == 1:
         return 0
     j = min(max(int(np.searchsorted(times, x, side="left")), 1), len(times) - 1)
@@ -276,9 +276,9 @@ def _nearest_rule(times: np.ndarray, x: float) -> int:
        seed_x=st.integers(-64, 64),
        onsets=st.lists(st.lists(st.integers(-24, 24), min_size=1, max_size=6), min_size=4, max_size=4))
 def test_refinement_support_chooses_the_nearest_onset_by_one_rule_with_ties_and_repeated_onsets(xs, nodes, seed_x, onsets):
-    """The refinement kernel finds each point's nearest onset onset by onset, choosing by the rule of
-    ``grid_kernels._nearest_from`` (the exact points' walk): on points, onsets and arrivals on a 1/8 s lattice
-    (every difference exact, so ties and repeated onsets are frequent) it chooses as that rule does."""
+    """The refinement kernel finds each point's nearest onset onset by onset, choosing by one rule
+    (``_nearest_rule``): on points, onsets and arrivals on a 1/8 s lattice (every difference exact, so ties
+    and repeated onsets are frequent) it chooses as that rule does."""
     from shotline.hub import grid_kernels
 
     pts = np.array([[x / 8.0, 0.0] for x in xs])
