@@ -298,6 +298,39 @@ def test_refinement_support_chooses_the_nearest_onset_by_one_rule_with_ties_and_
                                rtol=0, atol=1e-12)
 
 
+@settings(max_examples=300, deadline=None)
+@given(onsets=st.lists(st.integers(-40, 40), min_size=1, max_size=13),
+       points=st.lists(st.integers(-48, 48), min_size=0, max_size=70), single=st.booleans())
+def test_least_errors_four_onsets_a_pass_are_the_plain_minimum(onsets, points, single):
+    """The kernels' least error (``grid_kernels._least_errors``, four onsets per pass and the rest one by one)
+    is exactly the minimum over every onset, for any count of onsets (1 to 13: every remainder), with
+    points as float32 (the coarse table's) or float64 (the refinement's); and the refinement's ranking
+    stage, which uses it, scores as its choosing stage does."""
+    from numba import njit
+
+    from shotline.hub import grid_kernels
+
+    @njit
+    def least(rel, d):
+        b = np.empty(d.shape[0])
+        grid_kernels._least_errors(rel, 0, rel.shape[0], d, b, d.shape[0])
+        return b
+
+    rel = np.sort(np.array(onsets, dtype=float)) / 8.0 + 1e-3
+    d = np.array(points, dtype=np.float32 if single else float) / 8.0
+    want = np.abs(rel[:, None] - d.astype(float)[None, :]).min(axis=0) if len(d) else np.zeros(0)
+    np.testing.assert_array_equal(least(rel, d), want)
+    if single or not len(d):
+        return
+    pts = np.c_[d, np.zeros(len(d))]
+    node_xy = np.array([[3.0, 0.0], [-2.0, 1.0]])
+    half = len(rel) // 2
+    starts = np.array([0, half, len(rel)], dtype=np.intp)
+    args = (rel, starts, pts, np.array([0.5, 0.0]), 0.0, node_xy, np.zeros(2), 1.0, 0.4, 4.0)
+    np.testing.assert_array_equal(grid_kernels.support_points(*args, False)[0],
+                                  grid_kernels.support_points(*args, True)[0])
+
+
 def _numpy_shots_near_arrival(xyt, r, t_pick, t_min, reach, c, widest, by_arrival):
     """The shot-table prefilter as numpy steps (as ``Associator._attach_target`` had it)."""
     d2 = (xyt[:, 0] - r[0]) ** 2 + (xyt[:, 1] - r[1]) ** 2
