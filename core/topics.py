@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -70,8 +71,13 @@ class ParsedTopic:
     node_id: str | None = None
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_topic(topic: str) -> ParsedTopic:
-    """Split a Shotline topic into site, node and kind; raise :class:`TopicError` otherwise."""
+    """Split a Shotline topic into site, node and kind; raise :class:`TopicError` otherwise.
+
+    Remembered per topic (a hub parses each node's few topics over and over; a city's nodes'
+    topics fit the cache; a topic that raises is not remembered). The result is immutable.
+    """
     parts = topic.split("/")
     if len(parts) < 4 or "/".join(parts[:2]) != PREFIX:
         raise TopicError(f"not a Shotline topic: {topic!r}")

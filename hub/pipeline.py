@@ -136,19 +136,16 @@ class HubPipeline:
         return self._publish(shots, received_ns)
 
     def _publish(self, shots, received_ns: int | None) -> list[Output]:
-        """The incident message of each shot created or refined (a shot listed twice, once)."""
+        """The message of each incident that the shots created or refined touched, once each (a
+        shot listed twice counts once)."""
         if not shots:
             return []  # most detections and ticks change no shot
-        out = []
-        seen: set[str] = set()
-        for shot in shots:
-            if shot.shot_id in seen:
-                continue
-            seen.add(shot.shot_id)
+        unique = list({shot.shot_id: shot for shot in shots}.values())
+        for shot in unique:
             if shot.shot_id not in self._known_shots:
                 self._known_shots.add(shot.shot_id)
                 self.stats.shots += 1
-            out.append(Output(self.incidents.on_shot(shot), received_ns))
+        out = [Output(msg, received_ns) for msg in self.incidents.on_shots(unique)]
         self.stats.incidents_published += len(out)
         return out
 

@@ -182,6 +182,40 @@ def test_a_new_shot_joins_the_incident_where_its_shots_are_now():
     assert len(builder.open) == 41
 
 
+def test_shots_of_one_moment_publish_each_incident_they_touch_once():
+    """Shots created or re-located at one moment (one detection, one tick) give one message per
+    incident they touch, in the order first touched, each the render of every shot as it now is;
+    a new incident's first message is "new" even when several of its shots come at once."""
+    from shotline.hub.associate import ShotState
+    from shotline.hub.config import HubConfig
+    from shotline.hub.incidents import IncidentBuilder
+
+    rng = np.random.default_rng(5)
+    assoc = SimpleNamespace(abs_ns=lambda t: T0_NS + int(round(t * 1e9)), registry=SimpleNamespace(frame=FRAME))
+    builder = IncidentBuilder(HubConfig(site="test"), assoc, m.Provenance(version="test"))
+
+    def new_shot(k, xy, t0):
+        shot = ShotState(shot_id=f"s{k:04d}", picks={}, solution=None, enu_m=np.zeros(3), t0_s=0.0,
+                         created_ns=T0_NS, last_pick_received_ns=T0_NS)
+        _locate(shot, rng, t0, xy, 10 * k, 0)
+        return shot
+
+    a, b, far = new_shot(1, (0.0, 0.0), 5.0), new_shot(2, (3.0, 0.0), 5.1), new_shot(3, (5000.0, 0.0), 5.05)
+    first = builder.on_shots([a, far, b])
+    assert [(msg.state, msg.revision, msg.rounds) for msg in first] == [("new", 1, 2), ("new", 1, 1)]
+    assert first[0].incident_id != first[1].incident_id
+    _locate(a, rng, 5.0, (1.0, 0.0), 100, 0)
+    _locate(b, rng, 5.1, (2.0, 0.0), 200, 0)
+    (upd,) = builder.on_shots([b, a])
+    assert (upd.incident_id, upd.state, upd.revision, upd.rounds) == (first[0].incident_id, "updated", 2, 2)
+    (inc,) = [i for i in builder.open if i.incident_id == upd.incident_id]
+    assert _wire(upd) == _wire(msgspec.structs.replace(_fresh_render(builder, inc, full=True), revision=2,
+                                                       state="updated"))
+    c = new_shot(4, (1.5, 0.0), 5.2)
+    (more,) = builder.on_shots([c])  # one shot alone: as on_shot gave it
+    assert (more.incident_id, more.state, more.revision, more.rounds) == (upd.incident_id, "updated", 3, 3)
+
+
 def _scan_find(builder, shot):
     """The incident a new shot joins, by comparing it with every open incident, each summary taken
     afresh (the rule of IncidentBuilder._find without its index): nearest within reach, the first
