@@ -303,6 +303,8 @@ class _RowIndex:
     key: tuple
     buf: np.ndarray
     grid: NodeGrid
+    n_rows: int = -1
+    """The onset store's rows indexed (-1: none yet)."""
 
 
 @dataclass
@@ -316,6 +318,8 @@ class _Unheard:
     xy: np.ndarray
     heard: np.ndarray
     rows_seen: int
+    n_unheard: int = -1
+    """How many of them have not reported (-1: to be counted)."""
 
 
 class SeedTable:
@@ -548,11 +552,14 @@ class Associator:
         """Positions (R, 3) m of the onset store's rows (far away for a node without a position) and a
         spatial index over them (rebuilt when positions change; a node reporting for the first time
         is appended, so a city's first minutes cost O(nodes), not O(nodes^2))."""
-        key = (self.registry.version, self.cfg.association.max_range_m)
+        version, n = self.registry.version, len(self.onsets.ids)
         c = self._rows_cache
+        if c is not None and c.n_rows == n and c.key[0] == version and c.key[1] == self.cfg.association.max_range_m:
+            return c.grid.xyz, c.grid  # (asked ~14,000 times on the dense scene; rows are rarely added)
+        key = (version, self.cfg.association.max_range_m)
         if c is None or c.key != key:
             c = self._rows_cache = _RowIndex(key, np.zeros((64, 3)), NodeGrid(np.zeros((0, 3)), key[1]))
-        done, n = len(c.grid.xyz), len(self.onsets)
+        done = len(c.grid.xyz)
         if done < n:
             if n > len(c.buf):
                 c.buf = np.concatenate([c.buf[:done], np.zeros((max(n, 2 * len(c.buf)) - done, 3))])
@@ -560,6 +567,7 @@ class Associator:
                 pos = self.registry.enu(self.onsets.ids[r])
                 c.buf[r] = pos if pos is not None else 1e18
             c.grid.extend(c.buf[:n])
+        c.n_rows = n
         return c.grid.xyz, c.grid
 
     def _unclaim(self, p: Pick) -> None:
@@ -2245,6 +2253,12 @@ class Associator:
                 if i is not None:
                     c.heard[i] = True
             c.rows_seen = len(self.onsets)
+            c.n_unheard = -1
+        if c.n_unheard < 0:
+            c.n_unheard = int(np.count_nonzero(~c.heard))
+        if not c.n_unheard:
+            # Every located node has reported (a small network soon after the start): none to count.
+            return np.zeros(len(xy), dtype=np.int64)
         # The points lie close together (one search's candidates): the nodes near them all, at once,
         # rather than every unheard node of a city (10,000-node bench: 7 % of the CPU).
         centre = xy.mean(axis=0)
