@@ -688,7 +688,7 @@ class IncidentBuilder:
                 self._owner[shot.shot_id] = inc
             if id(inc) not in touched:
                 touched[id(inc)] = inc
-                if inc.state != "new" or inc.revision:
+                if inc.revision:  # published before: not one this call opened
                     inc.state = "updated"
         return [self._render(inc) for inc in touched.values()]
 

@@ -151,15 +151,13 @@ def test_incremental_render_equals_a_render_from_scratch(seed):
     assert closed == _wire(_fresh_render(builder, inc, full=True))
 
 
-def test_a_new_shot_joins_the_incident_where_its_shots_are_now():
-    """The open incidents' places are kept between shots (a new shot is compared with every open
-    incident): a shot that was re-located counts where it is now, whether or not its own update was
-    handled first, and an incident's own shot updates it however many incidents are open."""
+def _builder_and_shots(rng):
+    """A fresh incident builder and a maker of located shots for it: ``new_shot(k, xy, t0)`` is shot k at
+    ``xy`` (E, N m) emitted at ``t0`` s (positions, picks and solution drawn from ``rng``)."""
     from shotline.hub.associate import ShotState
     from shotline.hub.config import HubConfig
     from shotline.hub.incidents import IncidentBuilder
 
-    rng = np.random.default_rng(3)
     assoc = SimpleNamespace(abs_ns=lambda t: T0_NS + int(round(t * 1e9)), registry=SimpleNamespace(frame=FRAME))
     builder = IncidentBuilder(HubConfig(site="test"), assoc, m.Provenance(version="test"))
 
@@ -169,6 +167,15 @@ def test_a_new_shot_joins_the_incident_where_its_shots_are_now():
         _locate(shot, rng, t0, xy, 10 * k, 0)
         return shot
 
+    return builder, new_shot
+
+
+def test_a_new_shot_joins_the_incident_where_its_shots_are_now():
+    """The open incidents' places are kept between shots (a new shot is compared with every open
+    incident): a shot that was re-located counts where it is now, whether or not its own update was
+    handled first, and an incident's own shot updates it however many incidents are open."""
+    rng = np.random.default_rng(3)
+    builder, new_shot = _builder_and_shots(rng)
     far = [new_shot(k, (1000.0 * k, 0.0), 0.1 * k) for k in range(1, 40)]  # 39 other open incidents
     for s in far:
         builder.on_shot(s)
@@ -186,20 +193,8 @@ def test_shots_of_one_moment_publish_each_incident_they_touch_once():
     """Shots created or re-located at one moment (one detection, one tick) give one message per
     incident they touch, in the order first touched, each the render of every shot as it now is;
     a new incident's first message is "new" even when several of its shots come at once."""
-    from shotline.hub.associate import ShotState
-    from shotline.hub.config import HubConfig
-    from shotline.hub.incidents import IncidentBuilder
-
     rng = np.random.default_rng(5)
-    assoc = SimpleNamespace(abs_ns=lambda t: T0_NS + int(round(t * 1e9)), registry=SimpleNamespace(frame=FRAME))
-    builder = IncidentBuilder(HubConfig(site="test"), assoc, m.Provenance(version="test"))
-
-    def new_shot(k, xy, t0):
-        shot = ShotState(shot_id=f"s{k:04d}", picks={}, solution=None, enu_m=np.zeros(3), t0_s=0.0,
-                         created_ns=T0_NS, last_pick_received_ns=T0_NS)
-        _locate(shot, rng, t0, xy, 10 * k, 0)
-        return shot
-
+    builder, new_shot = _builder_and_shots(rng)
     a, b, far = new_shot(1, (0.0, 0.0), 5.0), new_shot(2, (3.0, 0.0), 5.1), new_shot(3, (5000.0, 0.0), 5.05)
     first = builder.on_shots([a, far, b])
     assert [(msg.state, msg.revision, msg.rounds) for msg in first] == [("new", 1, 2), ("new", 1, 1)]
