@@ -171,8 +171,13 @@ class PickPool:
         """Per node, its pooled picks' onsets (s) and the picks in onset order (in the order they were
         pooled on a tie), and the same without reverberation tails: kept in order as picks come and go
         (a node's picks mostly come in onset order, so one goes at the end)."""
-        self._arrays: dict[str, list[np.ndarray | None]] = {}
-        """Per node, those onsets as arrays (all, without tails), made when a window asks for them."""
+        self.row: dict[str, int] = {}
+        """Each node's row in :attr:`times` (from its first pooled pick on)."""
+        self.times = [np.zeros((8, 8)), np.zeros((8, 8))]
+        """The lists' onsets (s) as padded arrays, one row per node: [0] all, [1] without tails; row r
+        holds ``counts[v][r]`` of them, in the lists' order (for the compiled front of a search,
+        :func:`shotline.hub.grid_kernels.seed_partners`; kept in step on every add and removal)."""
+        self.counts = [np.zeros(8, dtype=np.int64), np.zeros(8, dtype=np.int64)]
         self._by_time: list[tuple[float, int, Pick]] = []
         """A heap of (onset s, entry number, pick) over the pooled picks, for :meth:`drop_older`: a pick's
         entry is the one numbered ``_entry[id(pick)]``; others are left from an earlier stay."""
@@ -191,11 +196,13 @@ class PickPool:
             lists = self._lists.get(p.node_id)
             if lists is None:
                 lists = self._lists[p.node_id] = ([], [], [], [])
-            for keys, ps in ((lists[0], lists[1]),) if p.tail else ((lists[0], lists[1]), (lists[2], lists[3])):
+            r = self.row_of(p.node_id)
+            for v in (0,) if p.tail else (0, 1):
+                keys, ps = lists[2 * v], lists[2 * v + 1]
                 k = bisect.bisect_right(keys, p.t_s)
                 keys.insert(k, p.t_s)
                 ps.insert(k, p)
-            self._arrays.pop(p.node_id, None)
+                self._insert_time(v, r, k, p.t_s)
         self._push(p)
         self.undecide(p)
 
@@ -226,13 +233,42 @@ class PickPool:
         del self._entry[id(p)]
         p.pooled = False
         lists = self._lists[p.node_id]
-        for keys, ps in ((lists[0], lists[1]),) if p.tail else ((lists[0], lists[1]), (lists[2], lists[3])):
+        r = self.row[p.node_id]
+        for v in (0,) if p.tail else (0, 1):
+            keys, ps = lists[2 * v], lists[2 * v + 1]
             k = bisect.bisect_left(keys, p.t_s)
             while ps[k] is not p:
                 k += 1
             del keys[k]
             del ps[k]
-        self._arrays.pop(p.node_id, None)
+            arr, c = self.times[v], len(keys)
+            arr[r, k:c] = arr[r, k + 1 : c + 1]
+            self.counts[v][r] = c
+
+    def row_of(self, node_id: str) -> int:
+        """The node's row in :attr:`times`, given to it now if it has none (its count 0 until it pools a pick)."""
+        r = self.row.get(node_id)
+        if r is None:
+            r = self.row[node_id] = len(self.row)
+            if r == len(self.counts[0]):
+                for v in (0, 1):
+                    grown = np.zeros((2 * r, self.times[v].shape[1]))
+                    grown[:r] = self.times[v]
+                    self.times[v] = grown
+                    self.counts[v] = np.concatenate([self.counts[v], np.zeros(r, dtype=np.int64)])
+        return r
+
+    def _insert_time(self, v: int, r: int, k: int, t: float) -> None:
+        """Put onset ``t`` (s) at position ``k`` of row ``r`` of view ``v`` (as the list insertion did)."""
+        arr = self.times[v]
+        c = int(self.counts[v][r])
+        if c == arr.shape[1]:
+            arr = np.concatenate([arr, np.zeros_like(arr)], axis=1)
+            self.times[v] = arr
+        if k < c:
+            arr[r, k + 1 : c + 1] = arr[r, k:c]
+        arr[r, k] = t
+        self.counts[v][r] = c + 1
 
     def discard_many(self, picks) -> None:
         for p in picks:
@@ -282,13 +318,8 @@ class PickPool:
         j = bisect.bisect_right(keys, t_hi)
         if i == j:
             return _NO_TIMES, []
-        arrays = self._arrays.get(node_id)
-        if arrays is None:
-            arrays = self._arrays[node_id] = [None, None]
-        times = arrays[0 if tails else 1]
-        if times is None:
-            times = arrays[0 if tails else 1] = np.array(keys)
-        return times[i:j], ps[i:j]
+        # (a copy: the row moves as picks come and go)
+        return self.times[0 if tails else 1][self.row[node_id], i:j].copy(), ps[i:j]
 
 
 _NO_TIMES = np.zeros(0)
@@ -423,6 +454,8 @@ class Associator:
         self._table_bytes = 0
         """Memory the cached tables hold (bytes)."""
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray, np.ndarray]] = {}
+        self._front: dict[str, tuple] = {}
+        """Per seed node, :meth:`_partners_nearest_first`'s arrays, with their key and the neighbours' ids."""
         """Per seed node: (key, nodes within reach, their distances to it (m), their order by distance)."""
         self._located: tuple[int, list[str], np.ndarray] | None = None
         """(registry version, located nodes, their horizontal positions (N, 2) m)."""
@@ -1286,47 +1319,61 @@ class Associator:
         return got[1]
 
     def _hypothesise(self, seed: Pick) -> ShotState | None:
+        """Search from a pick (the seed) for the shot it belongs to, among its partners' pooled picks
+        (:meth:`_search`); None if it makes none now (``seed.undecided`` says whether to try again at
+        :meth:`retry`).
+
+        Before the grid search, the *exact points*: source points (m) fixed exactly by the seed's
+        pick and one pick at each of two of its ``N_TRIPLET_NODES`` nearest partner nodes that have
+        picks, heard by all of those but one (at the last refinement stage's tolerance). The coarse
+        grid ranks a cell by how many nodes have a pick within the cell's tolerance (up to ~100 ms for
+        25 m cells). Among busy nodes (automatic fire, a firework string) chance alignments then score
+        as many nodes as a quiet source's true cell, which is not refined (1,024-node bench: a
+        firecracker string 400-500 m from two shooters, its true cell ranked 200th-3,700th of 5,000).
+        Three arrivals fix a 2-D source with an unknown emission time exactly, so every physically
+        possible triple with the nearest partners, which hear a quiet source too, gives candidate
+        points that the last stage scores at its fine tolerance
+        (:func:`shotline.hub.grid_kernels.triplet_points`). A source that the nearest nodes hear is
+        heard by all but one of them (10 % of picks missed: 1 % of triples lose two), while a chance
+        triple among busy nodes rarely is (tests: 4 % of the points of 12 random picks per node), so
+        only points where all near nodes but one have a pick within the tolerance are scored. Node
+        pairs with more than ``MAX_TRIPLET_PAIRS`` possible pick pairs are skipped. Where the nearest
+        partners give no such point, the search is put off.
+        """
         a = self.cfg.association
         r_seed = self.registry.enu(seed.node_id)
-        nbr_ids, nbr_d, by_distance = self._neighbours(seed.node_id)
-        has = self.pool.has_node
-        found: dict[int, tuple[list[Pick], np.ndarray]] = {}
-        tails = self._tails_take_part_at(seed.node_id)
-
-        def gather(k: int) -> None:
-            if not has(nbr_ids[k]):
-                return
-            # Physically possible partner: the time difference cannot exceed
-            # the travel time between the two nodes.
-            half = nbr_d[k] / self.c + a.match_tolerance_s
-            times, ps = self.pool.window(nbr_ids[k], seed.t_s - half, seed.t_s + half, tails=tails)
-            if ps:
-                found[k] = (ps, times)
-
-        # Nearest partners first: where there are at least 2 x min_nodes - 1 of them, the exact
-        # points from the nearest (see :meth:`_search`) decide whether a search can be decided
-        # now, before the windows of every other partner are read (1,024-node bench: ~40 of them).
-        order = by_distance.tolist()
-        i, exact = 0, None
-        while i < len(order) and len(found) + 1 < 2 * a.min_nodes:
-            gather(order[i])
-            i += 1
-        if len(found) + 1 >= 2 * a.min_nodes:
-            exact = self._exact_points(seed, r_seed, [(nbr_ids[k], found[k][1]) for k in found])
-            if not len(exact):
-                # The nearest nodes have not heard what the seed heard, yet or at all: no search can
-                # be decided now. It runs when the wait window has passed (retry), if they have then.
-                self.n_searches += 1
-                if not self._retrying:
-                    self.n_deferred += 1
-                seed.undecided = not self._retrying
-                return None
-        for k in order[i:]:
-            gather(k)
+        nbr_ids, order, d_ord, rows_ord, xy_ord, dz2_ord = self._partners_nearest_first(seed.node_id)
+        view = 0 if self._tails_take_part_at(seed.node_id) else 1
+        pool = self.pool
+        seed_dz2 = 0.0 if self.cfg.location.mode == "2d" else float((r_seed[2] - self.source_z_m) ** 2)
+        # Each partner's pooled picks within its reach of the seed (physically possible partners: the
+        # time difference cannot exceed the travel time between the two nodes), nearest first. Where
+        # at least 2 x min_nodes - 1 partners have some, the exact points from the nearest (see the
+        # docstring) decide whether a search can be decided now, before the others are
+        # read (1,024-node bench: ~40 of them). One compiled call (:func:`grid_kernels.seed_partners`):
+        # in Python it was most of the CPU of a city's busy night, where most picks are put off here.
+        lo, hi, _, status, exact = grid_kernels.seed_partners(
+            pool.times[view], pool.counts[view], rows_ord, d_ord, float(seed.t_s), float(self.c),
+            a.match_tolerance_s, 2 * a.min_nodes - 1, self.N_TRIPLET_NODES, np.asarray(r_seed[:2], float), seed_dz2,
+            xy_ord, dz2_ord, a.max_range_m, self.MAX_TRIPLET_PAIRS, self._fine_tol_s())
+        if status == 2:
+            # The nearest nodes have not heard what the seed heard, yet or at all: no search can
+            # be decided now. It runs when the wait window has passed (retry), if they have then.
+            self.n_searches += 1
+            if not self._retrying:
+                self.n_deferred += 1
+            seed.undecided = not self._retrying
+            return None
         picks_of: dict[str, list[Pick]] = {}
         by_node: dict[str, np.ndarray] = {}
-        for k in sorted(found):  # the neighbours' own order, as the kernels were checked in
-            picks_of[nbr_ids[k]], by_node[nbr_ids[k]] = found[k]
+        times = pool.times[view]
+        lists = pool._lists
+        # in the neighbours' own order, as the kernels were checked in
+        for k, j in sorted((order[j], j) for j in np.flatnonzero(hi > lo).tolist()):
+            nid = nbr_ids[k]
+            i0, i1 = int(lo[j]), int(hi[j])
+            picks_of[nid] = lists[nid][2 * view + 1][i0:i1]
+            by_node[nid] = times[rows_ord[j], i0:i1].copy()
         if len(picks_of) + 1 < a.min_nodes:
             # Too few partners now: every set this pick could belong to has a later-arriving
             # member, whose own search sees this pick. Nothing to search again at retry.
@@ -1335,9 +1382,30 @@ class Associator:
         self.n_searches += 1
         self._waited = False
         try:
-            return self._search(seed, picks_of, by_node, r_seed, exact)
+            return self._search(seed, picks_of, by_node, r_seed, exact if status == 1 else None)
         finally:
             seed.undecided = self._waited
+
+    def _partners_nearest_first(self, seed_id: str) -> tuple[list[str], list[int], np.ndarray, np.ndarray,
+                                                               np.ndarray, np.ndarray]:
+        """A seed node's partners (:meth:`_neighbours`) for :func:`grid_kernels.seed_partners`: their ids,
+        nearest first their indices in those ids, distances (m), pool rows (-1: never pooled a pick),
+        horizontal positions (K, 2) m and squared height offsets to the assumed source height (m^2).
+        Cached with the neighbours: each partner is given its pool row here, before it pools a pick,
+        so the rows never change (looked up per call, they cost a city's first minutes, when nodes pool
+        their first picks all the time, as much as the Python reads they replaced)."""
+        nbr_ids, nbr_d, by_distance = self._neighbours(seed_id)
+        key = (self.registry.version, self.source_z_m, self.cfg.location.mode)
+        got = self._front.get(seed_id)
+        if got is None or got[0] != key or got[1] is not nbr_ids:
+            order = by_distance.tolist()
+            xyz = np.array([self.registry.enu(nbr_ids[k]) for k in order], dtype=float).reshape(-1, 3)
+            dz2 = (np.zeros(len(order)) if self.cfg.location.mode == "2d"
+                   else (xyz[:, 2] - self.source_z_m) ** 2)
+            rows = np.fromiter((self.pool.row_of(nbr_ids[k]) for k in order), dtype=np.int64, count=len(order))
+            got = self._front[seed_id] = (key, nbr_ids, order, np.ascontiguousarray(nbr_d[by_distance], dtype=float),
+                                          rows, np.ascontiguousarray(xyz[:, :2]), np.ascontiguousarray(dz2, dtype=float))
+        return nbr_ids, got[2], got[3], got[4], got[5], got[6]
 
     def _partner_geometry(self, node_ids: list[str], r_seed: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -1358,7 +1426,7 @@ class Associator:
     def _search(self, seed: Pick, picks_of: dict[str, list[Pick]], by_node: dict[str, np.ndarray],
                 r_seed: np.ndarray, exact: np.ndarray | None) -> ShotState | None:
         """The grid search of :meth:`_hypothesise` over the seed's partner picks; ``exact``: the exact
-        points from the nearest partners (:meth:`_exact_points`; None on small arrays)."""
+        points from the nearest partners (:meth:`_hypothesise`; None on small arrays)."""
         a = self.cfg.association
         node_ids = list(by_node)
         store_rows, node_xy, dz2, seed_dz2 = self._partner_geometry(node_ids, r_seed)
@@ -1714,39 +1782,9 @@ class Associator:
                 self.pool.undecide(p)
 
     #: Nearest partner nodes whose picks, in pairs with the seed's, fix exact candidate points
-    #: (:meth:`_exact_points`), and the most pick pairs enumerated per node pair.
+    #: (:meth:`_hypothesise`), and the most pick pairs enumerated per node pair.
     N_TRIPLET_NODES = 4
     MAX_TRIPLET_PAIRS = 128
-
-    def _exact_points(self, seed: Pick, r_seed: np.ndarray, nearest: list[tuple[str, np.ndarray]]) -> np.ndarray:
-        """Source points (E, 2) m fixed exactly by the seed's pick and one pick at each of two of its
-        ``N_TRIPLET_NODES`` nearest partner nodes, heard by all of those but one; ``nearest``: (node,
-        its pick times s) of partners, nearest first. Tolerance: the last refinement stage's.
-
-        The coarse grid ranks a cell by how many nodes have a pick within the cell's tolerance
-        (up to ~100 ms for 25 m cells). Among busy nodes (automatic fire, a firework string)
-        chance alignments then score as many nodes as a quiet source's true cell, which is not
-        refined (1,024-node bench: a firecracker string 400-500 m from two shooters, its true
-        cell ranked 200th-3,700th of 5,000). Three arrivals fix a 2-D source with an unknown
-        emission time exactly, so every physically possible triple with the nearest partners,
-        which hear a quiet source too, gives candidate points that the last stage scores at its
-        fine tolerance (:func:`shotline.hub.grid_kernels.triplet_points`). A source that the
-        nearest nodes hear is heard by all but one of them (10 % of picks missed: 1 % of
-        triples lose two), while a chance triple among busy nodes rarely is (tests: 4 % of the
-        points of 12 random picks per node), so only points where all near nodes but one have a
-        pick within the tolerance are scored.
-        Node pairs with more than ``MAX_TRIPLET_PAIRS`` possible pick pairs are skipped.
-        """
-        a = self.cfg.association
-        near = nearest[: self.N_TRIPLET_NODES]
-        if len(near) < 2:
-            return np.zeros((0, 2))
-        _, node_xy, dz2, seed_dz2 = self._partner_geometry([n for n, _ in near], r_seed)
-        cat, starts = _slices([t for _, t in near])
-        return grid_kernels.triplet_points(np.asarray(r_seed[:2], float), seed_dz2, float(seed.t_s), node_xy, dz2,
-                                           cat, starts, float(self.c), a.match_tolerance_s, a.max_range_m,
-                                           self.MAX_TRIPLET_PAIRS,
-                                           self._fine_tol_s())
 
     def _decide(self, sets: list[tuple[list[Pick], np.ndarray, float]], n_partners: int,
                 waiting: list[tuple[list[Pick], np.ndarray, float, float]], tol_s: float) -> ShotState | None:

@@ -23,7 +23,8 @@ shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
 (:func:`recent_places`, one per place: :func:`first_of_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
-the nearest partners (:func:`triplet_points`), a search's best points, refined cells and
+the nearest partners (:func:`triplet_points`; with the partners' pooled onsets around a seed, the
+front of a search: :func:`seed_partners`), a search's best points, refined cells and
 candidate sets (:func:`best_points`, :func:`split_cells`, :func:`candidate_sets`). tests/hub/test_throughput.py
 checks each against a plain computation of the same thing (the exact points
 against a known source).
@@ -739,6 +740,87 @@ def triplet_points(seed_xy, seed_dz2, t_seed, near_xy, near_dz2, times, starts, 
     return out[:n_out]
 
 
+@njit(cache=True, inline="always")
+def _bisect(row, n, t, right):
+    """Python's ``bisect_left`` (``bisect_right`` with ``right``) of ``t`` in sorted ``row[:n]``."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if row[mid] < t or (right and row[mid] == t):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def seed_partners(times, counts, rows, d, t_seed, c, match_tol, need, n_exact, seed_xy, seed_dz2, near_xy,
+                  near_dz2, max_range, max_pairs, fine_tol):
+    """The front of ``Associator._hypothesise``: each partner node's pooled onsets within a seed's
+    reach, and the exact points of the nearest partners that have some.
+
+    ``times``, ``counts``: the pool's padded rows of sorted onsets (s) and their counts
+    (:class:`shotline.hub.associate.PickPool`, one view); ``rows`` (K,) the partners' pool rows, nearest
+    first (-1: none), ``d`` (K,) their distances to the seed's node (m), ``near_xy`` (K, 2) and
+    ``near_dz2`` (K,) their positions and squared height offsets. A partner's window is its onsets
+    within its distance / ``c`` plus ``match_tol`` of ``t_seed`` (``PickPool.window``'s bisections).
+    Partners are read nearest first until ``need`` have onsets there; if that many do, the exact points
+    of the first ``n_exact`` of them (:func:`triplet_points` with the seed's ``seed_xy``, ``seed_dz2``
+    and ``max_range``, ``max_pairs``, ``fine_tol``) decide: none, and the search is put off without
+    reading the others. Returns (lo, hi) (K,) each partner's window in its row (lo = hi: none read or
+    none there), the number of partners read before the exact points, a status (0 no exact points:
+    fewer than ``need`` partners have onsets; 1 exact points; 2 none, put off) and the points (E, 2) m.
+    """
+    k_n = rows.shape[0]
+    lo = np.zeros(k_n, dtype=np.int64)
+    hi = np.zeros(k_n, dtype=np.int64)
+    found = np.empty(k_n, dtype=np.int64)
+    n_found = 0
+    i = 0
+    while i < k_n and n_found < need:
+        r = rows[i]
+        if r >= 0 and counts[r] > 0:
+            half = d[i] / c + match_tol
+            lo[i] = _bisect(times[r], counts[r], t_seed - half, False)
+            hi[i] = _bisect(times[r], counts[r], t_seed + half, True)
+            if hi[i] > lo[i]:
+                found[n_found] = i
+                n_found += 1
+        i += 1
+    n_read = i
+    if n_found < need:
+        return lo, hi, n_read, 0, np.zeros((0, 2))
+    # The exact points of the nearest partners with onsets (see Associator._hypothesise).
+    m = min(n_exact, n_found)
+    if m < 2:
+        exact = np.zeros((0, 2))
+    else:
+        starts = np.zeros(m + 1, dtype=np.int64)
+        for q in range(m):
+            starts[q + 1] = starts[q] + hi[found[q]] - lo[found[q]]
+        cat = np.empty(starts[m])
+        sel_xy = np.empty((m, 2))
+        sel_dz2 = np.empty(m)
+        for q in range(m):
+            j = found[q]
+            r = rows[j]
+            cat[starts[q]:starts[q + 1]] = times[r, lo[j]:hi[j]]
+            sel_xy[q, 0] = near_xy[j, 0]
+            sel_xy[q, 1] = near_xy[j, 1]
+            sel_dz2[q] = near_dz2[j]
+        exact = triplet_points(seed_xy, seed_dz2, t_seed, sel_xy, sel_dz2, cat, starts, c, match_tol, max_range,
+                               max_pairs, fine_tol)
+    if exact.shape[0] == 0:
+        return lo, hi, n_read, 2, exact
+    for j in range(n_read, k_n):
+        r = rows[j]
+        if r >= 0 and counts[r] > 0:
+            half = d[j] / c + match_tol
+            lo[j] = _bisect(times[r], counts[r], t_seed - half, False)
+            hi[j] = _bisect(times[r], counts[r], t_seed + half, True)
+    return lo, hi, n_read, 1, exact
+
+
 @njit(cache=True)
 def shots_near_arrival(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, by_arrival):
     """Rows of the shot table that can have made a pick (``Associator._attach_target``'s prefilter).
@@ -1077,14 +1159,15 @@ _F8, _F8_2, _F4 = nt.float64[::1], nt.float64[:, ::1], nt.float32[::1]
 _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 
 #: The argument types the associator passes to each kernel (one specialisation each; :func:`silent_counts` and
-#: :func:`verdict_codes` are compiled inside :func:`evidence_codes`).
+#: :func:`verdict_codes` are compiled inside :func:`evidence_codes`, :func:`triplet_points` inside
+#: :func:`seed_partners`).
 SIGNATURES = (
     (support_table, (_F8, _I8, _F4, _F4, _I8, _I8_3, _I8, nt.int64, nt.boolean)),
     (support_points, (_F8, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8, nt.float64, nt.float64, nt.float64, nt.boolean)),
     (table_segments, (_F8_2, _I8, _F8_2, nt.float64, _I8_3)),
     (table_values, (_F8_2, _F8, _F8_2, _F8_2, _F8) + (nt.float64,) * 4 + (_I8_3, _I8, _F4, _F4)),
-    (triplet_points, (_F8, nt.float64, nt.float64, _F8_2, _F8, _F8, _I8, nt.float64, nt.float64, nt.float64,
-                      nt.int64, nt.float64)),
+    (seed_partners, (_F8_2, _I8, _I8, _F8, nt.float64, nt.float64, nt.float64, nt.int64, nt.int64, _F8, nt.float64,
+                     _F8_2, _F8, nt.float64, nt.int64, nt.float64)),
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
     (evidence_codes, (_F8, _F8, nt.float64, _F8, nt.float64, nt.float64, _F8_2, _I8, nt.boolean[:, ::1], _F8_2,
                       _I8, _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64, nt.int64, _I8, _I8, nt.boolean,

@@ -166,6 +166,33 @@ def test_pool_drop_older_equals_a_scan(ops):
         assert all((picks[j] in pool) == (j in model) for j in range(len(picks)))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 12), st.lists(st.tuples(st.booleans(), st.integers(0, 39), st.integers(0, 9), st.booleans()),
+                                    min_size=10, max_size=150))
+def test_pool_rows_hold_what_its_lists_hold(n_nodes, ops):
+    """The pool's padded rows (``PickPool.times``, read by the compiled front of a search) hold each node's
+    onsets in its lists' order, with and without reverberation tails, after any sequence of picks coming
+    and going: more nodes and more picks per node than the rows first had room for, equal onsets, tails."""
+    picks: dict[int, Pick] = {}
+    pool = PickPool()
+    for add, k, t_tenths, tail in ops:
+        if add:
+            if k not in picks:
+                picks[k] = _pick(f"N{k % n_nodes}", t_tenths / 10, k)
+                picks[k].tail = tail
+            if picks[k] not in pool:
+                pool.append(picks[k])
+        elif k in picks and picks[k] in pool:
+            pool.remove(picks[k])
+        for nid, lists in pool._lists.items():
+            r = pool.row[nid]
+            for v in (0, 1):
+                assert pool.counts[v][r] == len(lists[2 * v])
+                assert pool.times[v][r, : pool.counts[v][r]].tolist() == lists[2 * v]
+                assert [q.t_s for q in lists[2 * v + 1]] == lists[2 * v]
+                assert all(not q.tail for q in lists[3])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["add", "remove", "undecide", "decide", "settle", "due"]),
                           st.integers(0, 7), st.floats(0.0, 3.0)), max_size=80))
@@ -610,6 +637,89 @@ def _numpy_candidate_sets(order, pts, chosen, rel, starts, t_seed, r_seed, seed_
             seen.add(key)
             first.append(m_i)
     return xy_top, t0s, ch, fits, first
+
+
+def _seed_partners_in_python(pool, ids, d, t_seed, tails, need, n_exact, seed_xy, seed_dz2, xy, dz2, tol):
+    """The front of a search as ``Associator._hypothesise`` did it before ``grid_kernels.seed_partners``: each
+    partner's window (``PickPool.window``), nearest first until ``need`` have picks, the exact points of the first
+    ``n_exact`` of those (``triplet_points``) and, unless there are none, the other partners' windows. Returns
+    (status, the points, {partner index: picks})."""
+    from shotline.hub import grid_kernels
+
+    found: dict[int, tuple[list, np.ndarray]] = {}
+
+    def gather(j):
+        half = d[j] / C + 0.002
+        times, ps = pool.window(ids[j], t_seed - half, t_seed + half, tails=tails)
+        if ps:
+            found[j] = (ps, times)
+
+    i = 0
+    while i < len(ids) and len(found) < need:
+        gather(i)
+        i += 1
+    if len(found) < need:
+        return 0, np.zeros((0, 2)), {j: ps for j, (ps, _) in found.items()}
+    near = list(found)[:n_exact]
+    exact = np.zeros((0, 2))
+    if len(near) >= 2:
+        cat = np.concatenate([found[j][1] for j in near])
+        starts = np.cumsum([0] + [len(found[j][1]) for j in near]).astype(np.int64)
+        exact = grid_kernels.triplet_points(seed_xy, seed_dz2, t_seed, np.ascontiguousarray(xy[near]),
+                                            np.ascontiguousarray(dz2[near]), cat, starts, C, 0.002, 1500.0, 128, tol)
+    if not len(exact):
+        return 2, exact, {}
+    for j in range(i, len(ids)):
+        gather(j)
+    return 1, exact, {j: ps for j, (ps, _) in found.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k_n=st.integers(3, 16), junk=st.integers(0, 8), tails=st.booleans(),
+       min_nodes=st.integers(2, 4), heard=st.floats(0.0, 1.0))
+def test_the_compiled_front_of_a_search_is_the_python_steps(seed, k_n, junk, tails, min_nodes, heard):
+    """``grid_kernels.seed_partners`` over the pool's padded rows reads the same windows, stops and puts a
+    search off at the same point and gives the same exact points, bit for bit, as the Python steps it
+    replaced, with a source heard by some partners, junk picks (some on a window's edges), reverberation
+    tails and partners that never pooled a pick."""
+    from shotline.hub import grid_kernels
+
+    rng = np.random.default_rng(seed)
+    xy = np.ascontiguousarray(rng.uniform(-900, 900, (k_n, 2)))
+    d = np.hypot(xy[:, 0], xy[:, 1])
+    order = np.argsort(d, kind="stable")
+    xy, d = np.ascontiguousarray(xy[order]), np.ascontiguousarray(d[order])
+    dz2 = np.ascontiguousarray(rng.uniform(0, 50, k_n))
+    src = rng.uniform(-500, 500, 2)
+    t_seed = 10.0 + np.hypot(*src) / C
+    pool, k = PickPool(), 0
+    ids = [f"P{j}" for j in range(k_n)]
+    for j in range(k_n):
+        times = list(rng.uniform(t_seed - 3.0, t_seed + 3.0, rng.integers(0, junk + 1)))
+        if rng.random() < heard:
+            times.append(10.0 + math.sqrt(float(np.sum((xy[j] - src) ** 2)) + dz2[j]) / C + rng.normal(0, 1e-4))
+        if rng.random() < 0.3:  # on the window's edges, which it includes
+            half = d[j] / C + 0.002
+            times += [t_seed - half, t_seed + half]
+        for t in times:
+            p = _pick(ids[j], float(t), k)
+            p.tail = bool(rng.random() < 0.2)
+            k += 1
+            if rng.random() < 0.9:  # (some nodes pool nothing: row -1)
+                pool.append(p)
+    need, tol = 2 * min_nodes - 1, 0.003
+    want_status, want_exact, want = _seed_partners_in_python(pool, ids, d, t_seed, tails, need, 4, np.zeros(2), 4.0,
+                                                             xy, dz2, tol)
+    view = 0 if tails else 1
+    rows = np.array([pool.row.get(n, -1) for n in ids], dtype=np.int64)
+    lo, hi, _, status, exact = grid_kernels.seed_partners(pool.times[view], pool.counts[view], rows, d, t_seed, C,
+                                                          0.002, need, 4, np.zeros(2), 4.0, xy, dz2, 1500.0, 128, tol)
+    assert status == want_status
+    np.testing.assert_array_equal(exact, want_exact)
+    if status == 2:
+        return
+    got = {j: pool._lists[ids[j]][2 * view + 1][lo[j]:hi[j]] for j in np.flatnonzero(hi > lo).tolist()}
+    assert got == want
 
 
 @settings(max_examples=200, deadline=None)
