@@ -172,7 +172,7 @@ class PickPool:
         pooled on a tie), and the same without reverberation tails: kept in order as picks come and go
         (a node's picks mostly come in onset order, so one goes at the end)."""
         self.row: dict[str, int] = {}
-        """Each node's row in :attr:`times` (from its first pooled pick on)."""
+        """Each node's row in :attr:`times` (:meth:`row_of`), never changed."""
         self.times = [np.zeros((8, 8)), np.zeros((8, 8))]
         """The lists' onsets (s) as padded arrays, one row per node: [0] all, [1] without tails; row r
         holds ``counts[v][r]`` of them, in the lists' order (for the compiled front of a search,
@@ -454,9 +454,9 @@ class Associator:
         self._table_bytes = 0
         """Memory the cached tables hold (bytes)."""
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray, np.ndarray]] = {}
+        """Per seed node: (key, nodes within reach, their distances to it (m), their order by distance)."""
         self._front: dict[str, tuple] = {}
         """Per seed node, :meth:`_partners_nearest_first`'s arrays, with their key and the neighbours' ids."""
-        """Per seed node: (key, nodes within reach, their distances to it (m), their order by distance)."""
         self._located: tuple[int, list[str], np.ndarray] | None = None
         """(registry version, located nodes, their horizontal positions (N, 2) m)."""
         self._located_grid: tuple[int, NodeGrid] | None = None
@@ -1352,7 +1352,7 @@ class Associator:
         # docstring) decide whether a search can be decided now, before the others are
         # read (1,024-node bench: ~40 of them). One compiled call (:func:`grid_kernels.seed_partners`):
         # in Python it was most of the CPU of a city's busy night, where most picks are put off here.
-        lo, hi, _, status, exact = grid_kernels.seed_partners(
+        lo, hi, status, exact = grid_kernels.seed_partners(
             pool.times[view], pool.counts[view], rows_ord, d_ord, float(seed.t_s), float(self.c),
             a.match_tolerance_s, 2 * a.min_nodes - 1, self.N_TRIPLET_NODES, np.asarray(r_seed[:2], float), seed_dz2,
             xy_ord, dz2_ord, a.max_range_m, self.MAX_TRIPLET_PAIRS, self._fine_tol_s())
@@ -1389,8 +1389,8 @@ class Associator:
     def _partners_nearest_first(self, seed_id: str) -> tuple[list[str], list[int], np.ndarray, np.ndarray,
                                                                np.ndarray, np.ndarray]:
         """A seed node's partners (:meth:`_neighbours`) for :func:`grid_kernels.seed_partners`: their ids,
-        nearest first their indices in those ids, distances (m), pool rows (-1: never pooled a pick),
-        horizontal positions (K, 2) m and squared height offsets to the assumed source height (m^2).
+        nearest first their indices in those ids, distances (m), pool rows, horizontal positions
+        (K, 2) m and squared height offsets to the assumed source height (m^2).
         Cached with the neighbours: each partner is given its pool row here, before it pools a pick,
         so the rows never change (looked up per call, they cost a city's first minutes, when nodes pool
         their first picks all the time, as much as the Python reads they replaced)."""

@@ -768,8 +768,8 @@ def seed_partners(times, counts, rows, d, t_seed, c, match_tol, need, n_exact, s
     of the first ``n_exact`` of them (:func:`triplet_points` with the seed's ``seed_xy``, ``seed_dz2``
     and ``max_range``, ``max_pairs``, ``fine_tol``) decide: none, and the search is put off without
     reading the others. Returns (lo, hi) (K,) each partner's window in its row (lo = hi: none read or
-    none there), the number of partners read before the exact points, a status (0 no exact points:
-    fewer than ``need`` partners have onsets; 1 exact points; 2 none, put off) and the points (E, 2) m.
+    none there), a status (0 no exact points: fewer than ``need`` partners have onsets; 1 exact points;
+    2 none, put off) and the points (E, 2) m.
     """
     k_n = rows.shape[0]
     lo = np.zeros(k_n, dtype=np.int64)
@@ -789,7 +789,7 @@ def seed_partners(times, counts, rows, d, t_seed, c, match_tol, need, n_exact, s
         i += 1
     n_read = i
     if n_found < need:
-        return lo, hi, n_read, 0, np.zeros((0, 2))
+        return lo, hi, 0, np.zeros((0, 2))
     # The exact points of the nearest partners with onsets (see Associator._hypothesise).
     m = min(n_exact, n_found)
     if m < 2:
@@ -811,14 +811,14 @@ def seed_partners(times, counts, rows, d, t_seed, c, match_tol, need, n_exact, s
         exact = triplet_points(seed_xy, seed_dz2, t_seed, sel_xy, sel_dz2, cat, starts, c, match_tol, max_range,
                                max_pairs, fine_tol)
     if exact.shape[0] == 0:
-        return lo, hi, n_read, 2, exact
+        return lo, hi, 2, exact
     for j in range(n_read, k_n):
         r = rows[j]
         if r >= 0 and counts[r] > 0:
             half = d[j] / c + match_tol
             lo[j] = _bisect(times[r], counts[r], t_seed - half, False)
             hi[j] = _bisect(times[r], counts[r], t_seed + half, True)
-    return lo, hi, n_read, 1, exact
+    return lo, hi, 1, exact
 
 
 @njit(cache=True)

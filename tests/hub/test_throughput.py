@@ -712,7 +712,7 @@ def test_the_compiled_front_of_a_search_is_the_python_steps(seed, k_n, junk, tai
                                                              xy, dz2, tol)
     view = 0 if tails else 1
     rows = np.array([pool.row.get(n, -1) for n in ids], dtype=np.int64)
-    lo, hi, _, status, exact = grid_kernels.seed_partners(pool.times[view], pool.counts[view], rows, d, t_seed, C,
+    lo, hi, status, exact = grid_kernels.seed_partners(pool.times[view], pool.counts[view], rows, d, t_seed, C,
                                                           0.002, need, 4, np.zeros(2), 4.0, xy, dz2, 1500.0, 128, tol)
     assert status == want_status
     np.testing.assert_array_equal(exact, want_exact)
