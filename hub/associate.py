@@ -50,7 +50,7 @@ from shotline.core import messages as m
 from . import grid_kernels, lm_kernel
 from .config import HubConfig
 from .locate import LocateError, Solution, locate
-from .onset_store import NodeGrid, OnsetStore
+from .onset_store import NodeGrid, OnsetStore, delete, doubled, insert
 from .registry import NodeRegistry
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class PickPool:
                 k = bisect.bisect_right(keys, p.t_s)
                 keys.insert(k, p.t_s)
                 ps.insert(k, p)
-                self._insert_time(v, r, k, p.t_s)
+                self.times[v] = insert(self.times[v], self.counts[v], r, p.t_s)  # (at k: after equal onsets)
         self._push(p)
         self.undecide(p)
 
@@ -241,9 +241,7 @@ class PickPool:
                 k += 1
             del keys[k]
             del ps[k]
-            arr, c = self.times[v], len(keys)
-            arr[r, k:c] = arr[r, k + 1 : c + 1]
-            self.counts[v][r] = c
+            delete(self.times[v], self.counts[v], r, k)
 
     def row_of(self, node_id: str) -> int:
         """The node's row in :attr:`times`, given to it now if it has none (its count 0 until it pools a pick)."""
@@ -251,24 +249,9 @@ class PickPool:
         if r is None:
             r = self.row[node_id] = len(self.row)
             if r == len(self.counts[0]):
-                for v in (0, 1):
-                    grown = np.zeros((2 * r, self.times[v].shape[1]))
-                    grown[:r] = self.times[v]
-                    self.times[v] = grown
-                    self.counts[v] = np.concatenate([self.counts[v], np.zeros(r, dtype=np.int64)])
+                self.times = [doubled(a) for a in self.times]
+                self.counts = [doubled(a) for a in self.counts]
         return r
-
-    def _insert_time(self, v: int, r: int, k: int, t: float) -> None:
-        """Put onset ``t`` (s) at position ``k`` of row ``r`` of view ``v`` (as the list insertion did)."""
-        arr = self.times[v]
-        c = int(self.counts[v][r])
-        if c == arr.shape[1]:
-            arr = np.concatenate([arr, np.zeros_like(arr)], axis=1)
-            self.times[v] = arr
-        if k < c:
-            arr[r, k + 1 : c + 1] = arr[r, k:c]
-        arr[r, k] = t
-        self.counts[v][r] = c + 1
 
     def discard_many(self, picks) -> None:
         for p in picks:
@@ -318,8 +301,13 @@ class PickPool:
         j = bisect.bisect_right(keys, t_hi)
         if i == j:
             return _NO_TIMES, []
-        # (a copy: the row moves as picks come and go)
-        return self.times[0 if tails else 1][self.row[node_id], i:j].copy(), ps[i:j]
+        return self.span(node_id, i, j, tails)
+
+    def span(self, node_id: str, i: int, j: int, tails: bool = True) -> tuple[np.ndarray, list[Pick]]:
+        """A node's pooled picks ``i:j`` in onset order (with reverberation tails if ``tails``): (their
+        times, a copy, as the row moves as picks come and go; the picks)."""
+        lists = self._lists[node_id]
+        return self.times[0 if tails else 1][self.row[node_id], i:j].copy(), (lists[1] if tails else lists[3])[i:j]
 
 
 _NO_TIMES = np.zeros(0)
@@ -1343,9 +1331,9 @@ class Associator:
         a = self.cfg.association
         r_seed = self.registry.enu(seed.node_id)
         nbr_ids, order, d_ord, rows_ord, xy_ord, dz2_ord = self._partners_nearest_first(seed.node_id)
-        view = 0 if self._tails_take_part_at(seed.node_id) else 1
+        tails = self._tails_take_part_at(seed.node_id)
+        view = 0 if tails else 1
         pool = self.pool
-        seed_dz2 = 0.0 if self.cfg.location.mode == "2d" else float((r_seed[2] - self.source_z_m) ** 2)
         # Each partner's pooled picks within its reach of the seed (physically possible partners: the
         # time difference cannot exceed the travel time between the two nodes), nearest first. Where
         # at least 2 x min_nodes - 1 partners have some, the exact points from the nearest (see the
@@ -1354,8 +1342,8 @@ class Associator:
         # in Python it was most of the CPU of a city's busy night, where most picks are put off here.
         lo, hi, status, exact = grid_kernels.seed_partners(
             pool.times[view], pool.counts[view], rows_ord, d_ord, float(seed.t_s), float(self.c),
-            a.match_tolerance_s, 2 * a.min_nodes - 1, self.N_TRIPLET_NODES, np.asarray(r_seed[:2], float), seed_dz2,
-            xy_ord, dz2_ord, a.max_range_m, self.MAX_TRIPLET_PAIRS, self._fine_tol_s())
+            a.match_tolerance_s, 2 * a.min_nodes - 1, self.N_TRIPLET_NODES, np.asarray(r_seed[:2], float),
+            self._dz2_at(r_seed), xy_ord, dz2_ord, a.max_range_m, self.MAX_TRIPLET_PAIRS, self._fine_tol_s())
         if status == 2:
             # The nearest nodes have not heard what the seed heard, yet or at all: no search can
             # be decided now. It runs when the wait window has passed (retry), if they have then.
@@ -1366,14 +1354,10 @@ class Associator:
             return None
         picks_of: dict[str, list[Pick]] = {}
         by_node: dict[str, np.ndarray] = {}
-        times = pool.times[view]
-        lists = pool._lists
         # in the neighbours' own order, as the kernels were checked in
         for k, j in sorted((order[j], j) for j in np.flatnonzero(hi > lo).tolist()):
             nid = nbr_ids[k]
-            i0, i1 = int(lo[j]), int(hi[j])
-            picks_of[nid] = lists[nid][2 * view + 1][i0:i1]
-            by_node[nid] = times[rows_ord[j], i0:i1].copy()
+            by_node[nid], picks_of[nid] = pool.span(nid, int(lo[j]), int(hi[j]), tails)
         if len(picks_of) + 1 < a.min_nodes:
             # Too few partners now: every set this pick could belong to has a later-arriving
             # member, whose own search sees this pick. Nothing to search again at retry.

@@ -469,14 +469,7 @@ def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held,
     pred = t0 + tt
     hi = n_on[i]
     if (hi > 0 and onsets[i, hi - 1] > pred + tol) or watermark > pred + tol:
-        # first onset >= pred - tol
-        a, b = 0, hi
-        while a < b:
-            mid = (a + b) >> 1
-            if onsets[i, mid] < pred - tol:
-                a = mid + 1
-            else:
-                b = mid
+        a = _bisect(onsets[i], 0, hi, pred - tol, False)  # the first onset >= pred - tol
         while a < hi and onsets[i, a] <= pred + tol:
             if not _holds(held[i], 0, n_held[i], onsets[i, a]):
                 return 1
@@ -492,15 +485,22 @@ def _node_state(i, x, y, z, t0, tol, watermark, xyz, onsets, n_on, held, n_held,
 
 
 @njit(cache=True, inline="always")
+def _bisect(times, lo, hi, t, right):
+    """Python's ``bisect_left`` (``bisect_right`` with ``right``) of ``t`` in sorted ``times[lo:hi]``:
+    the index in ``times``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if times[mid] < t or (right and times[mid] == t):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, inline="always")
 def _holds(times: np.ndarray, lo: int, hi: int, t: float) -> bool:
     """Whether sorted ``times[lo:hi]`` contains exactly ``t``."""
-    a, b = lo, hi
-    while a < b:
-        mid = (a + b) >> 1
-        if times[mid] < t:
-            a = mid + 1
-        else:
-            b = mid
+    a = _bisect(times, lo, hi, t, False)
     return a < hi and times[a] == t
 
 
@@ -740,19 +740,6 @@ def triplet_points(seed_xy, seed_dz2, t_seed, near_xy, near_dz2, times, starts, 
     return out[:n_out]
 
 
-@njit(cache=True, inline="always")
-def _bisect(row, n, t, right):
-    """Python's ``bisect_left`` (``bisect_right`` with ``right``) of ``t`` in sorted ``row[:n]``."""
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if row[mid] < t or (right and row[mid] == t):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 @njit(cache=True)
 def seed_partners(times, counts, rows, d, t_seed, c, match_tol, need, n_exact, seed_xy, seed_dz2, near_xy,
                   near_dz2, max_range, max_pairs, fine_tol):
@@ -778,14 +765,10 @@ def seed_partners(times, counts, rows, d, t_seed, c, match_tol, need, n_exact, s
     n_found = 0
     i = 0
     while i < k_n and n_found < need:
-        r = rows[i]
-        if r >= 0 and counts[r] > 0:
-            half = d[i] / c + match_tol
-            lo[i] = _bisect(times[r], counts[r], t_seed - half, False)
-            hi[i] = _bisect(times[r], counts[r], t_seed + half, True)
-            if hi[i] > lo[i]:
-                found[n_found] = i
-                n_found += 1
+        _partner_window(times, counts, rows, d, i, t_seed, c, match_tol, lo, hi)
+        if hi[i] > lo[i]:
+            found[n_found] = i
+            n_found += 1
         i += 1
     n_read = i
     if n_found < need:
@@ -813,12 +796,19 @@ def seed_partners(times, counts, rows, d, t_seed, c, match_tol, need, n_exact, s
     if exact.shape[0] == 0:
         return lo, hi, 2, exact
     for j in range(n_read, k_n):
-        r = rows[j]
-        if r >= 0 and counts[r] > 0:
-            half = d[j] / c + match_tol
-            lo[j] = _bisect(times[r], counts[r], t_seed - half, False)
-            hi[j] = _bisect(times[r], counts[r], t_seed + half, True)
+        _partner_window(times, counts, rows, d, j, t_seed, c, match_tol, lo, hi)
     return lo, hi, 1, exact
+
+
+@njit(cache=True, inline="always")
+def _partner_window(times, counts, rows, d, j, t_seed, c, match_tol, lo, hi):
+    """:func:`seed_partners`' window of partner ``j`` (``PickPool.window``'s bisections) into ``lo[j]``,
+    ``hi[j]``; left empty for a partner with no row or no onsets."""
+    r = rows[j]
+    if r >= 0 and counts[r] > 0:
+        half = d[j] / c + match_tol
+        lo[j] = _bisect(times[r], 0, counts[r], t_seed - half, False)
+        hi[j] = _bisect(times[r], 0, counts[r], t_seed + half, True)
 
 
 @njit(cache=True)

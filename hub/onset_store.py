@@ -51,12 +51,12 @@ class OnsetStore:
     def add(self, node_id: str, t_s: float) -> None:
         """Record an onset of a node."""
         r = self._row_of(node_id)
-        self.onsets = _insert(self.onsets, self.n, r, t_s)
+        self.onsets = insert(self.onsets, self.n, r, t_s)
 
     def hold(self, node_id: str, t_s: float) -> None:
         """Mark an onset as held by a shot."""
         r = self._row_of(node_id)
-        self.held = _insert(self.held, self.n_held, r, t_s)
+        self.held = insert(self.held, self.n_held, r, t_s)
 
     def release(self, node_id: str, t_s: float) -> None:
         """Unmark a held onset (no-op if it is not held)."""
@@ -66,8 +66,7 @@ class OnsetStore:
         c = int(self.n_held[r])
         k = int(np.searchsorted(self.held[r, :c], t_s))
         if k < c and self.held[r, k] == t_s:
-            self.held[r, k : c - 1] = self.held[r, k + 1 : c]
-            self.n_held[r] = c - 1
+            delete(self.held, self.n_held, r, k)
 
     def trim(self, t_min_s: float) -> None:
         """Forget onsets (held or not) before ``t_min_s``."""
@@ -89,17 +88,24 @@ class OnsetStore:
             r = self.row[node_id] = len(self.ids)
             self.ids.append(node_id)
             if r == len(self.n):
-                for name in ("onsets", "held"):
-                    old = getattr(self, name)
-                    new = np.zeros((2 * old.shape[0], old.shape[1]))
-                    new[: old.shape[0]] = old
-                    setattr(self, name, new)
-                self.n = np.concatenate([self.n, np.zeros_like(self.n)])
-                self.n_held = np.concatenate([self.n_held, np.zeros_like(self.n_held)])
+                self.onsets, self.held = doubled(self.onsets), doubled(self.held)
+                self.n, self.n_held = doubled(self.n), doubled(self.n_held)
         return r
 
 
-def _insert(arr: np.ndarray, counts: np.ndarray, r: int, t: float) -> np.ndarray:
+def doubled(arr: np.ndarray) -> np.ndarray:
+    """``arr`` with as many rows again, zeros (room for more nodes)."""
+    return np.concatenate([arr, np.zeros_like(arr)])
+
+
+def delete(arr: np.ndarray, counts: np.ndarray, r: int, k: int) -> None:
+    """Remove the onset at position ``k`` of row ``r`` of ``arr`` (the later ones move up)."""
+    c = int(counts[r])
+    arr[r, k : c - 1] = arr[r, k + 1 : c]
+    counts[r] = c - 1
+
+
+def insert(arr: np.ndarray, counts: np.ndarray, r: int, t: float) -> np.ndarray:
     """Insert ``t`` into sorted row ``r`` of ``arr`` (growing the columns when full); return the array."""
     c = int(counts[r])
     if c == arr.shape[1]:
