@@ -2323,8 +2323,9 @@ class Associator:
             return None
         self.n_solves += 1
         pos = np.array([self.registry.enu(p.node_id) for p in picks])
+        # In the associator's reference: seconds since its first whole second (the locator solves relative to
+        # the earliest pick, and its solution's time comes back in this reference).
         t = np.array([p.t_s for p in picks])
-        t_base = float(t.min())
         sig = np.array([self._sigma(p) for p in picks])
         dims, pos_used, height = self._dims_for(pos)
         wind = self.wind_enu_mps
@@ -2335,28 +2336,27 @@ class Associator:
             sol = None
             if start is not None and not loc.solve_speed_of_sound:
                 xyz = np.array([start[0][0], start[0][1], self.source_z_m])
-                sol = locate(pos_used, t - t_base, start=(xyz, start[1] - t_base), **kw)
+                sol = locate(pos_used, t, start=(xyz, start[1]), **kw)
                 if not sol.converged:
                     sol = None
             elif near is not None and not loc.solve_speed_of_sound:
-                sol = locate(pos_used, t - t_base, start=(near.enu_m, near.t0_s - t_base), **kw)
+                sol = locate(pos_used, t, start=(near.enu_m, near.t0_s), **kw)
                 if not (sol.converged and (sol.n_used == len(picks) or self._stays(sol.n_used, len(picks)))):
                     # Picks do not fit where the shot was: let the consensus decide afresh
                     # (the joined picks may move the shot to where it really is).
                     sol = None
             if sol is None:
-                sol = locate(pos_used, t - t_base, solve_c=loc.solve_speed_of_sound, **kw)
+                sol = locate(pos_used, t, solve_c=loc.solve_speed_of_sound, **kw)
             if loc.solve_speed_of_sound and sol.covariance.shape[0] > dims + 1:
                 c_sig = float(np.sqrt(sol.covariance[-1, -1]))
                 if not (c_sig <= loc.max_speed_of_sound_sigma_mps and 300.0 <= sol.c_mps <= 380.0):
-                    sol = locate(pos_used, t - t_base, **kw)  # the geometry does not determine c
+                    sol = locate(pos_used, t, **kw)  # the geometry does not determine c
         except LocateError as exc:
             log.debug("locate failed: %s", exc)
             return None
         if not sol.converged or sol.n_used < a.min_nodes or sol.rms_residual_s > a.max_rms_residual_s:
             return None
-        # Back to the associator's time reference.
-        return dataclasses.replace(sol, t0_s=sol.t0_s + t_base)
+        return sol
 
     def _stays(self, n_used: int, n_picks: int) -> bool:
         """Whether a re-fit from a shot's last solution that used ``n_used`` of ``n_picks`` picks (rejecting

@@ -1,5 +1,6 @@
 """Compiled Levenberg-Marquardt for the locator's known-speed-of-sound fits (numba), the fit from a
-known start with its rejections (:func:`fit_from_start`, 2-D in still air: a hub's re-locations), and
+known start with its rejections (:func:`fit_from_start`, 2-D in still air: a hub's re-locations) and
+the whole of ``locate`` around it (:func:`locate_from_start`), and
 the Newton iteration of its CEP radii (:func:`cep_newton`, see :mod:`.uncertainty`).
 
 The hub locates every candidate set and re-locates every shot that gains
@@ -266,6 +267,184 @@ def fit_from_start(nodes, t, sig, x0, height, c_ref, thr, can_reject, max_out, m
 
 
 @njit(cache=True)
+def _block_sum(a, lo, n):
+    """numpy's sum of at most 128 contiguous float64 ``a[lo:lo + n]``, in its order (eight partial sums)."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    m = n - n % 8
+    while i < m:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def numpy_sum(a):
+    """``a.sum()`` of a contiguous float64 vector, bit for bit: numpy sums pairwise, splitting a run of
+    more than 128 in two (the first half rounded down to a multiple of 8) and each block of at most 128
+    with eight partial sums. Without recursion (a cached recursive kernel crashed numba on loading):
+    the blocks are the leaves of that split, summed in its order with a stack of partial sums."""
+    n = a.shape[0]
+    if n <= 128:
+        return _block_sum(a, 0, n)
+    # Depth-first over the split tree: (start, length, whether its left part's sum is on the stack).
+    todo_lo = np.empty(64, dtype=np.int64)
+    todo_n = np.empty(64, dtype=np.int64)
+    todo_done = np.zeros(64, dtype=np.bool_)
+    sums = np.empty(64)
+    n_todo = 1
+    n_sums = 0
+    todo_lo[0] = 0
+    todo_n[0] = n
+    while n_todo:
+        k = n_todo - 1
+        lo, m = todo_lo[k], todo_n[k]
+        if m <= 128:
+            sums[n_sums] = _block_sum(a, lo, m)
+            n_sums += 1
+            n_todo -= 1
+            continue
+        if todo_done[k]:
+            # both halves summed: left + right, as the recursion adds them
+            right = sums[n_sums - 1]
+            left = sums[n_sums - 2]
+            n_sums -= 2
+            sums[n_sums] = left + right
+            n_sums += 1
+            n_todo -= 1
+            continue
+        todo_done[k] = True
+        m2 = m // 2
+        m2 -= m2 % 8
+        # the right half below the left on the stack: the left is summed first
+        todo_lo[n_todo], todo_n[n_todo], todo_done[n_todo] = lo + m2, m - m2, False
+        todo_lo[n_todo + 1], todo_n[n_todo + 1], todo_done[n_todo + 1] = lo, m2, False
+        n_todo += 2
+    return sums[0]
+
+
+@njit(cache=True)
+def locate_from_start(pos, t_in, sig, start_x, start_y, start_t, source_height, c_ref, reject_sigma2, model_floor,
+                      can_reject, max_out, f_robust):
+    """``locate`` of a 2-D source in still air with a known c from a start (a hub's re-locations and the
+    fits of the sets its searches choose), from its checks to its residual statistics, in one call: the
+    same steps as the numpy code in ``locate`` and ``_validate`` (centring, times relative to the earliest,
+    thresholds, :func:`fit_from_start`, the inliers' chi-square, normal matrix and RMS residual), giving
+    its numbers bit for bit (tests/hub/test_locate.py). There ~150 us a solve went to numpy's per-call
+    overhead around a 22 us fit.
+
+    ``pos`` (N, 2|3) m and ``t_in`` (N,) s as given, ``sig`` (N,) s; start (ENU m, s); ``reject_sigma2``
+    the squared threshold in sigmas. Returns (status, position (3,) m, emission time s, residuals (N,) s,
+    inliers (N,), J^T J (3, 3) of the inliers' whitened Jacobian, reduced chi-square, RMS residual s,
+    whether the fit converged with every inlier within 1.5 thresholds, whether the robust fit ran).
+    ``status`` 1: an input ``locate`` refuses (non-finite, too few, coincident or collinear nodes, a
+    sigma or c not positive and finite), which the caller hands to the numpy path to name.
+    """
+    n = t_in.shape[0]
+    w = pos.shape[1]
+    res = np.zeros(n)
+    used = np.zeros(n, dtype=np.bool_)
+    jtj = np.zeros((3, 3))
+    out = np.zeros(3)
+    bad = (1, out, 0.0, res, used, jtj, 0.0, 0.0, False, False)
+    if n < 4 or not (np.isfinite(c_ref) and c_ref > 0.0):
+        return bad
+    for i in range(n):
+        if not (np.isfinite(t_in[i]) and sig[i] > 0.0 and sig[i] < np.inf):
+            return bad
+        for k in range(w):
+            if not np.isfinite(pos[i, k]):
+                return bad
+    # centred positions (numpy's column sums: row after row)
+    origin = np.zeros(3)
+    for i in range(n):
+        for k in range(w):
+            origin[k] += pos[i, k]
+    for k in range(3):
+        origin[k] = origin[k] / n
+    nodes = np.zeros((n, 3))
+    for i in range(n):
+        for k in range(3):
+            nodes[i, k] = (pos[i, k] if k < w else 0.0) - origin[k]
+    # coincident (< 1 mm) or collinear nodes: refused
+    for i in range(n):
+        for q in range(i + 1, n):
+            dx = pos[i, 0] - pos[q, 0]
+            dy = pos[i, 1] - pos[q, 1]
+            if dx * dx + dy * dy < 1e-6:
+                return bad
+    sxx = 0.0
+    sxy = 0.0
+    syy = 0.0
+    for i in range(n):
+        sxx += nodes[i, 0] * nodes[i, 0]
+        sxy += nodes[i, 0] * nodes[i, 1]
+        syy += nodes[i, 1] * nodes[i, 1]
+    mid = 0.5 * (sxx + syy)
+    half = np.hypot(0.5 * (sxx - syy), sxy)
+    if mid - half < 1e-12 * (mid + half):
+        return bad
+    t_ref = t_in[0]
+    for i in range(1, n):
+        t_ref = min(t_ref, t_in[i])
+    t = t_in - t_ref
+    thr = np.empty(n)
+    for i in range(n):
+        q = model_floor / sig[i]
+        thr[i] = np.sqrt(reject_sigma2 + q * q)
+    x0 = np.empty(3)
+    x0[0] = start_x - origin[0]
+    x0[1] = start_y - origin[1]
+    x0[2] = c_ref * (start_t - t_ref)
+    height = source_height - origin[2]
+    p, used, res, jac, ok, robust = fit_from_start(nodes, t, sig, x0, height, c_ref, thr, can_reject, max_out, 4,
+                                                   f_robust)
+    n_used = 0
+    for i in range(n):
+        n_used += 1 if used[i] else 0
+    idx = np.flatnonzero(used)
+    j = np.empty((n_used, 3))
+    r_w = np.empty(n_used)
+    r_sq = np.empty(n_used)
+    conv = ok and n_used >= 4
+    for k in range(n_used):
+        i = idx[k]
+        r_w[k] = res[i] / sig[i]
+        r_sq[k] = res[i] * res[i]
+        for u in range(3):
+            j[k, u] = jac[i, u]
+        conv = conv and abs(res[i]) <= thr[i] * sig[i] * 1.5
+    for u in range(3):
+        conv = conv and np.isfinite(p[u])
+    dof = n_used - 3
+    chi2_red = (r_w @ r_w) / dof if dof > 0 else np.nan
+    jtj = j.T @ j
+    out[0] = p[0] + origin[0]
+    out[1] = p[1] + origin[1]
+    out[2] = height + origin[2]
+    t0 = t_ref + p[2] / c_ref
+    rms = np.sqrt(numpy_sum(r_sq) / n_used)
+    return 0, out, t0, res, used, jtj, chi2_red, rms, conv, robust
+
+
+@njit(cache=True)
 def cep_newton(cos2, sin2, rho, r0, probability):
     """Radius r (in units of the major-axis sigma) where P(r) = ``probability`` for axis ratio ``rho``,
     by Newton's method from ``r0``; NaN when it does not converge (the caller brackets then).
@@ -301,9 +480,9 @@ def cep_newton(cos2, sin2, rho, r0, probability):
 #: The argument types the locator passes (one specialisation).
 SIGNATURE = (nt.float64[:, ::1], nt.float64[::1], nt.float64[::1], nt.int64[::1], nt.float64[::1], nt.int64,
              nt.float64, nt.float64, nt.float64[::1], nt.float64, nt.int64, nt.float64, nt.float64)
-#: The argument types of :func:`fit_from_start`.
-FIT_SIGNATURE = (nt.float64[:, ::1], nt.float64[::1], nt.float64[::1], nt.float64[::1], nt.float64, nt.float64,
-                 nt.float64[::1], nt.boolean, nt.int64, nt.int64, nt.float64)
+#: The argument types of :func:`locate_from_start` (positions (N, 2) or (N, 3), C order).
+LOCATE_SIGNATURES = ((nt.float64[:, ::1], nt.float64[::1], nt.float64[::1]) + (nt.float64,) * 7
+                     + (nt.boolean, nt.int64, nt.float64),)
 #: The argument types of :func:`inliers`.
 INLIERS_SIGNATURE = (nt.float64[::1], nt.float64[::1], nt.int64, nt.int64)
 #: The argument types of :func:`cep_newton` (quadrature nodes, rho, start, probability).
@@ -311,10 +490,12 @@ CEP_SIGNATURE = (nt.float64[::1], nt.float64[::1], nt.float64, nt.float64, nt.fl
 
 
 def compile_all() -> None:
-    """Compile :func:`levenberg_marquardt` for :data:`SIGNATURE`, :func:`fit_from_start` for
-    :data:`FIT_SIGNATURE`, :func:`inliers` for :data:`INLIERS_SIGNATURE` and :func:`cep_newton` for :data:`CEP_SIGNATURE`, or load them from numba's cache (see
-    :func:`shotline.hub.grid_kernels.compile_all`)."""
+    """Compile :func:`levenberg_marquardt` for :data:`SIGNATURE`, :func:`locate_from_start` (with
+    :func:`fit_from_start` inside) for :data:`LOCATE_SIGNATURES`, :func:`inliers` for
+    :data:`INLIERS_SIGNATURE` and :func:`cep_newton` for :data:`CEP_SIGNATURE`, or load them from
+    numba's cache (see :func:`shotline.hub.grid_kernels.compile_all`)."""
     levenberg_marquardt.compile(SIGNATURE)
-    fit_from_start.compile(FIT_SIGNATURE)
     inliers.compile(INLIERS_SIGNATURE)
     cep_newton.compile(CEP_SIGNATURE)
+    for sig in LOCATE_SIGNATURES:
+        locate_from_start.compile(sig)

@@ -76,8 +76,10 @@ _SUBSET_SEED = 0x5EED_1A7E
 _LO_CANDIDATES = 16
 #: Cauchy loss scale, in units of each node's sigma: quadratic up to ~2 sigma.
 _ROBUST_F_SCALE = 2.0
-#: Whether a 2-D fit in still air from a known start runs compiled (:func:`lm_kernel.fit_from_start`); the
-#: numpy steps it replaced stay for the other fits, and tests compare the two bit for bit.
+#: Whether a 2-D fit in still air with a known c from a known start (a hub's re-locations and the fits of
+#: the sets its searches choose: most of its solves) runs compiled, checks to statistics, in one call
+#: (:func:`_located_from_start`, :func:`lm_kernel.locate_from_start`); the numpy steps it replaced stay
+#: for the other fits, and tests compare the two bit for bit.
 _COMPILED_START = True
 
 
@@ -587,6 +589,11 @@ def locate(
     """
     if cov_scaling not in ("apriori", "aposteriori", "auto"):
         raise ValueError(f"cov_scaling must be 'apriori', 'aposteriori' or 'auto', got {cov_scaling!r}")
+    if start is not None and dims == 2 and wind_enu_mps is None and not solve_c and _COMPILED_START:
+        sol = _located_from_start(positions_m, times_s, sigma_s, c_mps, source_height_m, robust, max_outliers,
+                                  reject_sigma, model_floor_s, cov_scaling, start)
+        if sol is not None:
+            return sol  # (None: an input to refuse, which the steps below name)
     raw, origin, nodes, t_in, sig = _validate(positions_m, times_s, sigma_s, dims, c_mps)
     n = len(t_in)
     t_ref = float(t_in.min())
@@ -675,52 +682,40 @@ def locate(
                 stages[-1] += "+lo"
             x0 = cand[best].copy()
 
-    if _COMPILED_START and stages == ["start"] and dims == 2 and wind is None and not fit_c:
-        # Steps 3 and 4 below from a known start, compiled with the same arithmetic in the same order
-        # (lm_kernel.fit_from_start): a shot re-located or a candidate set fitted from its grid point,
-        # most of a hub's solves, where numpy's per-call cost on ~20-element arrays was ~95 % of the
-        # time around a 14 us fit.
-        p0, used, res, jac, ok, robust_ran = lm_kernel.fit_from_start(
-            prob.nodes, prob.t, prob.sig, x0, prob.height, prob.c_ref, thr, can_reject, max_out, min_used,
-            _ROBUST_F_SCALE)
-        if robust_ran:
-            stages.append("lsq(cauchy)")
-        fit = _Fit(p0, bool(ok), 0)
-    else:
-        # 3. robust fit on all nodes from the consensus seed, then reject
-        used = np.ones(n, bool)
-        prob.solve_c = fit_c
-        # Skipped when the consensus seed already fits every node: the final fit
-        # re-checks all residuals anyway, and this saves a solver call per clean shot.
-        if can_reject and np.any(np.abs(prob.whitened(x0)) > thr):
-            # Cauchy rather than soft_l1/huber: its influence redescends, so a 30 ms
-            # echo at a node near the source cannot drag a weakly constrained fix by
-            # metres (soft_l1 does, measured); the consensus seed keeps it out of the
-            # spurious minima that redescending losses have far from the truth.
-            x0 = _levenberg_marquardt(prob, slice(None), x0, f_scale=_ROBUST_F_SCALE, step_tol_m=1e-3, gain_tol=1e-6).x
-            stages.append("lsq(cauchy)")
-            used = lm_kernel.inliers(np.abs(prob.whitened(x0)), thr, max_out, min_used)
-        if fit_c and used.sum() < dims + 3:
-            # Not enough consistent nodes to also solve c: keep the given one.
-            prob.solve_c = fit_c = False
-            x0 = x0[: dims + 1]
+    # 3. robust fit on all nodes from the consensus seed, then reject
+    used = np.ones(n, bool)
+    prob.solve_c = fit_c
+    # Skipped when the consensus seed already fits every node: the final fit
+    # re-checks all residuals anyway, and this saves a solver call per clean shot.
+    if can_reject and np.any(np.abs(prob.whitened(x0)) > thr):
+        # Cauchy rather than soft_l1/huber: its influence redescends, so a 30 ms
+        # echo at a node near the source cannot drag a weakly constrained fix by
+        # metres (soft_l1 does, measured); the consensus seed keeps it out of the
+        # spurious minima that redescending losses have far from the truth.
+        x0 = _levenberg_marquardt(prob, slice(None), x0, f_scale=_ROBUST_F_SCALE, step_tol_m=1e-3, gain_tol=1e-6).x
+        stages.append("lsq(cauchy)")
+        used = lm_kernel.inliers(np.abs(prob.whitened(x0)), thr, max_out, min_used)
+    if fit_c and used.sum() < dims + 3:
+        # Not enough consistent nodes to also solve c: keep the given one.
+        prob.solve_c = fit_c = False
+        x0 = x0[: dims + 1]
 
-        # 4. final plain least squares on the inliers (ML under Gaussian noise),
-        # re-admitting / re-rejecting if the refit moves a node across the threshold.
-        p0 = x0
-        fit = None
-        for _ in range(3):
-            fit = _levenberg_marquardt(prob, np.flatnonzero(used), p0)
-            p0 = fit.x
-            # Residuals (s) of every node and their Jacobian at the fit, from one evaluation: the
-            # inlier check needs the former, the uncertainty below (at this same fit) both.
-            res, jac = prob.residuals_jac(p0)
-            if not can_reject:
-                break
-            new_used = lm_kernel.inliers(np.abs(res / sig), thr, max_out, min_used)
-            if (new_used == used).all():
-                break
-            used = new_used
+    # 4. final plain least squares on the inliers (ML under Gaussian noise),
+    # re-admitting / re-rejecting if the refit moves a node across the threshold.
+    p0 = x0
+    fit = None
+    for _ in range(3):
+        fit = _levenberg_marquardt(prob, np.flatnonzero(used), p0)
+        p0 = fit.x
+        # Residuals (s) of every node and their Jacobian at the fit, from one evaluation: the
+        # inlier check needs the former, the uncertainty below (at this same fit) both.
+        res, jac = prob.residuals_jac(p0)
+        if not can_reject:
+            break
+        new_used = lm_kernel.inliers(np.abs(res / sig), thr, max_out, min_used)
+        if (new_used == used).all():
+            break
+        used = new_used
     stages.append("lsq(linear)")
     if fit_c:
         stages.append("solve_c")
@@ -736,7 +731,7 @@ def locate(
     n_par = j.shape[1]
     dof = n_used - n_par
     chi2_red = float(r_used @ r_used / dof) if dof > 0 else float("nan")
-    cov, ok_cov = _covariance(j, dof, chi2_red, cov_scaling, dims, prob.c_ref)
+    cov, ok_cov = _covariance(j.T @ j, dof, chi2_red, cov_scaling, dims, prob.c_ref)
 
     src = prob.src(p) + origin
     position = src[: raw.shape[1]].copy()
@@ -774,12 +769,11 @@ def locate(
 
 
 def _covariance(
-    j: np.ndarray, dof: int, chi2_red: float, cov_scaling: str, dims: int, c_ref: float
+    jtj: np.ndarray, dof: int, chi2_red: float, cov_scaling: str, dims: int, c_ref: float
 ) -> tuple[np.ndarray, bool]:
     """Covariance of ``(x, y[, z], t0[, c])`` (m^2, m*s, s^2, ...; see :class:`Solution`) from the
-    whitened Jacobian ``j`` (N, P) of the inliers, scaled per ``cov_scaling``; False when
-    ``J^T J`` is singular (the pseudo-inverse is returned then)."""
-    jtj = j.T @ j
+    normal matrix ``jtj`` (P, P) = J^T J of the inliers' whitened Jacobian J, scaled per
+    ``cov_scaling``; False when it is singular (the pseudo-inverse is returned then)."""
     scale = 1.0
     if dof > 0 and cov_scaling == "aposteriori":
         scale = chi2_red
@@ -796,10 +790,53 @@ def _covariance(
         ok_cov = False
     cov_p = cov_p * scale
     # parameter d0 = c_ref * t0 (metres) -> t0 seconds
-    conv = np.ones(j.shape[1])
+    conv = np.ones(jtj.shape[0])
     conv[dims] = 1.0 / c_ref
     cov = cov_p * np.outer(conv, conv)
     return 0.5 * (cov + cov.T), ok_cov
+
+
+def _located_from_start(positions_m, times_s, sigma_s, c_mps, source_height_m, robust, max_outliers, reject_sigma,
+                        model_floor_s, cov_scaling, start) -> Solution | None:
+    """:func:`locate` of a 2-D source in still air with a known c from ``start`` (arguments as there),
+    its steps compiled in one call (:func:`lm_kernel.locate_from_start`: the same numbers); None for an
+    input that :func:`locate` refuses, which its own checks then name."""
+    p = np.asarray(positions_m, dtype=float)
+    t = np.ascontiguousarray(np.asarray(times_s, dtype=float).ravel())
+    n = len(t)
+    if p.ndim != 2 or p.shape[1] not in (2, 3) or len(p) != n:
+        return None
+    sig = np.empty(n)
+    sig[:] = sigma_s  # a scalar or (N,) seconds
+    c_ref = float(c_mps)
+    max_out = n - 4 if max_outliers is None else max(0, min(int(max_outliers), n - 4))
+    s_pos = np.asarray(start[0], float).ravel()
+    status, src, t0, res, used, jtj, chi2_red, rms, fits, robust_ran = lm_kernel.locate_from_start(
+        np.ascontiguousarray(p), t, sig, float(s_pos[0]), float(s_pos[1]), float(start[1]), float(source_height_m),
+        c_ref, float(reject_sigma) ** 2, float(model_floor_s), bool(robust and n >= 5 and max_out > 0), max_out,
+        _ROBUST_F_SCALE)
+    if status:
+        return None
+    n_used = int(np.count_nonzero(used))
+    cov, ok_cov = _covariance(jtj, n_used - 3, chi2_red, cov_scaling, 2, c_ref)
+    cep50, cep95, ellipse = horizontal_uncertainty(cov[:2, :2])
+    return Solution(
+        position_m=src if p.shape[1] == 3 else src[:2].copy(),
+        t0_s=t0,
+        c_mps=c_ref,
+        covariance=cov,
+        cep50_m=cep50,
+        cep95_m=cep95,
+        ellipse_m=ellipse,
+        residuals_s=res,
+        used=used,
+        rms_residual_s=rms,
+        n_used=n_used,
+        converged=bool(fits and ok_cov),
+        method="start+lsq(cauchy)+lsq(linear)" if robust_ran else "start+lsq(linear)",
+        dims=2,
+        chi2_reduced=chi2_red,
+    )
 
 
 def _inv_sym3(jtj: np.ndarray, scale: float, inv_c: float) -> np.ndarray | None:

@@ -515,13 +515,22 @@ def test_start_from_a_nearby_solution_gives_the_consensus_fix():
         assert abs(warm.t0_s - full.t0_s) < 1e-9
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(4, 30), n_bad=st.integers(0, 3), robust=st.booleans(),
-       start_off_m=st.sampled_from([0.0, 0.3, 3.0, 30.0]))
-def test_compiled_fit_from_a_start_is_the_numpy_steps_bit_for_bit(seed, n, n_bad, robust, start_off_m):
-    """A 2-D fit in still air from a known start runs compiled (``lm_kernel.fit_from_start``): the same
-    solution, every field, bit for bit, as the numpy steps it replaced, with and without outliers (either
-    sign), robust or not, from starts near and far (the Cauchy fit and re-rejections then run)."""
+       start_off_m=st.sampled_from([0.0, 0.3, 3.0, 30.0]), cols=st.sampled_from([2, 3]),
+       offset_s=st.sampled_from([0.0, 1234.5678]), scalar_sigma=st.booleans(),
+       max_outliers=st.sampled_from([None, 0, 1, 2]),
+       broken=st.sampled_from([None, None, None, "nan", "coincident", "collinear", "few", "sigma", "c"]))
+def test_compiled_fit_from_a_start_is_the_numpy_steps_bit_for_bit(seed, n, n_bad, robust, start_off_m, cols, offset_s,
+                                                                   scalar_sigma, max_outliers, broken):
+    """A 2-D fit in still air from a known start runs compiled, from the input checks to the residual
+    statistics (``lm_kernel.locate_from_start``, around ``lm_kernel.fit_from_start``): the same solution,
+    every field, bit for bit, as the numpy steps it replaced, with and without outliers (either sign),
+    robust or not, with a cap on the outliers, from starts near and far (the Cauchy fit and re-rejections
+    then run), with positions in 2 or 3 columns, times relative to the first pick or to a reference
+    long before (as the associator gives them), one sigma or one per node; and an input the locator
+    refuses (non-finite, coincident or collinear nodes, too few, a sigma or speed of sound not
+    positive) is refused with the same words."""
     import shotline.hub.locate as loc
 
     rng = np.random.default_rng(seed)
@@ -530,14 +539,29 @@ def test_compiled_fit_from_a_start_is_the_numpy_steps_bit_for_bit(seed, n, n_bad
     t = np.linalg.norm(pos - src, axis=1) / C + rng.normal(0, 60e-6, n)
     for i in rng.choice(n, min(n_bad, n), replace=False):
         t[i] += rng.uniform(0.005, 0.03) * rng.choice([-1.0, 1.0])
-    sig = rng.uniform(50e-6, 100e-6, n)
+    sig = float(rng.uniform(50e-6, 100e-6)) if scalar_sigma else rng.uniform(50e-6, 100e-6, n)
+    t += offset_s
     t0 = float(-np.linalg.norm(pos[np.argmin(t)] - src) / C + t.min())
     start = (src + np.r_[rng.normal(0, start_off_m + 1e-9, 2), 0.0], t0 + rng.normal(0, start_off_m / C + 1e-9))
-    kw = dict(c_mps=C, sigma_s=sig, source_height_m=1.5, robust=robust, start=start)
+    c = C
+    if broken == "nan":
+        t[rng.integers(n)] = np.nan
+    elif broken == "coincident":
+        pos[1, :2] = pos[0, :2] + 1e-4
+    elif broken == "collinear":
+        pos[:, 1] = 2.0 * pos[:, 0] + 5.0
+    elif broken == "few":
+        pos, t = pos[:3], t[:3]
+        sig = sig if scalar_sigma else sig[:3]
+    elif broken == "sigma":
+        sig = 0.0
+    elif broken == "c":
+        c = -C
+    kw = dict(c_mps=c, sigma_s=sig, source_height_m=1.5, robust=robust, start=start, max_outliers=max_outliers)
 
     def run():
         try:
-            return locate(pos, t, **kw)
+            return locate(pos[:, :cols], t, **kw)
         except LocateError as exc:
             return str(exc)
 
@@ -547,9 +571,23 @@ def test_compiled_fit_from_a_start_is_the_numpy_steps_bit_for_bit(seed, n, n_bad
         plain = run()
     finally:
         loc._COMPILED_START = True
+    if broken is not None:
+        assert isinstance(plain, str)
     if isinstance(plain, str):
         assert compiled == plain
         return
-    for name in ("position_m", "t0_s", "covariance", "cep50_m", "cep95_m", "ellipse_m", "residuals_s", "used",
-                 "rms_residual_s", "n_used", "converged", "method", "chi2_reduced"):
+    for name in ("position_m", "t0_s", "c_mps", "covariance", "cep50_m", "cep95_m", "ellipse_m", "residuals_s", "used",
+                 "rms_residual_s", "n_used", "converged", "method", "dims", "chi2_reduced"):
+        assert type(getattr(compiled, name)) is type(getattr(plain, name)), name
         np.testing.assert_array_equal(getattr(compiled, name), getattr(plain, name), err_msg=name)
+
+
+def test_the_compiled_sum_is_numpys_bit_for_bit():
+    """``lm_kernel.numpy_sum`` (the compiled locate's RMS residual) adds in numpy's pairwise order: the
+    same number as ``ndarray.sum`` at every length, across its blocks of 8 and 128 and its splits."""
+    from shotline.hub.lm_kernel import numpy_sum
+
+    rng = np.random.default_rng(7)
+    for n in list(range(0, 300)) + [383, 1000, 1031, 4099, 20_000]:
+        a = rng.normal(size=n) ** 2 * 10.0 ** rng.uniform(-9, 3)
+        assert numpy_sum(a) == float(a.sum()), n
