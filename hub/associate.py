@@ -456,9 +456,10 @@ class Associator:
         self._final: list[tuple[ShotState, dict[str, float]]] = []
         """Shots that can no longer change, dropped by :meth:`expire`, each with its
         :meth:`nearby_residuals` (taken from :meth:`take_final`)."""
-        self._shot_xyt = np.empty((0, 4))
-        """Per listed shot (row ``shot.slot``, in the order of ``shots``): east, north (m), emission time
-        (s), up (m): :meth:`_attach` compares a pick with the shots that can have made it, not with all."""
+        self._shot_xyt = np.empty((0, 6))
+        """Per listed shot (row ``shot.slot``, in the order of ``shots``; :meth:`_table_row`): east, north
+        (m), emission time (s), up (m), picks, CEP95 (m): :meth:`_attach` compares a pick with the shots
+        that can have made it, not with all, and :meth:`_repeat_place` finds the recent places to try."""
         self.onsets = OnsetStore()
         """Per node, the sorted onset times (s) of every recent trusted pick (associated or not) and of
         those that shots hold (:meth:`_evidence`)."""
@@ -1600,22 +1601,19 @@ class Associator:
         if not len(xyt):
             return False, None
         r = self.registry.enu(pick.node_id)
-        # the shots within range emitted a round's gap before this pick's emission from their place,
-        # the latest first; those emission times (s)
-        near, t0 = grid_kernels.recent_places(xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s,
-                                              float(self.c), a.max_range_m**2, self.FRAGMENT_T0_S,
-                                              self.REPEAT_MEMORY_S)
-        shots, n_big = self.shots, 2 * a.min_nodes
-        cand = [k for k in near.tolist() if len(shots[k].picks) >= n_big][: self.REPEAT_MAX_PLACES]
-        if not cand:
+        # The shots within range emitted a round's gap before this pick's emission from their place,
+        # the latest first; those emission times (s).
+        # Of those, the shots of at least 2 x min_nodes picks, REPEAT_MAX_PLACES at most; and one hypothesis
+        # per place, its latest round's: automatic fire lists every round, each a few centimetres from the
+        # others (dense scene: 15.0 of them per pick on average, at 4.0 places). One compiled call.
+        places, t0, cep95 = grid_kernels.repeat_places(
+            xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
+            self.FRAGMENT_T0_S, self.REPEAT_MEMORY_S, 2 * a.min_nodes, self.REPEAT_MAX_PLACES, 1.0)
+        if not len(places):
             return False, None
         # (the widest of the shots' attach windows: the largest CEP95 gives it)
-        tol = min(self._fine_tol_s(),
-                  5 * self._sigma_max + a.match_tolerance_s
-                  + min(2.0 * max(shots[k].solution.cep95_m for k in cand) / self.c, 0.02))
-        # One hypothesis per place, its latest round's: automatic fire lists every round, each a few
-        # centimetres from the others (dense scene: 15.0 of them per pick on average, at 4.0 places).
-        cand = [cand[i] for i in grid_kernels.first_of_places(xyt[cand, :2], 1.0).tolist()]
+        tol = min(self._fine_tol_s(), 5 * self._sigma_max + a.match_tolerance_s + min(2.0 * cep95 / self.c, 0.02))
+        cand = places.tolist()
         verdicts, support = self._evidence_many(xyt[cand, :2], t0[cand], np.zeros(0, dtype=np.intp),
                                                 np.zeros((0, len(cand)), dtype=np.bool_), pick.node_id, tol,
                                                 matched_join=True, with_support=True)
@@ -1745,7 +1743,7 @@ class Associator:
         """A waiting set can still take picks: not dropped, its seed not yet decided at retry, and
         none of its members claimed by a shot."""
         return (not w.dropped and w.seed.waiting is not None and not w.seed.settled
-                and all(p in self.pool for p in w.members))
+                and all(p.pooled for p in w.members))  # (p in self.pool: a call per member, ~7,000 sets a play)
 
     def _prune_waiting(self) -> None:
         """Forget waiting sets that can take no more picks (at each :meth:`retry`), letting their joined
@@ -2143,7 +2141,7 @@ class Associator:
         self._set_solution(shot, picks, sol, max(p.received_ns for p in picks.values()))
         shot.slot = len(self.shots)
         self.shots.append(shot)
-        self._shot_xyt = np.vstack([self._shot_xyt, [[shot.enu_m[0], shot.enu_m[1], shot.t0_s, shot.enu_m[2]]]])
+        self._shot_xyt = np.vstack([self._shot_xyt, [self._table_row(shot)]])
         # Pooled picks that arrived before the shot existed may belong to it: per node, those
         # within the widest attach tolerance of the predicted arrival, offered in onset order.
         joined = False
@@ -2366,6 +2364,11 @@ class Associator:
         Fewer (a shot of 5 of 13 picks) can be in the wrong place, and the consensus moves them."""
         return n_used >= 2 * self.cfg.association.min_nodes and n_used >= 0.75 * n_picks
 
+    @staticmethod
+    def _table_row(shot: ShotState) -> tuple[float, float, float, float, int, float]:
+        """A shot's row in the shot table (:attr:`_shot_xyt`)."""
+        return (shot.enu_m[0], shot.enu_m[1], shot.t0_s, shot.enu_m[2], len(shot.picks), shot.solution.cep95_m)
+
     def _set_solution(self, shot: ShotState, picks: dict[str, Pick], sol: Solution, received_ns: int) -> None:
         for p in shot.picks.values():
             if picks.get(p.node_id) is not p:
@@ -2380,7 +2383,7 @@ class Associator:
         shot.enu_m = np.array([pos[0], pos[1], z])
         shot.t0_s = sol.t0_s
         if shot.slot >= 0:
-            self._shot_xyt[shot.slot] = (shot.enu_m[0], shot.enu_m[1], shot.t0_s, shot.enu_m[2])
+            self._shot_xyt[shot.slot] = self._table_row(shot)
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
 

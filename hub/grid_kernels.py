@@ -920,6 +920,36 @@ def first_of_places(xy, within):
 
 
 @njit(cache=True)
+def repeat_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_places, within):
+    """The places a pick is tried at as another round (``Associator._repeat_place``), from the shot table
+    ``xyt`` (S, 6) (east, north m, emission s, up m, picks, CEP95 m): of the shots :func:`recent_places`
+    passes (latest first), those with at least ``n_big`` picks, at most ``max_places`` of them, and of
+    those the first at each place (:func:`first_of_places`, within ``within`` m). Returns their indices,
+    the emission times (S,) s that put ``t_pick`` at every row's place, and the largest CEP95 (m) of the
+    shots before one per place was kept (0 when none)."""
+    near, t0 = recent_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max)
+    cand = np.empty(min(near.shape[0], max_places), dtype=np.int64)
+    n = 0
+    cep = 0.0
+    for k in near:
+        if n == cand.shape[0]:
+            break
+        if xyt[k, 4] >= n_big:
+            cand[n] = k
+            cep = xyt[k, 5] if n == 0 else max(cep, xyt[k, 5])
+            n += 1
+    xy = np.empty((n, 2))
+    for i in range(n):
+        xy[i, 0] = xyt[cand[i], 0]
+        xy[i, 1] = xyt[cand[i], 1]
+    kept = first_of_places(xy, within)
+    out = np.empty(kept.shape[0], dtype=np.int64)
+    for i in range(kept.shape[0]):
+        out[i] = cand[kept[i]]
+    return out, t0, cep
+
+
+@njit(cache=True)
 def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
     """Whether a listed shot emitted in [``t_min``, ``t_pick``] s predicts its arrival at a node (at
     ``rx``, ``ry``, ``rz`` m) more than 0 and at most ``lead_max`` s after ``t_pick``
@@ -1165,8 +1195,7 @@ SIGNATURES = (
     (member_row, (_I8, _I8)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
-    (recent_places, (_F8_2,) + (nt.float64,) * 8),
-    (first_of_places, (_F8_2, nt.float64)),
+    (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
     (best_points, (_F8, nt.int64, nt.int64, nt.boolean)),
     (member_matrix, (_I8, _I8, nt.int64, nt.boolean[:, ::1])),

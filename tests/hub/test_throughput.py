@@ -570,7 +570,27 @@ def test_the_compiled_prefilters_of_waiting_sets_and_recent_places_are_the_numpy
     gap = t0 - xyt[:, 2]
     cand = np.flatnonzero((d2 <= r2) & (gap > 0.03) & (gap < 5.0))
     np.testing.assert_array_equal(got_t0, t0)
-    np.testing.assert_array_equal(got_k, cand[np.argsort(-xyt[cand, 2], kind="stable")])
+    recent = cand[np.argsort(-xyt[cand, 2], kind="stable")]
+    np.testing.assert_array_equal(got_k, recent)
+
+    # The places a pick is tried at (``grid_kernels.repeat_places``): of those shots, the ones with enough
+    # picks, a few at most, one per place (some rows a fraction of a metre from another), and their
+    # largest CEP95, as ``Associator._repeat_place`` listed them in Python.
+    twins = rng.random(n) < 0.3
+    xy6 = xyt.copy()
+    if n > 1:
+        xy6[twins, :2] = xy6[rng.integers(0, n, int(twins.sum())), :2] + rng.uniform(-1.2, 1.2, (int(twins.sum()), 2))
+    xy6 = np.ascontiguousarray(np.c_[xy6, rng.integers(4, 12, n), rng.uniform(0.1, 30.0, n)])
+    near, _ = grid_kernels.recent_places(xy6, rx, ry, dz2, t_pick, C, r2, 0.03, 5.0)
+    big = [k for k in near.tolist() if xy6[k, 4] >= 8][:5]
+    kept: list[int] = []
+    for k in big:
+        if not any(abs(xy6[k, 0] - xy6[q, 0]) < 1.0 and abs(xy6[k, 1] - xy6[q, 1]) < 1.0 for q in kept):
+            kept.append(k)
+    got_p, got_t0, got_cep = grid_kernels.repeat_places(xy6, rx, ry, dz2, t_pick, C, r2, 0.03, 5.0, 8, 5, 1.0)
+    assert got_p.tolist() == kept
+    np.testing.assert_array_equal(got_t0, t_pick - np.sqrt((xy6[:, 0] - rx) ** 2 + (xy6[:, 1] - ry) ** 2 + dz2) / C)
+    assert got_cep == (max(xy6[k, 5] for k in big) if big else 0.0)
 
 
 @given(st.lists(st.tuples(st.integers(-8, 8), st.integers(-8, 8)), max_size=20), st.sampled_from([0.5, 1.0]))
@@ -1438,7 +1458,8 @@ def test_the_shot_table_follows_every_solution_and_passes_every_shot_a_pick_can_
     assert len(a._shot_xyt) == len(a.shots)
     for i, shot in enumerate(a.shots):
         assert shot.slot == i
-        np.testing.assert_array_equal(a._shot_xyt[i], [shot.enu_m[0], shot.enu_m[1], shot.t0_s, shot.enu_m[2]])
+        np.testing.assert_array_equal(a._shot_xyt[i], [shot.enu_m[0], shot.enu_m[1], shot.t0_s, shot.enu_m[2],
+                                                        len(shot.picks), shot.solution.cep95_m])
     # A corroborating (untrusted) pick from a node ~1.1 km from the last shot, at its predicted
     # arrival there (in the associator's own frame), joins it.
     shot = a.shots[-1]
