@@ -1023,7 +1023,8 @@ class Associator:
                 seeds = self._seeds_waiting
                 for k in [k for k, s in seeds.items() if s.waiting is None or s not in self.pool]:
                     del seeds[k]
-                held = {id(q) for s in seeds.values() for members, *_ in s.waiting[0] for q in members}
+                # (w[0]: a set's members; unpacking each set cost a fifth more)
+                held = {id(q) for s in seeds.values() for w in s.waiting[0] for q in w[0]}
             return id(p) in held
 
         self.n_expired_unassociated += self.pool.drop_older(w - horizon, keep)
