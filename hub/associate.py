@@ -1602,11 +1602,11 @@ class Associator:
         if not len(xyt):
             return False, None
         r = self.registry.enu(pick.node_id)
-        # The shots within range emitted a round's gap before this pick's emission from their place,
-        # the latest first; those emission times (s).
-        # Of those, the shots of at least 2 x min_nodes picks, REPEAT_MAX_PLACES at most; and one hypothesis
-        # per place, its latest round's: automatic fire lists every round, each a few centimetres from the
-        # others (dense scene: 15.0 of them per pick on average, at 4.0 places). One compiled call.
+        # The shots within range emitted a round's gap before this pick's emission from their place, the
+        # latest first, of at least 2 x min_nodes picks, REPEAT_MAX_PLACES at most; of those one hypothesis
+        # per place, its latest round's (automatic fire lists every round, each a few centimetres from the
+        # others; dense scene: 15.0 of them per pick on average, at 4.0 places); the emission times (s)
+        # that put this pick at each shot's place. One compiled call.
         places, t0, cep95 = grid_kernels.repeat_places(
             xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
             self.FRAGMENT_T0_S, self.REPEAT_MEMORY_S, 2 * a.min_nodes, self.REPEAT_MAX_PLACES, 1.0)

@@ -304,7 +304,7 @@ def numpy_sum(a):
     n = a.shape[0]
     if n <= 128:
         return _block_sum(a, 0, n)
-    # Depth-first over the split tree: (start, length, whether its left part's sum is on the stack).
+    # Depth-first over the split tree: per run (start, length, whether its halves were pushed).
     todo_lo = np.empty(64, dtype=np.int64)
     todo_n = np.empty(64, dtype=np.int64)
     todo_done = np.zeros(64, dtype=np.bool_)
