@@ -481,8 +481,8 @@ def cep_newton(cos2, sin2, rho, r0, probability):
 SIGNATURE = (nt.float64[:, ::1], nt.float64[::1], nt.float64[::1], nt.int64[::1], nt.float64[::1], nt.int64,
              nt.float64, nt.float64, nt.float64[::1], nt.float64, nt.int64, nt.float64, nt.float64)
 #: The argument types of :func:`locate_from_start` (positions (N, 2) or (N, 3), C order).
-LOCATE_SIGNATURES = ((nt.float64[:, ::1], nt.float64[::1], nt.float64[::1]) + (nt.float64,) * 7
-                     + (nt.boolean, nt.int64, nt.float64),)
+LOCATE_SIGNATURE = ((nt.float64[:, ::1], nt.float64[::1], nt.float64[::1]) + (nt.float64,) * 7
+                    + (nt.boolean, nt.int64, nt.float64))
 #: The argument types of :func:`inliers`.
 INLIERS_SIGNATURE = (nt.float64[::1], nt.float64[::1], nt.int64, nt.int64)
 #: The argument types of :func:`cep_newton` (quadrature nodes, rho, start, probability).
@@ -491,11 +491,10 @@ CEP_SIGNATURE = (nt.float64[::1], nt.float64[::1], nt.float64, nt.float64, nt.fl
 
 def compile_all() -> None:
     """Compile :func:`levenberg_marquardt` for :data:`SIGNATURE`, :func:`locate_from_start` (with
-    :func:`fit_from_start` inside) for :data:`LOCATE_SIGNATURES`, :func:`inliers` for
+    :func:`fit_from_start` inside) for :data:`LOCATE_SIGNATURE`, :func:`inliers` for
     :data:`INLIERS_SIGNATURE` and :func:`cep_newton` for :data:`CEP_SIGNATURE`, or load them from
     numba's cache (see :func:`shotline.hub.grid_kernels.compile_all`)."""
     levenberg_marquardt.compile(SIGNATURE)
     inliers.compile(INLIERS_SIGNATURE)
     cep_newton.compile(CEP_SIGNATURE)
-    for sig in LOCATE_SIGNATURES:
-        locate_from_start.compile(sig)
+    locate_from_start.compile(LOCATE_SIGNATURE)

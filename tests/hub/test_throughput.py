@@ -1083,7 +1083,7 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     from shotline.hub import grid_kernels, lm_kernel
 
     declared = list(grid_kernels.SIGNATURES) + [(lm_kernel.levenberg_marquardt, lm_kernel.SIGNATURE),
-                                                (lm_kernel.locate_from_start, lm_kernel.LOCATE_SIGNATURES[0])]
+                                                (lm_kernel.locate_from_start, lm_kernel.LOCATE_SIGNATURE)]
     nodes = grid(4, 3)  # 12 nodes: at least 2 x min_nodes, so the exact-points kernel runs too
     p = make_pipeline(nodes)
     corner_nodes, _, corner = _corner_source(3)  # and a search that waits, with picks that join its set
