@@ -954,7 +954,7 @@ class Associator:
         wind = self.wind_enu_mps
         return grid_kernels.ahead_of_shots(xyt, float(r[0]), float(r[1]), float(r[2]), pick.t_s,
                                            self._earliest_emission_s(pick), float(self.c), wind is not None,
-                                           _NO_WIND if wind is None else wind, self.SHOCK_LEAD_S)
+                                           self._kernel_wind(), self.SHOCK_LEAD_S)
 
     #: A reverberation tail at most this long (s) after a pick that a shot holds at its node is taken for
     #: that shot's echo (:meth:`_echo_of_a_shot`).
@@ -2179,12 +2179,20 @@ class Associator:
         """
         if not len(self.onsets):
             return "accept" if len(members) >= self.cfg.association.min_nodes else "wait"
+        xyz, grid = self._rows()
+        x, y = float(xy[0]), float(xy[1])
         if nodes is None:
-            nodes = self._rows()[1].near(float(xy[0]), float(xy[1]), self.cfg.association.max_range_m)
+            nodes = grid.near(x, y, self.cfg.association.max_range_m)
         row = self.onsets.row
-        member = grid_kernels.member_row(nodes, np.array([row[n] for n in members if n in row], dtype=np.int64))
-        got = self._verdicts(np.array([[float(xy[0]), float(xy[1])]]), np.array([float(t0_s)]), [len(members)], nodes,
-                             member, tol_s)[0]
+        a = self.cfg.association
+        unheard = 0 if self._retrying else int(self._unheard_in_range(np.array([[x, y]]))[0])
+        st = self.onsets
+        code = grid_kernels.evidence_of_set(
+            x, y, float(t0_s), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, xyz, nodes,
+            np.array([row[n] for n in members if n in row], dtype=np.int64), len(members), st.onsets, st.n, st.held,
+            st.n_held, self.c, self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes, unheard,
+            a.max_silent_fraction, self.CONFIRM_FRACTION, a.min_nodes)
+        got = _VERDICTS[code]
         if got == "wait":
             self._waited = True
         return got
@@ -2203,44 +2211,33 @@ class Associator:
         """:meth:`_evidence` at P hypotheses at once (without setting ``_waited``): sources ``xy`` (P, 2) m,
         emission times ``t0_s`` (P,) s; the members are the seed's node and, per hypothesis, the partner
         nodes where ``fits`` (K, P) holds, ``member_idx`` (K,) their rows in the onset store (the
-        hypotheses lie within ``max_range_m`` of the seed's node). ``matched_join``, ``with_support``: as
-        :meth:`_verdicts`."""
+        hypotheses lie within ``max_range_m`` of the seed's node). ``matched_join``: pending nodes that
+        already hold a matching onset count as members (the verdict once those picks join the set).
+        ``with_support``: also return each hypothesis' supporting nodes (members and agreeing)."""
         if not len(self.onsets):
             n_mem = fits.sum(axis=0) + 1
             got = ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
             return (got, n_mem.tolist()) if with_support else got
-        _, grid = self._rows()
+        a = self.cfg.association
+        xyz, grid = self._rows()
         r_seed = self.registry.enu(seed_id)
-        nodes = grid.near(float(r_seed[0]), float(r_seed[1]), 2 * self.cfg.association.max_range_m)
-        member, n_mem, found = grid_kernels.member_matrix(nodes, np.asarray(member_idx, dtype=np.int64),
-                                                          self.onsets.row[seed_id], np.ascontiguousarray(fits))
+        nodes = grid.near(float(r_seed[0]), float(r_seed[1]), 2 * a.max_range_m)
+        xy = np.ascontiguousarray(xy, dtype=float)
+        unheard = np.zeros(len(xy), dtype=np.int64) if self._retrying else self._unheard_in_range(xy)
+        st = self.onsets
+        code, support, found = grid_kernels.evidence_of_sets(
+            xy, np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m,
+            xyz, nodes, np.asarray(member_idx, dtype=np.int64), st.row[seed_id], np.ascontiguousarray(fits), st.onsets,
+            st.n, st.held, st.n_held, self.c, self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,
+            unheard, matched_join, a.max_silent_fraction, self.CONFIRM_FRACTION, a.min_nodes)
         # Partners lie within 2 max_range_m of the seed (_neighbours), so the index holds them all.
         assert found
-        return self._verdicts(xy, t0_s, n_mem, nodes, member, tol_s, matched_join, with_support)
-
-    def _verdicts(self, xy: np.ndarray, t0_s: np.ndarray, n_members, nodes: np.ndarray,
-                  member: np.ndarray, tol_s: float, matched_join: bool = False, with_support: bool = False):
-        """The rule (:func:`shotline.hub.grid_kernels.verdict_codes`) at P hypotheses (``xy`` (P, 2) m,
-        ``t0_s`` (P,) s, ``n_members`` (P,) their members) from the compiled counts over the onset-store
-        rows ``nodes`` (``member`` (P, K)), nodes never heard from added to the pending ones (except at
-        :meth:`retry`). ``matched_join``: pending nodes that already hold a matching onset count as
-        members (the verdict once those picks join the set). ``with_support``: also return each
-        hypothesis' supporting nodes (members and agreeing)."""
-        xyz, _ = self._rows()
-        st = self.onsets
-        wind = self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
-        unheard = np.zeros(len(xy), dtype=np.int64) if self._retrying else self._unheard_in_range(xy)
-        a = self.cfg.association
-        code, support = grid_kernels.evidence_codes(
-            np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), self.source_z_m,
-            np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, xyz, nodes, member,
-            st.onsets, st.n, st.held, st.n_held, self.c, wind, a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,
-            np.asarray(n_members, dtype=np.int64), unheard, matched_join, a.max_silent_fraction,
-            self.CONFIRM_FRACTION, a.min_nodes)
         got = [_VERDICTS[c] for c in code.tolist()]
-        if with_support:
-            return got, support.tolist()
-        return got
+        return (got, support.tolist()) if with_support else got
+
+    def _kernel_wind(self) -> np.ndarray:
+        """The wind (3,) m/s for the kernels: zeros in still air."""
+        return self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
 
     def _unheard_in_range(self, xy: np.ndarray) -> np.ndarray:
         """Located nodes within ``max_range_m`` of each point ``xy`` (P, 2) m that have reported no pick since

@@ -17,11 +17,12 @@ count as 1), so that more nodes explained always ranks first.
 
 Also here, compiled for the same reason (numpy's per-call cost on arrays of a
 few to a few dozen elements, once per pick or candidate set): the negative
-evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`; both at once: :func:`evidence_codes`,
-one hypothesis' members: :func:`member_row`), the
+evidence and its rule (:func:`silent_counts`, :func:`verdict_codes`; both at once: :func:`evidence_codes`;
+with the hypotheses' members, one call per asking: :func:`evidence_of_sets` by :func:`member_matrix`,
+:func:`evidence_of_set` by :func:`member_row`), the
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
-(:func:`recent_places`, one per place: :func:`first_of_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
+(:func:`recent_places`, one per place: :func:`first_of_places`; both in :func:`repeat_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`; with the partners' pooled onsets around a seed, the
 front of a search: :func:`seed_partners`), a search's best points, refined cells and
@@ -425,6 +426,34 @@ def evidence_codes(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n
     counts = silent_counts(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind,
                            max_range, min_range, many)
     return verdict_codes(counts, n_members, unheard, matched_join, f_silent, f_confirm, n_min)
+
+
+@njit(cache=True)
+def evidence_of_sets(xy, t0s, tol, watermark, z, xyz, nodes, member_rows, seed_row, fits, onsets, n_on, held, n_held,
+                     c, wind, max_range, min_range, many, unheard, matched_join, f_silent, f_confirm, n_min):
+    """The negative evidence at P hypotheses (``Associator._evidence_many``), one call: their members by
+    :func:`member_matrix` (``nodes``, ``member_rows``, ``seed_row``, ``fits`` as there), then
+    :func:`evidence_codes` at the points ``xy`` (P, 2) m (the other arguments as there). Returns (codes,
+    supporting nodes, whether every member row is among ``nodes``)."""
+    member, n_mem, found = member_matrix(nodes, member_rows, seed_row, fits)
+    code, support = evidence_codes(np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]), z, t0s, tol,
+                                   watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind, max_range,
+                                   min_range, many, n_mem, unheard, matched_join, f_silent, f_confirm, n_min)
+    return code, support, found
+
+
+@njit(cache=True)
+def evidence_of_set(x, y, t0, tol, watermark, z, xyz, nodes, rows, n_members, onsets, n_on, held, n_held, c, wind,
+                    max_range, min_range, many, unheard, f_silent, f_confirm, n_min):
+    """The negative evidence at one hypothesis (``Associator._evidence``), one call: its members by
+    :func:`member_row` (``nodes``, ``rows``), then :func:`evidence_codes` at (``x``, ``y``) m, emission
+    ``t0`` s, with ``n_members`` members and ``unheard`` nodes never heard from (without
+    ``matched_join``). Returns its code (0 reject, 1 wait, 2 accept)."""
+    member = member_row(nodes, rows)
+    code, _ = evidence_codes(np.array([x]), np.array([y]), z, np.array([t0]), tol, watermark, xyz, nodes, member,
+                             onsets, n_on, held, n_held, c, wind, max_range, min_range, many,
+                             np.array([n_members]), np.array([unheard]), False, f_silent, f_confirm, n_min)
+    return code[0]
 
 
 @njit(cache=True)
@@ -1178,9 +1207,10 @@ def candidate_sets(order, pts, chosen, rel, starts, t_seed, seed_x, seed_y, seed
 _F8, _F8_2, _F4 = nt.float64[::1], nt.float64[:, ::1], nt.float32[::1]
 _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 
-#: The argument types the associator passes to each kernel (one specialisation each; :func:`silent_counts` and
-#: :func:`verdict_codes` are compiled inside :func:`evidence_codes`, :func:`triplet_points` inside
-#: :func:`seed_partners`).
+#: The argument types the associator passes to each kernel (one specialisation each; :func:`evidence_codes` (with
+#: :func:`silent_counts` and :func:`verdict_codes`) and :func:`member_matrix` or :func:`member_row` are compiled
+#: inside :func:`evidence_of_sets` and :func:`evidence_of_set`, :func:`triplet_points` inside
+#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places`).
 SIGNATURES = (
     (support_table, (_F8, _I8, _F4, _F4, _I8, _I8_3, _I8, nt.int64, nt.boolean)),
     (support_points, (_F8, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8, nt.float64, nt.float64, nt.float64, nt.boolean)),
@@ -1189,16 +1219,17 @@ SIGNATURES = (
     (seed_partners, (_F8_2, _I8, _I8, _F8, nt.float64, nt.float64, nt.float64, nt.int64, nt.int64, _F8, nt.float64,
                      _F8_2, _F8, nt.float64, nt.int64, nt.float64)),
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
-    (evidence_codes, (_F8, _F8, nt.float64, _F8, nt.float64, nt.float64, _F8_2, _I8, nt.boolean[:, ::1], _F8_2,
-                      _I8, _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64, nt.int64, _I8, _I8, nt.boolean,
-                      nt.float64, nt.float64, nt.int64)),
-    (member_row, (_I8, _I8)),
+    (evidence_of_sets, (_F8_2, _F8, nt.float64, nt.float64, nt.float64, _F8_2, _I8, _I8, nt.int64, nt.boolean[:, ::1],
+                        _F8_2, _I8, _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64, nt.int64, _I8, nt.boolean,
+                        nt.float64, nt.float64, nt.int64)),
+    (evidence_of_set, (nt.float64,) * 6 + (_F8_2, _I8, _I8, nt.int64, _F8_2, _I8, _F8_2, _I8, nt.float64, _F8,
+                                          nt.float64, nt.float64, nt.int64, nt.int64, nt.float64, nt.float64,
+                                          nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
     (best_points, (_F8, nt.int64, nt.int64, nt.boolean)),
-    (member_matrix, (_I8, _I8, nt.int64, nt.boolean[:, ::1])),
     (split_cells, (_F8_2, _I8, _F8_2)),
     (candidate_sets, (_I8, _F8_2, nt.int64[:, ::1], _F8, _I8) + (nt.float64,) * 4 + (_F8_2, _F8) + (nt.float64,) * 3
      + (nt.int64,)),
