@@ -303,6 +303,11 @@ class PickPool:
             return _NO_TIMES, []
         return self.span(node_id, i, j, tails)
 
+    def pick_at(self, node_id: str, k: int, tails: bool = True) -> Pick:
+        """A node's ``k``-th pooled pick in onset order (counting reverberation tails if ``tails``): the pick at
+        position ``k`` of its row in :attr:`times`."""
+        return self._lists[node_id][1 if tails else 3][k]
+
     def span(self, node_id: str, i: int, j: int, tails: bool = True) -> tuple[np.ndarray, list[Pick]]:
         """A node's pooled picks ``i:j`` in onset order (with reverberation tails if ``tails``): (their
         times, a copy, as the row moves as picks come and go; the picks)."""
@@ -1730,14 +1735,15 @@ class Associator:
         if self.wind_enu_mps is None:
             # All at once, in :meth:`_travel`'s arithmetic (the same numbers): a call per node cost more.
             d = np.array([self.registry.enu(nid) for nid in todo]) - src
-            travel = (np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]) / self.c).tolist()
+            travel = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]) / self.c
         else:
-            travel = [self._travel(src, self.registry.enu(nid)) for nid in todo]
-        for nid, tt in zip(todo, travel, strict=True):
-            pred = t0_s + tt
-            times, ps = self.pool.window(nid, pred - tol_s, pred + tol_s, tails=tails)
-            if ps:
-                out.append(ps[int(np.argmin(np.abs(times - pred)))])
+            travel = np.array([self._travel(src, self.registry.enu(nid)) for nid in todo])
+        # Each node's pooled onset nearest its predicted arrival within the tolerance, all in one compiled
+        # call over the pool's rows (a window and an argmin per node cost more than the rest of a set).
+        pool, v = self.pool, 0 if tails else 1
+        rows = np.fromiter((pool.row[nid] for nid in todo), dtype=np.int64, count=len(todo))
+        at = grid_kernels.nearest_onsets(pool.times[v], pool.counts[v], rows, t0_s + travel, float(tol_s))
+        out += [pool.pick_at(nid, k, tails) for nid, k in zip(todo, at.tolist(), strict=True) if k >= 0]
         return out
 
     def _waiting_live(self, w: _WaitingSet) -> bool:

@@ -23,6 +23,7 @@ with the hypotheses' members, one call per asking: :func:`evidence_of_sets` by :
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
 (:func:`recent_places`, one per place: :func:`first_of_places`; both in :func:`repeat_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
+the picks that complete a hypothesis' set (:func:`nearest_onsets`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`; with the partners' pooled onsets around a seed, the
 front of a search: :func:`seed_partners`), a search's best points, refined cells and
@@ -524,6 +525,28 @@ def _bisect(times, lo, hi, t, right):
         else:
             hi = mid
     return lo
+
+
+@njit(cache=True)
+def nearest_onsets(times, counts, rows, pred, tol):
+    """For each node ``k``, the position in its padded row ``rows[k]`` of ``times`` (R, W) s (``counts[r]``
+    onsets each, sorted) of the onset nearest ``pred[k]`` s among those in [``pred[k]`` - ``tol``,
+    ``pred[k]`` + ``tol``] (the first of equally near ones), -1 if there is none
+    (``Associator._complete_set``: ``PickPool.window`` and ``argmin`` per node)."""
+    out = np.empty(rows.shape[0], dtype=np.int64)
+    for k in range(rows.shape[0]):
+        row = times[rows[k]]
+        lo = _bisect(row, 0, counts[rows[k]], pred[k] - tol, False)
+        hi = _bisect(row, lo, counts[rows[k]], pred[k] + tol, True)
+        best = -1
+        err = 0.0
+        for i in range(lo, hi):
+            e = abs(row[i] - pred[k])
+            if best < 0 or e < err:
+                best = i
+                err = e
+        out[k] = best
+    return out
 
 
 @njit(cache=True, inline="always")
@@ -1228,6 +1251,7 @@ SIGNATURES = (
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
+    (nearest_onsets, (_F8_2, _I8, _I8, _F8, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
     (best_points, (_F8, nt.int64, nt.int64, nt.boolean)),
     (split_cells, (_F8_2, _I8, _F8_2)),

@@ -193,6 +193,40 @@ def test_pool_rows_hold_what_its_lists_hold(n_nodes, ops):
                 assert all(not q.tail for q in lists[3])
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.lists(st.tuples(st.integers(0, 39), st.integers(0, 30), st.booleans()), min_size=1,
+                                   max_size=60),
+       st.lists(st.tuples(st.integers(0, 5), st.integers(-5, 35)), min_size=1, max_size=12),
+       st.sampled_from([0.0, 0.05, 0.1, 0.25]), st.booleans())
+def test_the_picks_that_complete_a_set_are_the_window_steps(n_nodes, adds, asks, tol, tails):
+    """``grid_kernels.nearest_onsets`` (``Associator._complete_set``) finds at each node, over the pool's padded
+    rows, the pick that the Python steps it replaced found (``PickPool.window`` around the predicted
+    arrival, then the first of the nearest): onsets and predictions on a lattice of tenths, so that onsets
+    exactly at a window's edges, equal onsets and ties between two equally near ones are frequent; with
+    reverberation tails counted or not."""
+    from shotline.hub import grid_kernels
+
+    pool = PickPool()
+    for k, t_tenths, tail in adds:
+        p = _pick(f"N{k % n_nodes}", t_tenths / 10, k)
+        p.tail = tail
+        pool.append(p)
+    ids = [f"N{k % n_nodes}" for k, _ in asks]
+    have = [nid for nid in ids if pool.has_node(nid)]
+    if not have:
+        return
+    pred = np.array([t / 10 for (k, t), nid in zip(asks, ids, strict=True) if pool.has_node(nid)])
+    want = []
+    for nid, t in zip(have, pred.tolist(), strict=True):
+        times, ps = pool.window(nid, t - tol, t + tol, tails=tails)
+        want.append(ps[int(np.argmin(np.abs(times - t)))] if ps else None)
+    v = 0 if tails else 1
+    rows = np.array([pool.row[nid] for nid in have], dtype=np.int64)
+    at = grid_kernels.nearest_onsets(pool.times[v], pool.counts[v], rows, pred, tol)
+    got = [pool.pick_at(nid, k, tails) if k >= 0 else None for nid, k in zip(have, at.tolist(), strict=True)]
+    assert got == want
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["add", "remove", "undecide", "decide", "settle", "due"]),
                           st.integers(0, 7), st.floats(0.0, 3.0)), max_size=80))
@@ -1079,7 +1113,8 @@ def test_triplet_points_fix_the_source_exactly_among_busy_picks():
 def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_specialisation(monkeypatch):
     """The first detection after a start must not wait for numba (8.5 s with an empty cache): the
     associator compiles every kernel for the declared argument types when it is made, and a stream
-    through every kernel then calls them with exactly those types (no second compile)."""
+    through every kernel (two sources, a second round from the first one's place, unrelated impulses, a
+    search that waits) then calls them with exactly those types (no second compile)."""
     from shotline.hub import grid_kernels, lm_kernel
 
     declared = list(grid_kernels.SIGNATURES) + [(lm_kernel.levenberg_marquardt, lm_kernel.SIGNATURE),
@@ -1102,9 +1137,10 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
         monkeypatch.setattr(mod, k.__name__, spy)
     rng = np.random.default_rng(4)
     dets = arrivals(nodes, (100.0, 50.0, 1.5), T0_NS, rng) + arrivals(nodes, (-200.0, -90.0, 1.5), T0_NS + 30_000_000, rng)
+    dets += arrivals(nodes, (100.0, 50.0, 1.5), T0_NS + 400_000_000, rng)  # another round: its recent place
     dets += [(nid, T0_NS + int(rng.uniform(0, 2.0) * 1e9)) for nid in nodes for _ in range(3)]  # unrelated impulses
     incs = run(p, dets)
-    assert sum(i.rounds for i in incs) == 2
+    assert sum(i.rounds for i in incs) == 3
     _stream(p_corner, corner)
     assert called == set(before)
     assert {k.__name__: set(k.signatures) for k, _ in declared} == before
