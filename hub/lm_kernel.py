@@ -416,10 +416,8 @@ def locate_from_start(pos, t_in, sig, start_x, start_y, start_t, source_height, 
     height = source_height - origin[2]
     p, used, res, jac, ok, robust = fit_from_start(nodes, t, sig, x0, height, c_ref, thr, can_reject, max_out, 4,
                                                    f_robust)
-    n_used = 0
-    for i in range(n):
-        n_used += 1 if used[i] else 0
     idx = np.flatnonzero(used)
+    n_used = idx.shape[0]
     j = np.empty((n_used, 3))
     r_w = np.empty(n_used)
     r_sq = np.empty(n_used)
