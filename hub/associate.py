@@ -55,6 +55,7 @@ from .registry import NodeRegistry
 
 log = logging.getLogger(__name__)
 
+_NO_POINTS = np.zeros((0, 2))
 _NO_WIND = np.zeros(3)
 
 
@@ -1430,43 +1431,24 @@ class Associator:
         # at all (a small array, Pittsburgh's 4-sensor tests) that is all there is.
         whole = len(node_ids) + 1 <= a.min_nodes  # then the rule is ceil(score) + 1 >= min_nodes (best_points)
         step = a.grid_step_m
-        stages = ((self.N_COARSE_KEEP, self.SUBDIVISIONS[0]), (24, self.SUBDIVISIONS[1]), (None, None))
+        (sub1, sub2), keep2 = self.SUBDIVISIONS, 24
         tab, rows = self._seed_table(seed.node_id, node_ids)
-        points = tab.pts
-        partners = self._partner_onsets(by_node, seed.t_s)
-        for stage, (keep, sub) in enumerate(stages):
-            tol = math.sqrt(2) * step / self.c + a.match_tolerance_s
-            if tab is not None:
-                score, chosen = self._support_cached(tab, rows, partners, want_chosen=False)
-                tab = None
-            else:
-                score, chosen = self._support(points, partners, r_seed, node_xy, tol, dz2, seed_dz2,
-                                              want_chosen=keep is None)
-            if keep is None:
-                break
-            top = grid_kernels.best_points(score, keep, a.min_nodes, whole)
-            if len(top) == 0:
-                return None
-            # Split each kept cell into sub x sub smaller cells.
-            points = grid_kernels.split_cells(points, top, _sub_cells(step, sub))
-            step = step / sub
-            if stage == len(stages) - 2 and exact is not None:
-                # The last stage also scores the exact points that the seed's pick and pairs of
-                # picks at its nearest partners fix (a quiet source among busy nodes ranks too low
-                # on the coarse grid to be refined). Not on small arrays: there the grid has few
-                # partners to be outscored by, and exact triples of echoes fit too well (Pittsburgh
-                # audio: 7 -> 9 false shots).
-                points = np.concatenate([points, exact])
-        fine_pts, tol_fine = points, tol
+        rel_cat, starts = self._partner_onsets(by_node, seed.t_s)
+        # The last stage also scores the exact points that the seed's pick and pairs of picks at its
+        # nearest partners fix (a quiet source among busy nodes ranks too low on the coarse grid to
+        # be refined). Not on small arrays: there the grid has few partners to be outscored by, and
+        # exact triples of echoes fit too well (Pittsburgh audio: 7 -> 9 false shots).
+        exact = _NO_POINTS if exact is None else np.ascontiguousarray(exact, dtype=float)
         # Candidate detection sets from the best fine points (score order), each set once (neighbouring
-        # fine points often choose the same picks), then the cheap negative evidence at their grid
+        # fine points often choose the same picks); then the cheap negative evidence at their grid
         # points before any solve, all at once.
-        order = grid_kernels.best_points(score, 8 * self.N_FINE, a.min_nodes, whole)
-        rel_cat, starts = partners
-        xy_top, t0s, ch, fits, first = grid_kernels.candidate_sets(
-            order, fine_pts, chosen, rel_cat, starts, float(seed.t_s), float(r_seed[0]), float(r_seed[1]),
-            float(seed_dz2), node_xy, np.asarray(dz2, float), float(self.c), float(tol_fine), a.max_range_m,
-            a.min_nodes)
+        refined, xy_top, t0s, ch, fits, first, tol_fine = grid_kernels.grid_search(
+            rel_cat, starts, tab.diff, tab.tol, tab.off, tab.seg, rows, tab.pts, np.asarray(r_seed[:2], float),
+            float(seed_dz2), node_xy, np.asarray(dz2, float), float(self.c), step, a.match_tolerance_s,
+            a.max_range_m, self.N_COARSE_KEEP, sub1, _sub_cells(step, sub1), keep2, sub2,
+            _sub_cells(step / sub1, sub2), exact, 8 * self.N_FINE, a.min_nodes, whole, float(seed.t_s))
+        if not refined:
+            return None
         sets: list[tuple[list[Pick], np.ndarray, float]] = []
         waiting: list[tuple[list[Pick], np.ndarray, float, float]] = []
         first = first.tolist()
@@ -1950,7 +1932,8 @@ class Associator:
     @staticmethod
     def _support_cached(tab: SeedTable, rows: np.ndarray, partners: tuple[np.ndarray, np.ndarray],
                         want_chosen: bool = True):
-        """Score the coarse grid of a seed's table (cached travel-time differences and per-node tolerances).
+        """Score the coarse grid of a seed's table (cached travel-time differences and per-node tolerances);
+        a search runs this stage inside :func:`grid_kernels.grid_search` (here: the stage alone, for checks).
 
         ``partners``: :meth:`_partner_onsets`. Returns (G,) scores (nodes explained less the mean
         squared misfit in units of the tolerance) and (K, G) the index of each node's chosen pick.
@@ -1961,7 +1944,8 @@ class Associator:
 
     def _support(self, grid, partners, r_seed, node_xy, tol, dz2, seed_dz2, want_chosen=True):
         """For each grid point: how many nodes have a pick near the predicted arrival (score), and which
-        (``partners``: :meth:`_partner_onsets`)."""
+        (``partners``: :meth:`_partner_onsets`); the refinement stages of :func:`grid_kernels.grid_search`,
+        alone (for checks)."""
         rel, starts = partners
         return grid_kernels.support_points(rel, starts, np.ascontiguousarray(grid, dtype=float),
                                            np.asarray(r_seed[:2], float), float(seed_dz2),

@@ -110,6 +110,8 @@ def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
     sq = np.full(g_n, float(k_n))
     chosen = np.zeros((k_n, g_n if want_chosen else 0), dtype=np.intp)
     best = np.empty(g_n)
+    best32 = np.empty(0 if want_chosen else g_n, dtype=np.float32)
+    rel32 = rel.astype(np.float32)
     pick = np.empty(g_n if want_chosen else 0, dtype=np.intp)
     n_seg = seg.shape[1]
     # Node by node along contiguous table rows (a point-major loop strides across rows and
@@ -144,7 +146,10 @@ def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
                         b[q] = e
                         pick[q] = i - lo
         else:
-            _least_errors(rel, lo, hi, d, b, n_pts)
+            b32 = best32[:n_pts]
+            _least_errors(rel32, lo, hi, d, b32, n_pts)
+            for q in range(n_pts):
+                b[q] = b32[q]
         # Score the row's points, grid line by grid line, through slices (a contiguous run each),
         # without data-dependent branches (a third of the points match, at random): the misfit is
         # computed at every point and added where the point matches, nothing (+0) elsewhere, which
@@ -1226,6 +1231,51 @@ def candidate_sets(order, pts, chosen, rel, starts, t_seed, seed_x, seed_y, seed
     return xy, t0, ch, fits, first[:n_first]
 
 
+@njit(cache=True)
+def grid_search(rel, starts, diff, tol, off, seg, rows, coarse_pts, seed_xy, seed_dz2, node_xy, dz2, c, step,
+                match_tol, max_range, keep1, sub1, offsets1, keep2, sub2, offsets2, exact, n_order, n_min, whole,
+                t_seed):
+    """A search's grid stages in one call (``Associator._search``): the coarse grid scored from the
+    seed's table (:func:`support_table`, its arguments from ``rel`` to ``rows``; ``coarse_pts`` its
+    points), its ``keep1`` best cells split at ``offsets1`` (:func:`best_points`, :func:`split_cells`) and
+    scored from the geometry (:func:`support_points`), their ``keep2`` best split at ``offsets2`` and,
+    with the exact points ``exact`` (E, 2) m (E may be 0), scored at the fine tolerance, and the
+    candidate sets of the ``n_order`` best fine points (:func:`candidate_sets`). A cell of side ``step`` m
+    splits into ``sub1`` x ``sub1`` cells, those into ``sub2`` x ``sub2`` (``offsets1``, ``offsets2``: the
+    sub-cells' centres), and each stage's tolerance is sqrt(2) x side / c + ``match_tol`` (s). The other arguments are those kernels'.
+
+    Returns (whether every refinement kept some cell; then :func:`candidate_sets`' five arrays and the fine
+    tolerance (s)). One call, where the stages were nine from Python, each with its own dispatch and
+    arrays (~90 us per search); the arithmetic is theirs, in their order.
+    """
+    inv_c = 1.0 / c
+    score, _ = support_table(rel, starts, diff, tol, off, seg, rows, coarse_pts.shape[0], False)
+    top = best_points(score, keep1, n_min, whole)
+    k_n = node_xy.shape[0]
+    if top.shape[0] == 0:
+        return (False, np.empty((0, 2)), np.empty(0), np.empty((k_n, 0), dtype=np.intp),
+                np.empty((k_n, 0), dtype=np.bool_), np.empty(0, dtype=np.intp), 0.0)
+    points = split_cells(coarse_pts, top, offsets1)
+    step = step / sub1
+    tol_s = np.sqrt(2.0) * step / c + match_tol
+    score, _ = support_points(rel, starts, points, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol_s, max_range, False)
+    top = best_points(score, keep2, n_min, whole)
+    if top.shape[0] == 0:
+        return (False, np.empty((0, 2)), np.empty(0), np.empty((k_n, 0), dtype=np.intp),
+                np.empty((k_n, 0), dtype=np.bool_), np.empty(0, dtype=np.intp), 0.0)
+    points = split_cells(points, top, offsets2)
+    if exact.shape[0]:
+        points = np.concatenate((points, exact))
+    step = step / sub2
+    tol_s = np.sqrt(2.0) * step / c + match_tol
+    score, chosen = support_points(rel, starts, points, seed_xy, seed_dz2, node_xy, dz2, inv_c, tol_s, max_range,
+                                   True)
+    order = best_points(score, n_order, n_min, whole)
+    xy, t0, ch, fits, first = candidate_sets(order, points, chosen, rel, starts, t_seed, seed_xy[0], seed_xy[1],
+                                             seed_dz2, node_xy, dz2, c, tol_s, max_range, n_min)
+    return True, xy, t0, ch, fits, first, tol_s
+
+
 # -- compiled ahead of the first detection ------------------------------------------------
 _F8, _F8_2, _F4 = nt.float64[::1], nt.float64[:, ::1], nt.float32[::1]
 _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
@@ -1233,10 +1283,12 @@ _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 #: The argument types the associator passes to each kernel (one specialisation each; :func:`evidence_codes` (with
 #: :func:`silent_counts` and :func:`verdict_codes`) and :func:`member_matrix` or :func:`member_row` are compiled
 #: inside :func:`evidence_of_sets` and :func:`evidence_of_set`, :func:`triplet_points` inside
-#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places`).
+#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places`, and
+#: :func:`support_table`, :func:`support_points`, :func:`best_points`, :func:`split_cells` and :func:`candidate_sets`
+#: inside :func:`grid_search`).
 SIGNATURES = (
-    (support_table, (_F8, _I8, _F4, _F4, _I8, _I8_3, _I8, nt.int64, nt.boolean)),
-    (support_points, (_F8, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8, nt.float64, nt.float64, nt.float64, nt.boolean)),
+    (grid_search, (_F8, _I8, _F4, _F4, _I8, _I8_3, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8) + (nt.float64,) * 4
+     + (nt.int64, nt.int64, _F8_2, nt.int64, nt.int64, _F8_2, _F8_2, nt.int64, nt.int64, nt.boolean, nt.float64)),
     (table_segments, (_F8_2, _I8, _F8_2, nt.float64, _I8_3)),
     (table_values, (_F8_2, _F8, _F8_2, _F8_2, _F8) + (nt.float64,) * 4 + (_I8_3, _I8, _F4, _F4)),
     (seed_partners, (_F8_2, _I8, _I8, _F8, nt.float64, nt.float64, nt.float64, nt.int64, nt.int64, _F8, nt.float64,
@@ -1253,10 +1305,6 @@ SIGNATURES = (
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
     (nearest_onsets, (_F8_2, _I8, _I8, _F8, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
-    (best_points, (_F8, nt.int64, nt.int64, nt.boolean)),
-    (split_cells, (_F8_2, _I8, _F8_2)),
-    (candidate_sets, (_I8, _F8_2, nt.int64[:, ::1], _F8, _I8) + (nt.float64,) * 4 + (_F8_2, _F8) + (nt.float64,) * 3
-     + (nt.int64,)),
 )
 
 
