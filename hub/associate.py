@@ -1086,6 +1086,21 @@ class Associator:
             # predictions as :meth:`_travel` makes them (dense scene: ~10 candidates per pick). One
             # compiled pass (it was a dozen numpy steps per pick).
             widest = (0.02 + 5 * self._sigma(pick) if pick.trusted else 0.05) + a.match_tolerance_s
+            if self.wind_enu_mps is None and pick.trusted:
+                # The arrival and tolerance tests too, in the same pass, best first: the first shot that
+                # passes the checks of the pick's node below is the best (dense scene: ~10 candidates per
+                # pick, 12 us in Python).
+                rows, errs, preds = grid_kernels.shots_to_attach(
+                    self._shot_xyt, float(r[0]), float(r[1]), float(r[2]), pick.t_s, t_min, reach, self.c, widest,
+                    5 * self._sigma(pick), a.match_tolerance_s)
+                for i, err, pred in zip(rows.tolist(), errs.tolist(), preds.tolist(), strict=True):
+                    shot = self.shots[i]
+                    if shot.shot_id in pick.rejected_by or pick.node_id in shot.corroborating:
+                        continue
+                    old = shot.pending.get(pick.node_id) or shot.picks.get(pick.node_id)
+                    if old is None or abs(old.t_s - pred) > err:
+                        return shot
+                return None
             near = grid_kernels.shots_near_arrival(self._shot_xyt, float(r[0]), float(r[1]), float(r[2]), pick.t_s,
                                                    t_min, reach, self.c, widest, self.wind_enu_mps is None)
             candidates = [self.shots[i] for i in near.tolist()]
@@ -1360,14 +1375,9 @@ class Associator:
                 self.n_deferred += 1
             seed.undecided = not self._retrying
             return None
-        picks_of: dict[str, list[Pick]] = {}
-        by_node: dict[str, np.ndarray] = {}
         # in the neighbours' own order, as the kernels were checked in
         heard = sorted((order[j], j) for j in np.flatnonzero(hi > lo).tolist())
-        for k, j in heard:
-            nid = nbr_ids[k]
-            by_node[nid], picks_of[nid] = pool.span(nid, int(lo[j]), int(hi[j]), tails)
-        if len(picks_of) + 1 < a.min_nodes:
+        if len(heard) + 1 < a.min_nodes:
             # Too few partners now: every set this pick could belong to has a later-arriving
             # member, whose own search sees this pick. Nothing to search again at retry.
             seed.undecided = False
@@ -1376,8 +1386,8 @@ class Associator:
         self._waited = False
         try:
             js = [j for _, j in heard]
-            return self._search(seed, picks_of, by_node, r_seed, xy_ord[js], dz2_ord[js],
-                                exact if status == 1 else None)
+            return self._search(seed, [nbr_ids[k] for k, _ in heard], view, rows_ord[js], lo[js], hi[js], r_seed,
+                                xy_ord[js], dz2_ord[js], exact if status == 1 else None)
         finally:
             seed.undecided = self._waited
 
@@ -1405,15 +1415,18 @@ class Associator:
     #: Each refinement stage of the grid search splits a kept cell into n x n cells.
     SUBDIVISIONS = (5, 5)
 
-    def _search(self, seed: Pick, picks_of: dict[str, list[Pick]], by_node: dict[str, np.ndarray],
-                r_seed: np.ndarray, node_xy: np.ndarray, dz2: np.ndarray, exact: np.ndarray | None) -> ShotState | None:
-        """The grid search of :meth:`_hypothesise` over the seed's partner picks; ``node_xy`` (K, 2) m and
-        ``dz2`` (K,) m^2: the partners' horizontal positions and squared height offsets to the assumed
-        source height (node heights enter the predicted ranges: masts and roofs; zero in the 2-D mode),
-        in ``by_node``'s order, from :meth:`_partners_nearest_first`; ``exact``: the exact points from the
-        nearest partners (:meth:`_hypothesise`; None on small arrays)."""
+    def _search(self, seed: Pick, node_ids: list[str], view: int, pool_rows: np.ndarray, lo: np.ndarray,
+                hi: np.ndarray, r_seed: np.ndarray, node_xy: np.ndarray, dz2: np.ndarray,
+                exact: np.ndarray | None) -> ShotState | None:
+        """The grid search of :meth:`_hypothesise` over the seed's partner picks: those of the partners
+        ``node_ids``, positions ``lo[k]:hi[k]`` of row ``pool_rows[k]`` of the pool's onsets ``view`` (0 with
+        reverberation tails, 1 without; :attr:`PickPool.times`). ``node_xy`` (K, 2) m and ``dz2`` (K,) m^2:
+        the partners' horizontal positions and squared height offsets to the assumed source height (node
+        heights enter the predicted ranges: masts and roofs; zero in the 2-D mode), from
+        :meth:`_partners_nearest_first`; ``exact``: the exact points from the nearest partners
+        (:meth:`_hypothesise`; None on small arrays)."""
         a = self.cfg.association
-        node_ids = list(by_node)
+        pool, tails = self.pool, view == 0
         # Partners hold pooled (trusted) picks, so each has a row in the onset store.
         store_rows = np.fromiter((self.onsets.row[n] for n in node_ids), dtype=np.intp, count=len(node_ids))
         seed_dz2 = self._dz2_at(r_seed)
@@ -1433,7 +1446,6 @@ class Associator:
         step = a.grid_step_m
         (sub1, sub2), keep2 = self.SUBDIVISIONS, 24
         tab, rows = self._seed_table(seed.node_id, node_ids)
-        rel_cat, starts = self._partner_onsets(by_node, seed.t_s)
         # The last stage also scores the exact points that the seed's pick and pairs of picks at its
         # nearest partners fix (a quiet source among busy nodes ranks too low on the coarse grid to
         # be refined). Not on small arrays: there the grid has few partners to be outscored by, and
@@ -1443,7 +1455,7 @@ class Associator:
         # fine points often choose the same picks); then the cheap negative evidence at their grid
         # points before any solve, all at once.
         refined, xy_top, t0s, ch, fits, first, tol_fine = grid_kernels.grid_search(
-            rel_cat, starts, tab.diff, tab.tol, tab.off, tab.seg, rows, tab.pts, np.asarray(r_seed[:2], float),
+            pool.times[view], pool_rows, lo, hi, tab.diff, tab.tol, tab.off, tab.seg, rows, tab.pts, np.asarray(r_seed[:2], float),
             float(seed_dz2), node_xy, np.asarray(dz2, float), float(self.c), step, a.match_tolerance_s,
             a.max_range_m, self.N_COARSE_KEEP, sub1, _sub_cells(step, sub1), keep2, sub2,
             _sub_cells(step / sub1, sub2), exact, 8 * self.N_FINE, a.min_nodes, whole, float(seed.t_s))
@@ -1460,7 +1472,7 @@ class Associator:
             if ev == "reject":
                 continue
             ks = np.flatnonzero(fits[:, m_i])
-            members = [seed] + [picks_of[node_ids[k]][ch[k, m_i]] for k in ks.tolist()]
+            members = [seed] + [pool.pick_at(node_ids[k], int(lo[k] + ch[k, m_i]), tails) for k in ks.tolist()]
             t0 = float(t0s[m_i])
             if ev == "accept":
                 sets.append((members, xy_top[m_i], t0))

@@ -907,6 +907,40 @@ def shots_near_arrival(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, by_arri
 
 
 @njit(cache=True)
+def shots_to_attach(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, spread_s, match_tol):
+    """The shots of the table a trusted pick may attach to in still air (``Associator._attach_target``),
+    best first: the rows :func:`shots_near_arrival` passes (its arguments, ``by_arrival`` set) that were
+    emitted by ``t_pick`` and whose still-air arrival at the node is within the attach tolerance of the
+    pick, min(2 CEP95 / ``c``, 0.02) + ``spread_s`` + ``match_tol`` (s; ``spread_s``: 5 sigma of the pick's
+    onset; ``xyt`` (S, 6) holds the CEP95, m, in column 5).
+
+    Returns (rows, |pick - arrival| (s), arrival (s)), by increasing error (table order on a tie: the
+    first of equally good shots, as a scan in table order keeping strictly better ones chooses). The
+    arithmetic is ``Associator._travel``'s and ``_attach_tolerance``'s, operation for operation.
+    """
+    near = shots_near_arrival(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, True)
+    n = near.shape[0]
+    rows = np.empty(n, dtype=np.int64)
+    err = np.empty(n)
+    pred = np.empty(n)
+    k = 0
+    for j in range(n):
+        i = near[j]
+        dx = rx - xyt[i, 0]
+        dy = ry - xyt[i, 1]
+        dz = rz - xyt[i, 3]
+        p = xyt[i, 2] + np.sqrt(dx * dx + dy * dy + dz * dz) / c
+        e = abs(t_pick - p)
+        if e < min(2.0 * xyt[i, 5] / c, 0.02) + spread_s + match_tol:
+            rows[k] = i
+            err[k] = e
+            pred[k] = p
+            k += 1
+    order = np.argsort(err[:k], kind="mergesort")
+    return rows[:k][order], err[:k][order], pred[:k][order]
+
+
+@njit(cache=True)
 def sets_near_arrival(xy, t0, tol, rx, ry, dz2, t_pick, c, r2):
     """Which waiting candidate sets a pick may join (``Associator._join_waiting``'s prefilter): sets at
     ``xy`` (S, 2) m, emitted at ``t0`` (S,) s, with tolerances ``tol`` (S,) s, whose predicted arrival
@@ -1232,12 +1266,30 @@ def candidate_sets(order, pts, chosen, rel, starts, t_seed, seed_x, seed_y, seed
 
 
 @njit(cache=True)
-def grid_search(rel, starts, diff, tol, off, seg, rows, coarse_pts, seed_xy, seed_dz2, node_xy, dz2, c, step,
+def partner_onsets(times, pool_rows, lo, hi, t_seed):
+    """The partners' onsets for the support kernels: positions ``lo[k]:hi[k]`` of row ``pool_rows[k]`` of
+    ``times`` (s) less ``t_seed`` (s), concatenated, and each partner's slice starts (K + 1,)."""
+    k_n = pool_rows.shape[0]
+    starts = np.empty(k_n + 1, dtype=np.intp)
+    starts[0] = 0
+    for k in range(k_n):
+        starts[k + 1] = starts[k] + hi[k] - lo[k]
+    rel = np.empty(starts[k_n])
+    for k in range(k_n):
+        r = pool_rows[k]
+        for i in range(hi[k] - lo[k]):
+            rel[starts[k] + i] = times[r, lo[k] + i] - t_seed
+    return rel, starts
+
+
+@njit(cache=True)
+def grid_search(times, pool_rows, lo, hi, diff, tol, off, seg, rows, coarse_pts, seed_xy, seed_dz2, node_xy, dz2, c, step,
                 match_tol, max_range, keep1, sub1, offsets1, keep2, sub2, offsets2, exact, n_order, n_min, whole,
                 t_seed):
-    """A search's grid stages in one call (``Associator._search``): the coarse grid scored from the
-    seed's table (:func:`support_table`, its arguments from ``rel`` to ``rows``; ``coarse_pts`` its
-    points), its ``keep1`` best cells split at ``offsets1`` (:func:`best_points`, :func:`split_cells`) and
+    """A search's grid stages in one call (``Associator._search``): the partners' onsets relative to the
+    seed's ``t_seed`` (s), row ``pool_rows[k]``, positions ``lo[k]:hi[k]`` of ``times`` for partner k
+    (:func:`partner_onsets`); the coarse grid scored from the seed's table (:func:`support_table`, its
+    arguments from ``diff`` to ``rows``; ``coarse_pts`` its points), its ``keep1`` best cells split at ``offsets1`` (:func:`best_points`, :func:`split_cells`) and
     scored from the geometry (:func:`support_points`), their ``keep2`` best split at ``offsets2`` and,
     with the exact points ``exact`` (E, 2) m (E may be 0), scored at the fine tolerance, and the
     candidate sets of the ``n_order`` best fine points (:func:`candidate_sets`). A cell of side ``step`` m
@@ -1248,6 +1300,7 @@ def grid_search(rel, starts, diff, tol, off, seg, rows, coarse_pts, seed_xy, see
     tolerance (s)). One call, where the stages were nine from Python, each with its own dispatch and
     arrays (~90 us per search); the arithmetic is theirs, in their order.
     """
+    rel, starts = partner_onsets(times, pool_rows, lo, hi, t_seed)
     inv_c = 1.0 / c
     score, _ = support_table(rel, starts, diff, tol, off, seg, rows, coarse_pts.shape[0], False)
     top = best_points(score, keep1, n_min, whole)
@@ -1283,17 +1336,20 @@ _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 #: The argument types the associator passes to each kernel (one specialisation each; :func:`evidence_codes` (with
 #: :func:`silent_counts` and :func:`verdict_codes`) and :func:`member_matrix` or :func:`member_row` are compiled
 #: inside :func:`evidence_of_sets` and :func:`evidence_of_set`, :func:`triplet_points` inside
-#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places`, and
+#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places`,
+#: :func:`shots_near_arrival` inside :func:`shots_to_attach` too (and alone for picks without trusted time or
+#: in wind), and
 #: :func:`support_table`, :func:`support_points`, :func:`best_points`, :func:`split_cells` and :func:`candidate_sets`
 #: inside :func:`grid_search`).
 SIGNATURES = (
-    (grid_search, (_F8, _I8, _F4, _F4, _I8, _I8_3, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8) + (nt.float64,) * 4
+    (grid_search, (_F8_2, _I8, _I8, _I8, _F4, _F4, _I8, _I8_3, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8) + (nt.float64,) * 4
      + (nt.int64, nt.int64, _F8_2, nt.int64, nt.int64, _F8_2, _F8_2, nt.int64, nt.int64, nt.boolean, nt.float64)),
     (table_segments, (_F8_2, _I8, _F8_2, nt.float64, _I8_3)),
     (table_values, (_F8_2, _F8, _F8_2, _F8_2, _F8) + (nt.float64,) * 4 + (_I8_3, _I8, _F4, _F4)),
     (seed_partners, (_F8_2, _I8, _I8, _F8, nt.float64, nt.float64, nt.float64, nt.int64, nt.int64, _F8, nt.float64,
                      _F8_2, _F8, nt.float64, nt.int64, nt.float64)),
     (shots_near_arrival, (_F8_2,) + (nt.float64,) * 8 + (nt.boolean,)),
+    (shots_to_attach, (_F8_2,) + (nt.float64,) * 10),
     (evidence_of_sets, (_F8_2, _F8, nt.float64, nt.float64, nt.float64, _F8_2, _I8, _I8, nt.int64, nt.boolean[:, ::1],
                         _F8_2, _I8, _F8_2, _I8, nt.float64, _F8, nt.float64, nt.float64, nt.int64, _I8, nt.boolean,
                         nt.float64, nt.float64, nt.int64)),

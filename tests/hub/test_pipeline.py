@@ -57,8 +57,8 @@ def make_pipeline(nodes, **kw):
 
 def run(p, dets):
     outs = []
-    for nid, t in sorted(dets, key=lambda x: x[1]):
-        outs += p.handle(*detection(nid, t), received_ns=t)
+    for nid, t, *quality in sorted(dets, key=lambda x: x[1]):  # (node, onset ns[, time quality])
+        outs += p.handle(*detection(nid, t, *quality), received_ns=t)
     outs += p.finish()
     final = {}
     for o in outs:

@@ -440,6 +440,46 @@ def test_the_compiled_shot_prefilter_passes_the_rows_numpy_does(seed, n, by_arri
     np.testing.assert_array_equal(got, want)
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 40), sigma=st.sampled_from([20e-6, 60e-6, 1e-3]))
+def test_the_shots_to_attach_are_those_the_attach_loop_takes_best_first(seed, n, sigma):
+    """``grid_kernels.shots_to_attach`` lists the shots whose still-air arrival a trusted pick fits within the
+    attach tolerance, with the errors and arrivals ``Associator._attach_target``'s loop computes (bit for
+    bit), by increasing error and in table order on a tie (shots of one place alike), so that the first
+    that passes the node's checks is the one the loop, keeping strictly better shots, chooses."""
+    from shotline.hub import grid_kernels
+
+    rng = np.random.default_rng(seed)
+    r = np.array([rng.uniform(-500, 500), rng.uniform(-500, 500), rng.uniform(0, 15)])
+    xyt = np.empty((n, 6))
+    burst = rng.random(n) < 0.5
+    xyt[:, :2] = np.where(burst[:, None], rng.uniform(-800, 800, 2), rng.uniform(-1500, 1500, (n, 2)))
+    xyt[:, 2] = np.where(burst, np.round(rng.uniform(0.0, 6.0, n), 1), rng.uniform(0.0, 6.0, n))
+    xyt[:, 3] = 1.5
+    xyt[:, 4] = 8
+    xyt[:, 5] = np.where(rng.random(n) < 0.5, rng.choice([0.3, 3.0, 30.0], n), rng.uniform(0.1, 5.0, n))
+    t_pick = 5.0
+    if n and rng.random() < 0.7:  # a pick at a shot's arrival, or near it (about the tolerances)
+        k = int(rng.integers(n))
+        d = xyt[k, [0, 1, 3]] - r
+        off = rng.choice([0.0, 0.004, -0.02]) if rng.random() < 0.5 else rng.uniform(-0.03, 0.03)
+        t_pick = xyt[k, 2] + np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2) / C + off
+    t_min = t_pick - 1000.0 / C - 0.1
+    reach = (t_pick - t_min + 0.05 + 5 * sigma + 0.005) * C
+    widest = 0.02 + 5 * sigma + 0.005
+    want = []
+    for i in _numpy_shots_near_arrival(xyt, r, t_pick, t_min, reach, C, widest, True).tolist():
+        dx, dy, dz = float(r[0]) - float(xyt[i, 0]), float(r[1]) - float(xyt[i, 1]), float(r[2]) - float(xyt[i, 3])
+        pred = float(xyt[i, 2]) + math.sqrt(dx * dx + dy * dy + dz * dz) / C
+        err = abs(t_pick - pred)
+        if err < min(2.0 * float(xyt[i, 5]) / C, 0.02) + 5 * sigma + 0.005:
+            want.append((err, i, pred))
+    want.sort(key=lambda e: e[:2])
+    rows, errs, preds = grid_kernels.shots_to_attach(np.ascontiguousarray(xyt), *map(float, r), float(t_pick),
+                                                     float(t_min), float(reach), C, widest, 5 * sigma, 0.005)
+    assert list(zip(errs.tolist(), rows.tolist(), preds.tolist(), strict=True)) == want
+
+
 def _plain_verdict(n: int, s: int, g: int, w: int, f_silent: float, f_confirm: float, n_min: int) -> int:
     """The evidence rule in plain Python (0 reject, 1 wait, 2 accept; members n, silent s, agreeing g,
     pending w)."""
@@ -1115,13 +1155,15 @@ def test_triplet_points_fix_the_source_exactly_among_busy_picks():
         assert len(pts) < 0.2 * len(every)
 
 
-def _stagewise_search(rel, starts, diff, tol, off, seg, rows, coarse_pts, seed_xy, seed_dz2, node_xy, dz2, c, step,
-                      match_tol, max_range, keep1, sub1, offsets1, keep2, sub2, offsets2, exact, n_order, n_min, whole,
-                      t_seed):
+def _stagewise_search(times, pool_rows, lo, hi, diff, tol, off, seg, rows, coarse_pts, seed_xy, seed_dz2, node_xy, dz2,
+                      c, step, match_tol, max_range, keep1, sub1, offsets1, keep2, sub2, offsets2, exact, n_order, n_min,
+                      whole, t_seed):
     """Reference for ``grid_kernels.grid_search``: its stages one kernel call at a time, from Python, as
-    ``Associator._search`` ran them before they were one call."""
+    ``Associator._search`` ran them before they were one call (the partners' onsets as numpy slices)."""
     from shotline.hub import grid_kernels as gk
 
+    rel = np.concatenate([times[r, i:j] for r, i, j in zip(pool_rows, lo, hi, strict=True)]) - t_seed
+    starts = np.r_[0, np.cumsum(hi - lo)].astype(np.intp)
     k_n = len(node_xy)
     none = (False, np.empty((0, 2)), np.empty(0), np.empty((k_n, 0), dtype=np.intp),
             np.empty((k_n, 0), dtype=bool), np.empty(0, dtype=np.intp), 0.0)
@@ -1159,7 +1201,7 @@ def test_the_search_in_one_call_is_its_stages_one_by_one(monkeypatch):
             np.testing.assert_array_equal(x, y)
             assert x.dtype == y.dtype
         seen["calls"] += 1
-        seen["exact"] += len(args[22]) > 0
+        seen["exact"] += len(args[24]) > 0  # (exact)
         seen["unrefined"] += not got[0]
         return got
 
@@ -1173,7 +1215,7 @@ def test_the_search_in_one_call_is_its_stages_one_by_one(monkeypatch):
     assert seen["calls"] >= 5 and seen["exact"] >= 1
     # A rule no cell passes (more nodes than there are): the stages stop at the first refinement.
     args = _last_search_args(nodes, rng)
-    args[24] = 99
+    args[26] = 99  # (n_min)
     assert check(*args)[0] is False and seen["unrefined"] >= 1
 
 
@@ -1225,6 +1267,10 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     dets = arrivals(nodes, (100.0, 50.0, 1.5), T0_NS, rng) + arrivals(nodes, (-200.0, -90.0, 1.5), T0_NS + 30_000_000, rng)
     dets += arrivals(nodes, (100.0, 50.0, 1.5), T0_NS + 400_000_000, rng)  # another round: its recent place
     dets += [(nid, T0_NS + int(rng.uniform(0, 2.0) * 1e9)) for nid in nodes for _ in range(3)]  # unrelated impulses
+    # and a detection without trusted time, at the first round's arrival (its attach test is the table's
+    # prefilter alone: the compiled attach list takes trusted picks in still air)
+    nid = next(iter(nodes))
+    dets.append((nid, T0_NS + 400_000_000 + int(np.linalg.norm(nodes[nid] - (100.0, 50.0, 1.5)) / C * 1e9) + 3_000_000, "ntp"))
     incs = run(p, dets)
     assert sum(i.rounds for i in incs) == 3
     _stream(p_corner, corner)
