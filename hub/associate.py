@@ -56,6 +56,14 @@ from .registry import NodeRegistry
 log = logging.getLogger(__name__)
 
 _NO_POINTS = np.zeros((0, 2))
+_ZEROS = np.zeros(64, dtype=np.int64)
+
+
+def _zeros(n: int) -> np.ndarray:
+    """(n,) int64 zeros: a view of one shared array while n <= 64 (the evidence kernels' count of unheard
+    nodes once there are none, asked thousands of times; the kernels only read it, and writeable it keeps
+    the array type they were compiled for)."""
+    return _ZEROS[:n] if n <= len(_ZEROS) else np.zeros(n, dtype=np.int64)
 _NO_WIND = np.zeros(3)
 
 
@@ -450,6 +458,8 @@ class Associator:
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray, np.ndarray]] = {}
         """Per seed node: (key, nodes within reach, their distances to it (m), their order by distance)."""
         self._front: dict[str, tuple] = {}
+        self._near_seed: dict[str, tuple] = {}
+        """Per seed node: (key, onset-store rows within 2 max_range_m), for :meth:`_evidence_many`."""
         """Per seed node, :meth:`_partners_nearest_first`'s arrays, with their key and the neighbours' ids."""
         self._located: tuple[int, list[str], np.ndarray] | None = None
         """(registry version, located nodes, their horizontal positions (N, 2) m)."""
@@ -1140,11 +1150,14 @@ class Associator:
     def _nodes_within_range(self, enu: np.ndarray) -> list[str]:
         """Located nodes that have reported onsets, within ``max_range_m`` (horizontal) of a point (those
         that can have heard a source there): through the spatial index, not by visiting every node."""
+        return [self.onsets.ids[r] for r in self._rows_within_range(enu).tolist()]
+
+    def _rows_within_range(self, enu: np.ndarray) -> np.ndarray:
+        """The onset-store rows of :meth:`_nodes_within_range` (their count is all some callers need)."""
         r_max = self.cfg.association.max_range_m
         xyz, grid = self._rows()
         rows = grid.near(float(enu[0]), float(enu[1]), r_max)
-        near = rows[np.hypot(xyz[rows, 0] - enu[0], xyz[rows, 1] - enu[1]) <= r_max]
-        return [self.onsets.ids[r] for r in near.tolist()]
+        return rows[np.hypot(xyz[rows, 0] - enu[0], xyz[rows, 1] - enu[1]) <= r_max]
 
     def _attach_tolerance(self, shot: ShotState, pick: Pick) -> float:
         a = self.cfg.association
@@ -1619,7 +1632,7 @@ class Associator:
             src = np.r_[xy, self.source_z_m]  # as the grid's points and the count above
             t0_k = pick.t_s - self._travel(src, r)
             members = self._complete_set([pick], xy, t0_k, tol)
-            n_partners = max(len(self._nodes_within_range(src)) - 1, len(members) - 1)
+            n_partners = max(len(self._rows_within_range(src)) - 1, len(members) - 1)
             self._waited = False
             ev = self._evidence(xy, t0_k, {p.node_id for p in members}, tol)
             if ev == "accept" and len(members) >= a.min_nodes:
@@ -2181,7 +2194,7 @@ class Associator:
         if nodes is None:
             nodes = grid.near(x, y, self.cfg.association.max_range_m)
         row = self.onsets.row
-        unheard = 0 if self._retrying else int(self._unheard_in_range(np.array([[x, y]]))[0])
+        unheard = 0 if self._retrying or self._unheard_over_now() else int(self._unheard_in_range(np.array([[x, y]]))[0])
         code = grid_kernels.evidence_of_set(
             x, y, float(t0_s), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, xyz, nodes,
             np.array([row[n] for n in members if n in row], dtype=np.int64), len(members), *self._evidence_inputs(),
@@ -2213,10 +2226,20 @@ class Associator:
             got = ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
             return (got, n_mem.tolist()) if with_support else got
         xyz, grid = self._rows()
-        r_seed = self.registry.enu(seed_id)
-        nodes = grid.near(float(r_seed[0]), float(r_seed[1]), 2 * self.cfg.association.max_range_m)
+        # The onset-store rows within 2 max_range_m of the seed's node, kept per seed node until a node
+        # reports for the first time or a position moves (as a waiting set's, :meth:`_waiting_evidence`).
+        key = (self.registry.version, len(self.onsets))
+        got = self._near_seed.get(seed_id)
+        if got is None or got[0] != key:
+            r_seed = self.registry.enu(seed_id)
+            got = self._near_seed[seed_id] = (key, grid.near(float(r_seed[0]), float(r_seed[1]),
+                                                             2 * self.cfg.association.max_range_m))
+        nodes = got[1]
         xy = np.ascontiguousarray(xy, dtype=float)
-        unheard = np.zeros(len(xy), dtype=np.int64) if self._retrying else self._unheard_in_range(xy)
+        if self._retrying or self._unheard_over_now():
+            unheard = _zeros(len(xy))
+        else:
+            unheard = self._unheard_in_range(xy)
         code, support, found = grid_kernels.evidence_of_sets(
             xy, np.asarray(t0_s, float), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m,
             xyz, nodes, np.asarray(member_idx, dtype=np.int64), self.onsets.row[seed_id], np.ascontiguousarray(fits),
@@ -2243,6 +2266,11 @@ class Associator:
     def _kernel_wind(self) -> np.ndarray:
         """The wind (3,) m/s for the kernels: zeros in still air."""
         return self.wind_enu_mps if self.wind_enu_mps is not None else _NO_WIND
+
+    def _unheard_over_now(self) -> bool:
+        """Whether :meth:`_unheard_in_range` counts no node anywhere now (its wait window is over, for these
+        positions and this c): a check of one tuple, where a call builds arrays."""
+        return self._unheard_over == (self.registry.version, self.c)
 
     def _unheard_in_range(self, xy: np.ndarray) -> np.ndarray:
         """Located nodes within ``max_range_m`` of each point ``xy`` (P, 2) m that have reported no pick since

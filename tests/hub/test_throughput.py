@@ -1790,3 +1790,24 @@ def test_a_node_repeating_its_position_keeps_the_geometry_caches():
     assert all(p.assoc._tables[k] is t for k, t in tables.items())
     p.handle(*status("N03", nodes["N03"] + (0.5, 0.0, 0.0)), received_ns=T0_NS + 2 * 10**10)
     assert p.registry.version == version + 1
+
+
+def test_the_rows_near_a_seed_are_read_again_when_a_node_first_reports():
+    """The evidence of a search's hypotheses reads the onset-store rows near the seed's node from a cache
+    (``Associator._near_seed``), which a node reporting for the first time renews: its row is counted."""
+    nodes = grid(4, 3)
+    a = make_pipeline(nodes).assoc
+    ids = list(nodes)
+    for nid in ids[:6]:
+        a.onsets.add(nid, 1.0)
+    seed = ids[0]
+    xy = np.array([a.registry.enu(seed)[:2]])
+
+    def rows_read():
+        a._evidence_many(xy, np.array([0.5]), np.zeros(0, dtype=np.intp), np.zeros((0, 1), dtype=bool), seed, 0.005)
+        return sorted(a._near_seed[seed][1].tolist())
+
+    assert rows_read() == list(range(6))
+    assert rows_read() == list(range(6))  # (from the cache)
+    a.onsets.add(ids[7], 1.2)
+    assert rows_read() == list(range(7))
