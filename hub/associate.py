@@ -317,6 +317,11 @@ class PickPool:
         position ``k`` of its row in :attr:`times`."""
         return self._lists[node_id][1 if tails else 3][k]
 
+    def picks_between(self, node_id: str, i: int, j: int) -> list[Pick]:
+        """A node's pooled picks ``i:j`` in onset order, reverberation tails included (positions in its row of
+        ``times[0]``)."""
+        return self._lists[node_id][1][i:j]
+
     def span(self, node_id: str, i: int, j: int, tails: bool = True) -> tuple[np.ndarray, list[Pick]]:
         """A node's pooled picks ``i:j`` in onset order (with reverberation tails if ``tails``): (their
         times, a copy, as the row moves as picks come and go; the picks)."""
@@ -1137,10 +1142,22 @@ class Associator:
         from nodes that can have heard it)."""
         a = self.cfg.association
         half = 0.02 + 5 * self._sigma_max + a.match_tolerance_s
+        nids = self._pool_nodes_near(shot.enu_m)
+        if not nids:
+            return []
+        if self.wind_enu_mps is None:
+            # All at once, in :meth:`_travel`'s arithmetic (the same numbers), as :meth:`_complete_set` does.
+            d = np.array([self.registry.enu(nid) for nid in nids]) - shot.enu_m
+            pred = shot.t0_s + np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]) / self.c
+        else:
+            pred = np.array([shot.t0_s + self._travel(shot.enu_m, self.registry.enu(nid)) for nid in nids])
+        pool = self.pool
+        rows = np.fromiter((pool.row[nid] for nid in nids), dtype=np.int64, count=len(nids))
+        lo, hi = grid_kernels.onset_windows(pool.times[0], pool.counts[0], rows, pred, half)
         out: list[Pick] = []
-        for nid in self._pool_nodes_near(shot.enu_m):
-            pred = shot.t0_s + self._travel(shot.enu_m, self.registry.enu(nid))
-            out += self.pool.window(nid, pred - half, pred + half)[1]
+        for nid, i, j in zip(nids, lo.tolist(), hi.tolist(), strict=True):
+            if j > i:
+                out += pool.picks_between(nid, i, j)
         return out
 
     def _pool_nodes_near(self, enu: np.ndarray) -> list[str]:

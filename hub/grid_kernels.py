@@ -23,7 +23,8 @@ with the hypotheses' members, one call per asking: :func:`evidence_of_sets` by :
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
 (:func:`recent_places`, one per place: :func:`first_of_places`; both in :func:`repeat_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
-the picks that complete a hypothesis' set (:func:`nearest_onsets`),
+the picks that complete a hypothesis' set (:func:`nearest_onsets`) and those near a new shot's arrivals
+(:func:`onset_windows`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`; with the partners' pooled onsets around a seed, the
 front of a search: :func:`seed_partners`), a search's best points, refined cells and
@@ -552,6 +553,20 @@ def nearest_onsets(times, counts, rows, pred, tol):
                 err = e
         out[k] = best
     return out
+
+
+@njit(cache=True)
+def onset_windows(times, counts, rows, pred, half):
+    """Per node k, the positions [lo, hi) in row ``rows[k]`` of the padded ``times`` (s; ``counts`` per row) of
+    the onsets within ``half`` (s) of ``pred[k]`` (s), ends included (``Associator._near_arrivals``:
+    ``PickPool.window``'s bisections per node)."""
+    lo = np.empty(rows.shape[0], dtype=np.int64)
+    hi = np.empty(rows.shape[0], dtype=np.int64)
+    for k in range(rows.shape[0]):
+        row = times[rows[k]]
+        lo[k] = _bisect(row, 0, counts[rows[k]], pred[k] - half, False)
+        hi[k] = _bisect(row, lo[k], counts[rows[k]], pred[k] + half, True)
+    return lo, hi
 
 
 @njit(cache=True, inline="always")
@@ -1360,6 +1375,7 @@ SIGNATURES = (
     (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
     (nearest_onsets, (_F8_2, _I8, _I8, _F8, nt.float64)),
+    (onset_windows, (_F8_2, _I8, _I8, _F8, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
 )
 

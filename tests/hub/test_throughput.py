@@ -225,6 +225,11 @@ def test_the_picks_that_complete_a_set_are_the_window_steps(n_nodes, adds, asks,
     at = grid_kernels.nearest_onsets(pool.times[v], pool.counts[v], rows, pred, tol)
     got = [pool.pick_at(nid, k, tails) if k >= 0 else None for nid, k in zip(have, at.tolist(), strict=True)]
     assert got == want
+    if tails:
+        # ``grid_kernels.onset_windows`` (``Associator._near_arrivals``): each node's whole window, ends included.
+        lo, hi = grid_kernels.onset_windows(pool.times[0], pool.counts[0], rows, pred, tol)
+        for nid, t, i, j in zip(have, pred.tolist(), lo.tolist(), hi.tolist(), strict=True):
+            assert pool.picks_between(nid, i, j) == pool.window(nid, t - tol, t + tol)[1]
 
 
 @settings(max_examples=300, deadline=None)
