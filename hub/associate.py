@@ -55,16 +55,16 @@ from .registry import NodeRegistry
 
 log = logging.getLogger(__name__)
 
+_NO_WIND = np.zeros(3)
 _NO_POINTS = np.zeros((0, 2))
 _ZEROS = np.zeros(64, dtype=np.int64)
 
 
 def _zeros(n: int) -> np.ndarray:
-    """(n,) int64 zeros: a view of one shared array while n <= 64 (the evidence kernels' count of unheard
-    nodes once there are none, asked thousands of times; the kernels only read it, and writeable it keeps
-    the array type they were compiled for)."""
+    """(n,) int64 zeros: a view of one shared array while n <= 64. For the evidence kernels' counts of
+    unheard nodes once there are none (asked thousands of times); the kernels only read them. (Not made
+    read-only: numba would compile the kernels again for read-only arrays.)"""
     return _ZEROS[:n] if n <= len(_ZEROS) else np.zeros(n, dtype=np.int64)
-_NO_WIND = np.zeros(3)
 
 
 #: :func:`grid_kernels.verdict_codes` by code.
@@ -463,9 +463,9 @@ class Associator:
         self._nbrs: dict[str, tuple[tuple, list[str], np.ndarray, np.ndarray]] = {}
         """Per seed node: (key, nodes within reach, their distances to it (m), their order by distance)."""
         self._front: dict[str, tuple] = {}
+        """Per seed node, :meth:`_partners_nearest_first`'s arrays, with their key and the neighbours' ids."""
         self._near_seed: dict[str, tuple] = {}
         """Per seed node: (key, onset-store rows within 2 max_range_m), for :meth:`_evidence_many`."""
-        """Per seed node, :meth:`_partners_nearest_first`'s arrays, with their key and the neighbours' ids."""
         self._located: tuple[int, list[str], np.ndarray] | None = None
         """(registry version, located nodes, their horizontal positions (N, 2) m)."""
         self._located_grid: tuple[int, NodeGrid] | None = None
@@ -1485,9 +1485,9 @@ class Associator:
         # fine points often choose the same picks); then the cheap negative evidence at their grid
         # points before any solve, all at once.
         refined, xy_top, t0s, ch, fits, first, tol_fine = grid_kernels.grid_search(
-            pool.times[view], pool_rows, lo, hi, tab.diff, tab.tol, tab.off, tab.seg, rows, tab.pts, np.asarray(r_seed[:2], float),
-            float(seed_dz2), node_xy, np.asarray(dz2, float), float(self.c), step, a.match_tolerance_s,
-            a.max_range_m, self.N_COARSE_KEEP, sub1, _sub_cells(step, sub1), keep2, sub2,
+            pool.times[view], pool_rows, lo, hi, tab.diff, tab.tol, tab.off, tab.seg, rows, tab.pts,
+            np.asarray(r_seed[:2], float), float(seed_dz2), node_xy, np.asarray(dz2, float), float(self.c), step,
+            a.match_tolerance_s, a.max_range_m, self.N_COARSE_KEEP, sub1, _sub_cells(step, sub1), keep2, sub2,
             _sub_cells(step / sub1, sub2), exact, 8 * self.N_FINE, a.min_nodes, whole, float(seed.t_s))
         if not refined:
             return None
@@ -2211,7 +2211,8 @@ class Associator:
         if nodes is None:
             nodes = grid.near(x, y, self.cfg.association.max_range_m)
         row = self.onsets.row
-        unheard = 0 if self._retrying or self._unheard_over_now() else int(self._unheard_in_range(np.array([[x, y]]))[0])
+        unheard = (0 if self._retrying or self._unheard_over_now()
+                   else int(self._unheard_in_range(np.array([[x, y]]))[0]))
         code = grid_kernels.evidence_of_set(
             x, y, float(t0_s), float(tol_s), self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, xyz, nodes,
             np.array([row[n] for n in members if n in row], dtype=np.int64), len(members), *self._evidence_inputs(),
@@ -2303,7 +2304,7 @@ class Associator:
         then has arrived, and a node still unheard is quiet, deaf or broken
         (counted pending, it held every hypothesis near it back until retry).
         """
-        if self._unheard_over == (self.registry.version, self.c) or not len(xy) or self._t_first_s is None:
+        if self._unheard_over_now() or not len(xy) or self._t_first_s is None:
             return np.zeros(len(xy), dtype=np.int64)
         if self.watermark_s - self._t_first_s > self.horizon_s():
             # (the watermark only grows; a new node or another speed of sound may widen the window)

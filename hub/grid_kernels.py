@@ -1298,22 +1298,25 @@ def partner_onsets(times, pool_rows, lo, hi, t_seed):
 
 
 @njit(cache=True)
-def grid_search(times, pool_rows, lo, hi, diff, tol, off, seg, rows, coarse_pts, seed_xy, seed_dz2, node_xy, dz2, c, step,
-                match_tol, max_range, keep1, sub1, offsets1, keep2, sub2, offsets2, exact, n_order, n_min, whole,
-                t_seed):
-    """A search's grid stages in one call (``Associator._search``): the partners' onsets relative to the
-    seed's ``t_seed`` (s), row ``pool_rows[k]``, positions ``lo[k]:hi[k]`` of ``times`` for partner k
-    (:func:`partner_onsets`); the coarse grid scored from the seed's table (:func:`support_table`, its
-    arguments from ``diff`` to ``rows``; ``coarse_pts`` its points), its ``keep1`` best cells split at ``offsets1`` (:func:`best_points`, :func:`split_cells`) and
-    scored from the geometry (:func:`support_points`), their ``keep2`` best split at ``offsets2`` and,
-    with the exact points ``exact`` (E, 2) m (E may be 0), scored at the fine tolerance, and the
-    candidate sets of the ``n_order`` best fine points (:func:`candidate_sets`). A cell of side ``step`` m
-    splits into ``sub1`` x ``sub1`` cells, those into ``sub2`` x ``sub2`` (``offsets1``, ``offsets2``: the
-    sub-cells' centres), and each stage's tolerance is sqrt(2) x side / c + ``match_tol`` (s). The other arguments are those kernels'.
+def grid_search(times, pool_rows, lo, hi, diff, tol, off, seg, rows, coarse_pts, seed_xy, seed_dz2, node_xy, dz2,
+                c, step, match_tol, max_range, keep1, sub1, offsets1, keep2, sub2, offsets2, exact, n_order, n_min,
+                whole, t_seed):
+    """A search's grid stages in one call (``Associator._search``).
 
-    Returns (whether every refinement kept some cell; then :func:`candidate_sets`' five arrays and the fine
-    tolerance (s)). One call, where the stages were nine from Python, each with its own dispatch and
-    arrays (~90 us per search); the arithmetic is theirs, in their order.
+    The partners' onsets relative to the seed's ``t_seed`` (s): for partner k, positions
+    ``lo[k]:hi[k]`` of row ``pool_rows[k]`` of ``times`` (:func:`partner_onsets`). The coarse grid
+    ``coarse_pts`` scored from the seed's table (:func:`support_table`, with ``diff`` to ``rows``); its
+    ``keep1`` best cells split at ``offsets1`` (:func:`best_points`, :func:`split_cells`) and scored
+    from the geometry (:func:`support_points`); their ``keep2`` best split at ``offsets2`` and, with the
+    exact points ``exact`` (E, 2) m (E may be 0), scored at the fine tolerance; and the candidate sets
+    of the ``n_order`` best fine points (:func:`candidate_sets`). A cell of side ``step`` m splits into
+    ``sub1`` x ``sub1`` cells, those into ``sub2`` x ``sub2`` (``offsets1``, ``offsets2``: the sub-cells'
+    centres), and each stage's tolerance is sqrt(2) x side / c + ``match_tol`` (s). The other
+    arguments are those kernels'.
+
+    Returns (whether every refinement kept some cell; then :func:`candidate_sets`' five arrays and the
+    fine tolerance (s)). One call where the stages were nine from Python, each with its dispatch and
+    arrays between them; the arithmetic is theirs, in their order.
     """
     rel, starts = partner_onsets(times, pool_rows, lo, hi, t_seed)
     inv_c = 1.0 / c
@@ -1357,8 +1360,9 @@ _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 #: :func:`support_table`, :func:`support_points`, :func:`best_points`, :func:`split_cells` and :func:`candidate_sets`
 #: inside :func:`grid_search`).
 SIGNATURES = (
-    (grid_search, (_F8_2, _I8, _I8, _I8, _F4, _F4, _I8, _I8_3, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8) + (nt.float64,) * 4
-     + (nt.int64, nt.int64, _F8_2, nt.int64, nt.int64, _F8_2, _F8_2, nt.int64, nt.int64, nt.boolean, nt.float64)),
+    (grid_search, (_F8_2, _I8, _I8, _I8, _F4, _F4, _I8, _I8_3, _I8, _F8_2, _F8, nt.float64, _F8_2, _F8)
+     + (nt.float64,) * 4 + (nt.int64, nt.int64, _F8_2, nt.int64, nt.int64, _F8_2, _F8_2, nt.int64, nt.int64,
+                            nt.boolean, nt.float64)),
     (table_segments, (_F8_2, _I8, _F8_2, nt.float64, _I8_3)),
     (table_values, (_F8_2, _F8, _F8_2, _F8_2, _F8) + (nt.float64,) * 4 + (_I8_3, _I8, _F4, _F4)),
     (seed_partners, (_F8_2, _I8, _I8, _F8, nt.float64, nt.float64, nt.float64, nt.int64, nt.int64, _F8, nt.float64,

@@ -1213,7 +1213,8 @@ def test_the_search_in_one_call_is_its_stages_one_by_one(monkeypatch):
     monkeypatch.setattr(grid_kernels, "grid_search", check)
     nodes = grid(4, 3)
     rng = np.random.default_rng(7)
-    dets = arrivals(nodes, (100.0, 50.0, 1.5), T0_NS, rng) + arrivals(nodes, (-200.0, -90.0, 1.5), T0_NS + 30_000_000, rng)
+    dets = arrivals(nodes, (100.0, 50.0, 1.5), T0_NS, rng)
+    dets += arrivals(nodes, (-200.0, -90.0, 1.5), T0_NS + 30_000_000, rng)
     dets += arrivals(nodes, (100.0, 50.0, 1.5), T0_NS + 400_000_000, rng)
     dets += [(nid, T0_NS + int(rng.uniform(0, 2.0) * 1e9)) for nid in nodes for _ in range(3)]
     run(make_pipeline(nodes), dets)
@@ -1275,7 +1276,8 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     # and a detection without trusted time, at the first round's arrival (its attach test is the table's
     # prefilter alone: the compiled attach list takes trusted picks in still air)
     nid = next(iter(nodes))
-    dets.append((nid, T0_NS + 400_000_000 + int(np.linalg.norm(nodes[nid] - (100.0, 50.0, 1.5)) / C * 1e9) + 3_000_000, "ntp"))
+    arrival_ns = T0_NS + 400_000_000 + int(np.linalg.norm(nodes[nid] - (100.0, 50.0, 1.5)) / C * 1e9)
+    dets.append((nid, arrival_ns + 3_000_000, "ntp"))
     incs = run(p, dets)
     assert sum(i.rounds for i in incs) == 3
     _stream(p_corner, corner)
