@@ -629,6 +629,14 @@ class Associator:
         d2 = float(d @ d)
         return d2 / (dw + math.sqrt(dw * dw + a * d2)) if d2 > 0 else 0.0
 
+    def _travel_times(self, src: np.ndarray, node_ids: list[str]) -> np.ndarray:
+        """:meth:`_travel` from an ENU source to each of some nodes (s), the same numbers: in still air all at
+        once, in its arithmetic (a call per node cost more than the rest of a set)."""
+        if self.wind_enu_mps is None:
+            d = np.array([self.registry.enu(nid) for nid in node_ids]) - src
+            return np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]) / self.c
+        return np.array([self._travel(src, self.registry.enu(nid)) for nid in node_ids])
+
     # -- public ----------------------------------------------------------------
     def add(self, det: m.Detection, received_ns: int) -> list[ShotState]:
         """Take one detection; return the shots it created (joins are reported by :meth:`flush`)."""
@@ -1109,12 +1117,8 @@ class Associator:
                     self._shot_xyt, float(r[0]), float(r[1]), float(r[2]), pick.t_s, t_min, reach, self.c, widest,
                     5 * self._sigma(pick), a.match_tolerance_s)
                 for i, err, pred in zip(rows.tolist(), errs.tolist(), preds.tolist(), strict=True):
-                    shot = self.shots[i]
-                    if shot.shot_id in pick.rejected_by or pick.node_id in shot.corroborating:
-                        continue
-                    old = shot.pending.get(pick.node_id) or shot.picks.get(pick.node_id)
-                    if old is None or abs(old.t_s - pred) > err:
-                        return shot
+                    if self._node_takes(self.shots[i], pick, pred, err):
+                        return self.shots[i]
                 return None
             near = grid_kernels.shots_near_arrival(self._shot_xyt, float(r[0]), float(r[1]), float(r[2]), pick.t_s,
                                                    t_min, reach, self.c, widest, self.wind_enu_mps is None)
@@ -1122,19 +1126,24 @@ class Associator:
         else:
             candidates = [only]
         for shot in candidates:
-            if shot.t0_s < t_min or shot.t0_s > pick.t_s or shot.shot_id in pick.rejected_by:
-                continue
-            if pick.node_id in shot.corroborating:
+            if shot.t0_s < t_min or shot.t0_s > pick.t_s:
                 continue
             pred = shot.t0_s + self._travel(shot.enu_m, r)
             err = abs(pick.t_s - pred)
-            old = shot.pending.get(pick.node_id) or shot.picks.get(pick.node_id)
-            if old is not None and (not pick.trusted or abs(old.t_s - pred) <= err):
-                continue
-            tol = self._attach_tolerance(shot, pick)
-            if err < tol and err < best_err:
+            if err < self._attach_tolerance(shot, pick) and err < best_err and self._node_takes(shot, pick, pred, err):
                 best, best_err = shot, err
         return best
+
+    @staticmethod
+    def _node_takes(shot: ShotState, pick: Pick, pred: float, err: float) -> bool:
+        """Whether ``shot`` can take ``pick`` at its node, ``err`` (s) off the arrival ``pred`` (s) it predicts
+        there: the shot was not refused by the pick, does not hold the node's pick as corroborating, and holds
+        no pick of the node (pending or located) as near its arrival (a pick without trusted time replaces
+        none)."""
+        if shot.shot_id in pick.rejected_by or pick.node_id in shot.corroborating:
+            return False
+        old = shot.pending.get(pick.node_id) or shot.picks.get(pick.node_id)
+        return old is None or (pick.trusted and abs(old.t_s - pred) > err)
 
     def _near_arrivals(self, shot: ShotState) -> list[Pick]:
         """Pooled picks within the widest possible attach tolerance of the shot's predicted arrival at
@@ -1145,12 +1154,7 @@ class Associator:
         nids = self._pool_nodes_near(shot.enu_m)
         if not nids:
             return []
-        if self.wind_enu_mps is None:
-            # All at once, in :meth:`_travel`'s arithmetic (the same numbers), as :meth:`_complete_set` does.
-            d = np.array([self.registry.enu(nid) for nid in nids]) - shot.enu_m
-            pred = shot.t0_s + np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]) / self.c
-        else:
-            pred = np.array([shot.t0_s + self._travel(shot.enu_m, self.registry.enu(nid)) for nid in nids])
+        pred = shot.t0_s + self._travel_times(shot.enu_m, nids)
         pool = self.pool
         rows = np.fromiter((pool.row[nid] for nid in nids), dtype=np.int64, count=len(nids))
         lo, hi = grid_kernels.onset_windows(pool.times[0], pool.counts[0], rows, pred, half)
@@ -1751,12 +1755,7 @@ class Associator:
         todo = [nid for nid in in_range if nid not in have and has(nid)]
         if not todo:
             return out
-        if self.wind_enu_mps is None:
-            # All at once, in :meth:`_travel`'s arithmetic (the same numbers): a call per node cost more.
-            d = np.array([self.registry.enu(nid) for nid in todo]) - src
-            travel = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]) / self.c
-        else:
-            travel = np.array([self._travel(src, self.registry.enu(nid)) for nid in todo])
+        travel = self._travel_times(src, todo)
         # Each node's pooled onset nearest its predicted arrival within the tolerance, all in one compiled
         # call over the pool's rows (a window and an argmin per node cost more than the rest of a set).
         pool, v = self.pool, 0 if tails else 1
@@ -1964,36 +1963,6 @@ class Associator:
     QUICK_FLOOR_S = 100e-6
     #: Position-uncertainty part (s) of the quick fit's evidence window.
     QUICK_EVIDENCE_S = 0.002
-
-    @staticmethod
-    def _partner_onsets(by_node: dict[str, np.ndarray], t_seed: float) -> tuple[np.ndarray, np.ndarray]:
-        """Partner onsets relative to the seed, concatenated, and each node's slice starts (see grid_kernels)."""
-        cat, starts = _slices(list(by_node.values()))
-        return cat - t_seed, starts
-
-    @staticmethod
-    def _support_cached(tab: SeedTable, rows: np.ndarray, partners: tuple[np.ndarray, np.ndarray],
-                        want_chosen: bool = True):
-        """Score the coarse grid of a seed's table (cached travel-time differences and per-node tolerances);
-        a search runs this stage inside :func:`grid_kernels.grid_search` (here: the stage alone, for checks).
-
-        ``partners``: :meth:`_partner_onsets`. Returns (G,) scores (nodes explained less the mean
-        squared misfit in units of the tolerance) and (K, G) the index of each node's chosen pick.
-        """
-        rel, starts = partners
-        return grid_kernels.support_table(rel, starts, tab.diff, tab.tol, tab.off, tab.seg, rows, len(tab.pts),
-                                          want_chosen)
-
-    def _support(self, grid, partners, r_seed, node_xy, tol, dz2, seed_dz2, want_chosen=True):
-        """For each grid point: how many nodes have a pick near the predicted arrival (score), and which
-        (``partners``: :meth:`_partner_onsets`); the refinement stages of :func:`grid_kernels.grid_search`,
-        alone (for checks)."""
-        rel, starts = partners
-        return grid_kernels.support_points(rel, starts, np.ascontiguousarray(grid, dtype=float),
-                                           np.asarray(r_seed[:2], float), float(seed_dz2),
-                                           np.ascontiguousarray(node_xy, dtype=float), np.asarray(dz2, float),
-                                           1.0 / self.c, float(tol), self.cfg.association.max_range_m,
-                                           want_chosen)
 
     def _fit(self, members: list[Pick], start: tuple[np.ndarray, float] | None = None
              ) -> tuple[Solution, list[Pick]] | None:
@@ -2226,10 +2195,16 @@ class Associator:
         """:meth:`_evidence` of a waiting set with its members now. The onset-store rows near its point
         are kept with the set until a node reports for the first time or a position moves: a set is
         counted again at every join (~14 times per source on a clean 1,024-node stream)."""
-        key = (self.registry.version, len(self.onsets))
+        key = self._near_rows_key()
         if w.near is None or w.near[0] != key:
             w.near = (key, self._rows()[1].near(float(w.xy[0]), float(w.xy[1]), self.cfg.association.max_range_m))
         return self._evidence(w.xy, w.t0_s, {p.node_id for p in w.members}, w.tol_s, nodes=w.near[1])
+
+    def _near_rows_key(self) -> tuple[int, int]:
+        """What the onset-store rows near a point depend on: positions (the registry's version) and the nodes
+        that have reported (rows are only appended), so kept answers hold until a node first reports or a
+        position moves."""
+        return self.registry.version, len(self.onsets)
 
     def _evidence_many(self, xy: np.ndarray, t0_s: np.ndarray, member_idx: np.ndarray, fits: np.ndarray,
                        seed_id: str, tol_s: float, matched_join: bool = False, with_support: bool = False):
@@ -2244,9 +2219,9 @@ class Associator:
             got = ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
             return (got, n_mem.tolist()) if with_support else got
         xyz, grid = self._rows()
-        # The onset-store rows within 2 max_range_m of the seed's node, kept per seed node until a node
-        # reports for the first time or a position moves (as a waiting set's, :meth:`_waiting_evidence`).
-        key = (self.registry.version, len(self.onsets))
+        # The onset-store rows within 2 max_range_m of the seed's node, kept per seed node (as a waiting set's,
+        # :meth:`_waiting_evidence`).
+        key = self._near_rows_key()
         got = self._near_seed.get(seed_id)
         if got is None or got[0] != key:
             r_seed = self.registry.enu(seed_id)
@@ -2435,15 +2410,6 @@ class Associator:
             self._shot_xyt[shot.slot] = self._table_row(shot)
         shot.last_pick_received_ns = max(shot.last_pick_received_ns, received_ns)
         shot.revision += 1
-
-
-def _slices(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays concatenated, and the start of each (and the end): array k is ``cat[starts[k]:starts[k + 1]]``
-    (the layout of per-node onsets that the compiled kernels read)."""
-    # (a running sum in Python: for 29 partners 2.8 us against numpy's cumsum 4.7 us, timeit)
-    starts = np.fromiter(itertools.accumulate((len(a) for a in arrays), initial=0), dtype=np.intp,
-                         count=len(arrays) + 1)
-    return np.concatenate(arrays), starts
 
 
 @functools.lru_cache(maxsize=16)

@@ -542,8 +542,7 @@ def nearest_onsets(times, counts, rows, pred, tol):
     out = np.empty(rows.shape[0], dtype=np.int64)
     for k in range(rows.shape[0]):
         row = times[rows[k]]
-        lo = _bisect(row, 0, counts[rows[k]], pred[k] - tol, False)
-        hi = _bisect(row, lo, counts[rows[k]], pred[k] + tol, True)
+        lo, hi = _window(row, counts[rows[k]], pred[k], tol)
         best = -1
         err = 0.0
         for i in range(lo, hi):
@@ -563,10 +562,16 @@ def onset_windows(times, counts, rows, pred, half):
     lo = np.empty(rows.shape[0], dtype=np.int64)
     hi = np.empty(rows.shape[0], dtype=np.int64)
     for k in range(rows.shape[0]):
-        row = times[rows[k]]
-        lo[k] = _bisect(row, 0, counts[rows[k]], pred[k] - half, False)
-        hi[k] = _bisect(row, lo[k], counts[rows[k]], pred[k] + half, True)
+        lo[k], hi[k] = _window(times[rows[k]], counts[rows[k]], pred[k], half)
     return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _window(row, count, t, half):
+    """The positions [lo, hi) of the onsets within ``half`` (s) of ``t`` (s), ends included, in a sorted
+    ``row[:count]`` (``PickPool.window``'s bisections)."""
+    lo = _bisect(row, 0, count, t - half, False)
+    return lo, _bisect(row, lo, count, t + half, True)
 
 
 @njit(cache=True, inline="always")
@@ -850,16 +855,12 @@ def seed_partners(times, counts, rows, d, t_seed, c, match_tol, need, n_exact, s
     if m < 2:
         exact = np.zeros((0, 2))
     else:
-        starts = np.zeros(m + 1, dtype=np.int64)
-        for q in range(m):
-            starts[q + 1] = starts[q] + hi[found[q]] - lo[found[q]]
-        cat = np.empty(starts[m])
+        sel = found[:m]
+        cat, starts = partner_onsets(times, rows[sel], lo[sel], hi[sel], 0.0)
         sel_xy = np.empty((m, 2))
         sel_dz2 = np.empty(m)
         for q in range(m):
             j = found[q]
-            r = rows[j]
-            cat[starts[q]:starts[q + 1]] = times[r, lo[j]:hi[j]]
             sel_xy[q, 0] = near_xy[j, 0]
             sel_xy[q, 1] = near_xy[j, 1]
             sel_dz2[q] = near_dz2[j]
@@ -1283,7 +1284,8 @@ def candidate_sets(order, pts, chosen, rel, starts, t_seed, seed_x, seed_y, seed
 @njit(cache=True)
 def partner_onsets(times, pool_rows, lo, hi, t_seed):
     """The partners' onsets for the support kernels: positions ``lo[k]:hi[k]`` of row ``pool_rows[k]`` of
-    ``times`` (s) less ``t_seed`` (s), concatenated, and each partner's slice starts (K + 1,)."""
+    ``times`` (s) less ``t_seed`` (s), concatenated, and each partner's slice starts (K + 1,). (With ``t_seed`` 0
+    the onsets themselves: :func:`seed_partners` reads its nearest partners' so.)"""
     k_n = pool_rows.shape[0]
     starts = np.empty(k_n + 1, dtype=np.intp)
     starts[0] = 0

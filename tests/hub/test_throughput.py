@@ -262,6 +262,31 @@ def test_pool_due_picks_equal_a_scan(ops):
                 q.settled = True
 
 
+def _partner_onsets(by_node: dict, t_seed: float) -> tuple[np.ndarray, np.ndarray]:
+    """Partner onsets relative to the seed, concatenated, and each node's slice starts (the kernels' layout)."""
+    arrays = list(by_node.values())
+    return np.concatenate(arrays) - t_seed, np.r_[0, np.cumsum([len(x) for x in arrays])].astype(np.intp)
+
+
+def _coarse_support(tab, rows, partners, want_chosen=True):
+    """The coarse stage alone (``grid_kernels.support_table``, which ``grid_search`` runs first) on a seed table."""
+    from shotline.hub import grid_kernels
+
+    rel, starts = partners
+    return grid_kernels.support_table(rel, starts, tab.diff, tab.tol, tab.off, tab.seg, rows, len(tab.pts), want_chosen)
+
+
+def _refined_support(a, pts, partners, r_seed, node_xy, tol, dz2, seed_dz2):
+    """A refinement stage alone (``grid_kernels.support_points``, as ``grid_search`` runs it) with the chosen picks."""
+    from shotline.hub import grid_kernels
+
+    rel, starts = partners
+    return grid_kernels.support_points(rel, starts, np.ascontiguousarray(pts, dtype=float),
+                                       np.asarray(r_seed[:2], float), float(seed_dz2),
+                                       np.ascontiguousarray(node_xy, dtype=float), np.asarray(dz2, float), 1.0 / a.c,
+                                       float(tol), a.cfg.association.max_range_m, True)
+
+
 def _plain_support(pred_rel: np.ndarray, tol: np.ndarray, by_node: dict, t_seed: float):
     """Reference: score and chosen pick per point, by brute force over every pick of every node."""
     k_n, g_n = pred_rel.shape
@@ -288,8 +313,8 @@ def test_compiled_support_equals_plain_evaluation():
     by_node = {n: np.sort(rng.uniform(0.0, 2.0, rng.integers(1, 6))) for n in others}
     tab, rows = a._seed_table(seed_id, others)
     # Coarse stage: cached differences and per-node tolerances.
-    partners = a._partner_onsets(by_node, seed.t_s)
-    s1, c1 = a._support_cached(tab, rows, partners)
+    partners = _partner_onsets(by_node, seed.t_s)
+    s1, c1 = _coarse_support(tab, rows, partners)
     diff, tol_k = tab.dense(rows)
     s0, c0 = _plain_support(np.nan_to_num(diff), tol_k, by_node, seed.t_s)
     np.testing.assert_allclose(s1, s0, rtol=0, atol=1e-9)
@@ -311,7 +336,7 @@ def test_compiled_support_equals_plain_evaluation():
     # Refinement stages: points scored from the geometry with one tolerance.
     pts = tab.pts[rng.choice(len(tab.pts), 300, replace=False)] + rng.uniform(-5, 5, (300, 2))
     tol = 0.01
-    s2, c2 = a._support(pts, partners, r_seed, node_xy, tol, dz2, seed_dz2)
+    s2, c2 = _refined_support(a, pts, partners, r_seed, node_xy, tol, dz2, seed_dz2)
     pred = (np.sqrt(((pts[None] - node_xy[:, None]) ** 2).sum(axis=2) + dz2[:, None])
             - np.sqrt(((pts - r_seed[:2]) ** 2).sum(axis=1) + seed_dz2)) / C
     heard = np.hypot(*(pts[None] - node_xy[:, None]).transpose(2, 0, 1)) <= a.cfg.association.max_range_m
@@ -321,7 +346,7 @@ def test_compiled_support_equals_plain_evaluation():
     # Without chosen indices (the path that only ranks the coarse cells) the onsets' errors are in float32,
     # as the table's differences are: the same scores within float32's resolution of the onsets (~0.1 us
     # in a few ms of tolerance), the same nodes explained.
-    s3 = a._support_cached(tab, rows, partners, want_chosen=False)[0]
+    s3 = _coarse_support(tab, rows, partners, want_chosen=False)[0]
     np.testing.assert_allclose(s3, s1, rtol=0, atol=1e-4)
     assert not np.array_equal(s3, s1)  # (the float32 path is the one under test)
     assert (np.ceil(s3) == np.ceil(s1)).mean() > 0.999
@@ -1094,7 +1119,7 @@ def test_per_node_coarse_tolerance_keeps_every_true_source_fully_explained():
         src = np.r_[pts[cell] + rng.uniform(-step / 2, step / 2, 2), h]
         t_seed = 1.0 + float(np.linalg.norm(r_seed - src)) / C
         by_node = {n: np.array([1.0 + float(np.linalg.norm(a.registry.enu(n) - src)) / C]) for n in others}
-        score, _ = a._support_cached(tab, rows, a._partner_onsets(by_node, t_seed))
+        score, _ = _coarse_support(tab, rows, _partner_onsets(by_node, t_seed))
         n_heard = int(np.count_nonzero(tols[:, cell] > 0))  # nodes within max_range of the cell
         assert np.ceil(score[cell] + (len(others) - n_heard) / (len(others) + 1)) == n_heard
 
@@ -1818,3 +1843,25 @@ def test_the_rows_near_a_seed_are_read_again_when_a_node_first_reports():
     assert rows_read() == list(range(6))  # (from the cache)
     a.onsets.add(ids[7], 1.2)
     assert rows_read() == list(range(7))
+
+
+def test_a_shot_takes_a_pick_at_a_node_only_in_place_of_a_farther_one():
+    """``Associator._node_takes`` (both attach passes): a pick joins a shot at its node unless the shot holds
+    a pick there at least as near the predicted arrival, holds the node as corroborating, or was refused by
+    the pick; a pick without trusted time replaces none."""
+    from shotline.hub.associate import Associator, ShotState
+
+    held = _pick("N1", 1.0, 0)
+    shot = ShotState("s1", {"N1": held}, None, np.zeros(3), 0.0, 0, 0)
+    nearer = _pick("N1", 1.0005, 1)
+    assert Associator._node_takes(shot, nearer, 1.0004, 0.0001)
+    assert not Associator._node_takes(shot, nearer, 1.0001, 0.0004)  # the held pick is nearer
+    assert not Associator._node_takes(shot, nearer, 1.0002, 0.0003)  # as near as the held one: it stays
+    untrusted = Pick(msgspec.structs.replace(nearer.det, time_quality="ntp"), 1.0005, 0)
+    assert not untrusted.trusted
+    assert not Associator._node_takes(shot, untrusted, 1.0004, 0.0001)
+    assert Associator._node_takes(ShotState("s2", {}, None, np.zeros(3), 0.0, 0, 0), untrusted, 1.0004, 0.0001)
+    assert not Associator._node_takes(ShotState("s3", {}, None, np.zeros(3), 0.0, 0, 0, corroborating={"N1": held}),
+                                      nearer, 1.0004, 0.0001)
+    nearer.rejected_by.add("s1")
+    assert not Associator._node_takes(ShotState("s1", {}, None, np.zeros(3), 0.0, 0, 0), nearer, 1.0004, 0.0001)
