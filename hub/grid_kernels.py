@@ -533,37 +533,111 @@ def _bisect(times, lo, hi, t, right):
     return lo
 
 
+@njit(cache=True, inline="always")
+def _in_range(xyz, r, sx, sy, max_range):
+    """Whether onset-store row ``r`` (positions ``xyz`` (R, 3) m) lies within ``max_range`` m of (``sx``, ``sy``)
+    horizontally (``Associator._rows_within_range``'s hypot)."""
+    return np.hypot(xyz[r, 0] - sx, xyz[r, 1] - sy) <= max_range
+
+
+@njit(cache=True, inline="always")
+def _arrival(xyz, r, sx, sy, sz, t0, c, wind):
+    """The arrival (s) at row ``r`` of a source at (``sx``, ``sy``, ``sz``) m emitting at ``t0`` s, through
+    ``wind`` (3,) m/s (zeros: still air, d / c; otherwise :func:`_advected_s`), as :func:`_node_state`."""
+    dx = xyz[r, 0] - sx
+    dy = xyz[r, 1] - sy
+    dz = xyz[r, 2] - sz
+    d2 = dx * dx + dy * dy + dz * dz
+    if wind[0] == 0.0 and wind[1] == 0.0 and wind[2] == 0.0:
+        return t0 + np.sqrt(d2) / c
+    if d2 > 0.0:
+        return t0 + _advected_s(dx, dy, dz, c, wind)
+    return t0
+
+
 @njit(cache=True)
-def nearest_onsets(times, counts, rows, pred, tol):
-    """For each node ``k``, the position in its padded row ``rows[k]`` of ``times`` (R, W) s (``counts[r]``
-    onsets each, sorted) of the onset nearest ``pred[k]`` s among those in [``pred[k]`` - ``tol``,
-    ``pred[k]`` + ``tol``] (the first of equally near ones), -1 if there is none
-    (``Associator._complete_set``: ``PickPool.window`` and ``argmin`` per node)."""
-    out = np.empty(rows.shape[0], dtype=np.int64)
+def set_completion(xyz, rows, max_range, sx, sy, sz, t0, c, wind, members, pool_row, times0, counts0, times1,
+                   counts1, n_tails, tol):
+    """The picks that complete a hypothesis' set (``Associator._complete_set``) in one call.
+
+    ``rows`` (sorted): the onset-store rows near the source (a spatial-index superset), of which those
+    within ``max_range`` m (horizontal) are in range; positions ``xyz`` (R, 3) m. Source (``sx``, ``sy``,
+    ``sz``) m, emission ``t0`` s, speed of sound ``c`` m/s, wind ``wind`` (3,) m/s (:func:`_arrival`).
+    ``members`` (M,): the store rows of the set's
+    members, left out. ``pool_row`` (R,): each store row's row in the pool's padded onsets, both views:
+    ``times0``, ``counts0`` with reverberation tails, ``times1``, ``counts1`` without. Tails take part
+    where at least ``n_tails`` rows are in range (``Associator._tails_take_part``). At each other row in
+    range, in row order, the onset nearest the arrival within ``tol`` s (the first of equally near ones).
+
+    Returns (whether tails take part, the store rows that have one (F,), its position in their pool row (F,)).
+    """
+    n_in = 0
     for k in range(rows.shape[0]):
-        row = times[rows[k]]
-        lo, hi = _window(row, counts[rows[k]], pred[k], tol)
+        if _in_range(xyz, rows[k], sx, sy, max_range):
+            n_in += 1
+    tails = n_in >= n_tails
+    times = times0 if tails else times1
+    counts = counts0 if tails else counts1
+    out_r = np.empty(n_in, dtype=np.int64)
+    out_k = np.empty(n_in, dtype=np.int64)
+    n = 0
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        if not _in_range(xyz, r, sx, sy, max_range):
+            continue
+        member = False
+        for q in range(members.shape[0]):
+            if members[q] == r:
+                member = True
+                break
+        if member:
+            continue
+        pr = pool_row[r]
+        if counts[pr] == 0:
+            continue
+        pred = _arrival(xyz, r, sx, sy, sz, t0, c, wind)
+        row = times[pr]
+        lo, hi = _window(row, counts[pr], pred, tol)
         best = -1
         err = 0.0
         for i in range(lo, hi):
-            e = abs(row[i] - pred[k])
+            e = abs(row[i] - pred)
             if best < 0 or e < err:
                 best = i
                 err = e
-        out[k] = best
-    return out
+        if best >= 0:
+            out_r[n] = r
+            out_k[n] = best
+            n += 1
+    return tails, out_r[:n], out_k[:n]
 
 
 @njit(cache=True)
-def onset_windows(times, counts, rows, pred, half):
-    """Per node k, the positions [lo, hi) in row ``rows[k]`` of the padded ``times`` (s; ``counts`` per row) of
-    the onsets within ``half`` (s) of ``pred[k]`` (s), ends included (``Associator._near_arrivals``:
-    ``PickPool.window``'s bisections per node)."""
-    lo = np.empty(rows.shape[0], dtype=np.int64)
-    hi = np.empty(rows.shape[0], dtype=np.int64)
+def arrival_windows(xyz, rows, max_range, sx, sy, sz, t0, c, wind, pool_row, times, counts, half):
+    """The pooled onsets near a new shot's arrivals (``Associator._near_arrivals``) in one call: at each
+    onset-store row of ``rows`` (sorted) within ``max_range`` m of the shot (at (``sx``, ``sy``, ``sz``) m,
+    emitted at ``t0`` s; ``c`` m/s, ``wind`` (3,) m/s: :func:`_arrival`), in row order, the positions [lo, hi) in
+    its pool row (``pool_row``; padded ``times``, ``counts``: every pick) of the onsets within ``half`` s of the
+    arrival (:func:`_window`).
+    Returns (the store rows with some (F,), lo (F,), hi (F,))."""
+    out_r = np.empty(rows.shape[0], dtype=np.int64)
+    out_lo = np.empty(rows.shape[0], dtype=np.int64)
+    out_hi = np.empty(rows.shape[0], dtype=np.int64)
+    n = 0
     for k in range(rows.shape[0]):
-        lo[k], hi[k] = _window(times[rows[k]], counts[rows[k]], pred[k], half)
-    return lo, hi
+        r = rows[k]
+        if not _in_range(xyz, r, sx, sy, max_range):
+            continue
+        pr = pool_row[r]
+        if counts[pr] == 0:
+            continue
+        lo, hi = _window(times[pr], counts[pr], _arrival(xyz, r, sx, sy, sz, t0, c, wind), half)
+        if hi > lo:
+            out_r[n] = r
+            out_lo[n] = lo
+            out_hi[n] = hi
+            n += 1
+    return out_r[:n], out_lo[:n], out_hi[:n]
 
 
 @njit(cache=True, inline="always")
@@ -1380,8 +1454,8 @@ SIGNATURES = (
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
-    (nearest_onsets, (_F8_2, _I8, _I8, _F8, nt.float64)),
-    (onset_windows, (_F8_2, _I8, _I8, _F8, nt.float64)),
+    (set_completion, (_F8_2, _I8) + (nt.float64,) * 6 + (_F8, _I8, _I8, _F8_2, _I8, _F8_2, _I8, nt.int64, nt.float64)),
+    (arrival_windows, (_F8_2, _I8) + (nt.float64,) * 6 + (_F8, _I8, _F8_2, _I8, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
 )
 

@@ -196,14 +196,19 @@ def test_pool_rows_hold_what_its_lists_hold(n_nodes, ops):
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 6), st.lists(st.tuples(st.integers(0, 39), st.integers(0, 30), st.booleans()), min_size=1,
                                    max_size=60),
-       st.lists(st.tuples(st.integers(0, 5), st.integers(-5, 35)), min_size=1, max_size=12),
-       st.sampled_from([0.0, 0.05, 0.1, 0.25]), st.booleans())
-def test_the_picks_that_complete_a_set_are_the_window_steps(n_nodes, adds, asks, tol, tails):
-    """``grid_kernels.nearest_onsets`` (``Associator._complete_set``) finds at each node, over the pool's padded
-    rows, the pick that the Python steps it replaced found (``PickPool.window`` around the predicted
-    arrival, then the first of the nearest): onsets and predictions on a lattice of tenths, so that onsets
-    exactly at a window's edges, equal onsets and ties between two equally near ones are frequent; with
-    reverberation tails counted or not."""
+       st.lists(st.tuples(st.integers(-12, 12), st.integers(-12, 12), st.integers(0, 3)), min_size=1, max_size=8),
+       st.integers(0, 20), st.sampled_from([0.0, 0.05, 0.1, 0.25]), st.sets(st.integers(0, 7), max_size=3),
+       st.integers(1, 8), st.booleans())
+def test_the_picks_that_complete_a_set_are_the_window_steps(n_nodes, adds, places, t0_tenths, tol, members, n_tails,
+                                                            windy):
+    """``grid_kernels.set_completion`` (``Associator._complete_set``) and ``grid_kernels.arrival_windows``
+    (``Associator._near_arrivals``) find, over the pool's padded rows, the picks that the Python steps they
+    replaced found: at each onset-store row near the source that is in range and holds no member, in row
+    order, ``PickPool.window`` around the predicted arrival, then the first of the nearest (a set), or the
+    whole window, ends included (a new shot's nearby picks). Onsets, emission time and node offsets on a
+    lattice of tenths (c 1 m/s), so that onsets exactly at a window's edges, equal onsets and ties between
+    two equally near ones are frequent; nodes out of range, members, nodes without picks; reverberation
+    tails counted where enough rows are in range; in still air and in wind."""
     from shotline.hub import grid_kernels
 
     pool = PickPool()
@@ -211,25 +216,42 @@ def test_the_picks_that_complete_a_set_are_the_window_steps(n_nodes, adds, asks,
         p = _pick(f"N{k % n_nodes}", t_tenths / 10, k)
         p.tail = tail
         pool.append(p)
-    ids = [f"N{k % n_nodes}" for k, _ in asks]
-    have = [nid for nid in ids if pool.has_node(nid)]
-    if not have:
-        return
-    pred = np.array([t / 10 for (k, t), nid in zip(asks, ids, strict=True) if pool.has_node(nid)])
-    want = []
-    for nid, t in zip(have, pred.tolist(), strict=True):
-        times, ps = pool.window(nid, t - tol, t + tol, tails=tails)
-        want.append(ps[int(np.argmin(np.abs(times - t)))] if ps else None)
-    v = 0 if tails else 1
-    rows = np.array([pool.row[nid] for nid in have], dtype=np.int64)
-    at = grid_kernels.nearest_onsets(pool.times[v], pool.counts[v], rows, pred, tol)
-    got = [pool.pick_at(nid, k, tails) if k >= 0 else None for nid, k in zip(have, at.tolist(), strict=True)]
-    assert got == want
-    if tails:
-        # ``grid_kernels.onset_windows`` (``Associator._near_arrivals``): each node's whole window, ends included.
-        lo, hi = grid_kernels.onset_windows(pool.times[0], pool.counts[0], rows, pred, tol)
-        for nid, t, i, j in zip(have, pred.tolist(), lo.tolist(), hi.tolist(), strict=True):
-            assert pool.picks_between(nid, i, j) == pool.window(nid, t - tol, t + tol)[1]
+    # the onset-store rows: node N{r}, some without picks; their pool rows given as Associator._pool_rows does
+    ids = [f"N{r}" for r in range(len(places))]
+    xyz = np.array([(x / 10, y / 10, z / 10) for x, y, z in places], dtype=float)
+    pool_row = np.array([pool.row_of(nid) for nid in ids], dtype=np.int64)
+    rows = np.arange(len(ids), dtype=np.int64)
+    src, t0, c, max_range = (0.1, -0.2, 0.3), t0_tenths / 10, 1.0, 1.0
+    wind = np.array([0.3, -0.2, 0.0]) if windy else np.zeros(3)
+    member_rows = np.array(sorted(r for r in members if r < len(ids)), dtype=np.int64)
+
+    def arrival(r):
+        d = xyz[r] - src
+        if not windy:
+            return t0 + math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) / c
+        a_w = c * c - float(wind[0] * wind[0] + wind[1] * wind[1] + wind[2] * wind[2])
+        dw = float(d[0] * wind[0] + d[1] * wind[1] + d[2] * wind[2])
+        d2 = float(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        return t0 + (d2 / (dw + max(math.sqrt(dw * dw + a_w * d2), 1e-9 * c)) if d2 > 0 else 0.0)
+
+    in_range = [r for r in rows.tolist() if np.hypot(xyz[r, 0] - src[0], xyz[r, 1] - src[1]) <= max_range]
+    tails = len(in_range) >= n_tails
+    want_set, want_near = [], []
+    for r in in_range:
+        times, ps = pool.window(ids[r], arrival(r) - tol, arrival(r) + tol, tails=tails)
+        if ps and r not in member_rows:
+            want_set.append(ps[int(np.argmin(np.abs(times - arrival(r))))])
+        want_near += pool.window(ids[r], arrival(r) - tol, arrival(r) + tol)[1]
+    got_tails, got, at = grid_kernels.set_completion(
+        xyz, rows, max_range, *src, t0, c, wind, member_rows, pool_row, pool.times[0], pool.counts[0], pool.times[1],
+        pool.counts[1], n_tails, tol)
+    assert got_tails == tails
+    assert [pool.pick_at(ids[r], k, tails) for r, k in zip(got.tolist(), at.tolist(), strict=True)] == want_set
+    got, lo, hi = grid_kernels.arrival_windows(xyz, rows, max_range, *src, t0, c, wind, pool_row, pool.times[0],
+                                               pool.counts[0], tol)
+    assert all(j > i for i, j in zip(lo.tolist(), hi.tolist(), strict=True))
+    assert [q for r, i, j in zip(got.tolist(), lo.tolist(), hi.tolist(), strict=True)
+            for q in pool.picks_between(ids[r], i, j)] == want_near
 
 
 @settings(max_examples=300, deadline=None)
