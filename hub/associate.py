@@ -515,8 +515,9 @@ class Associator:
         self._seeds_waiting: dict[int, Pick] = {}
         """Picks given a ``waiting`` since :meth:`expire` last looked (by ``id``): the pooled ones still
         waiting hold their sets' picks back from expiry (a superset of those; pruned there)."""
-        self._waiting_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        """Their grid points (S, 2) m, emission times (S,) s and tolerances (S,) s (None: to be built)."""
+        self._waiting_table = np.zeros((16, 4))
+        """Their grid points (m, east and north), emission times (s) and tolerances (s), one row each in their
+        order (the first ``len(_waiting_sets)`` rows; appended with them, rebuilt when sets are forgotten)."""
         self.n_joined_waiting = 0
         """Picks that joined a waiting candidate set instead of seeding a search."""
         self.n_repeats = 0
@@ -1095,27 +1096,30 @@ class Associator:
             # Only shots from when and where this pick can have come: emitted since t_min, and near
             # enough that the pick is within the widest attach tolerance of their arrival (sound
             # travels at most c + |wind|). The checks below decide among those.
-            a = self.cfg.association
-            gust = 0.0 if self.wind_enu_mps is None else float(np.hypot(*self.wind_enu_mps[:2]))
-            reach = (pick.t_s - t_min + 0.05 + 5 * self._sigma(pick) + a.match_tolerance_s) * (self.c + gust)
+            match_tol = self.cfg.association.match_tolerance_s
+            wind = self.wind_enu_mps
+            spread = 5 * self._sigma(pick)
+            gust = 0.0 if wind is None else float(np.hypot(*wind[:2]))
+            reach = (pick.t_s - t_min + 0.05 + spread + match_tol) * (self.c + gust)
             # In still air, automatic fire lists many shots from one place: those whose predicted arrival
             # is beyond the widest attach tolerance (:meth:`_attach_tolerance`) go at once, the
             # predictions as :meth:`_travel` makes them (dense scene: ~10 candidates per pick). One
             # compiled pass (it was a dozen numpy steps per pick).
-            widest = (0.02 + 5 * self._sigma(pick) if pick.trusted else 0.05) + a.match_tolerance_s
-            if self.wind_enu_mps is None and pick.trusted:
+            trusted = pick.trusted
+            widest = (0.02 + spread if trusted else 0.05) + match_tol
+            if wind is None and trusted:
                 # The arrival and tolerance tests too, in the same pass, best first: the first shot that
                 # passes the checks of the pick's node below is the best (dense scene: ~10 candidates per
                 # pick, 12 us in Python).
                 rows, errs, preds = grid_kernels.shots_to_attach(
                     self._shot_xyt, float(r[0]), float(r[1]), float(r[2]), pick.t_s, t_min, reach, self.c, widest,
-                    5 * self._sigma(pick), a.match_tolerance_s)
+                    spread, match_tol)
                 for i, err, pred in zip(rows.tolist(), errs.tolist(), preds.tolist(), strict=True):
                     if self._node_takes(self.shots[i], pick, pred, err):
                         return self.shots[i]
                 return None
             near = grid_kernels.shots_near_arrival(self._shot_xyt, float(r[0]), float(r[1]), float(r[2]), pick.t_s,
-                                                   t_min, reach, self.c, widest, self.wind_enu_mps is None)
+                                                   t_min, reach, self.c, widest, wind is None)
             candidates = [self.shots[i] for i in near.tolist()]
         else:
             candidates = [only]
@@ -1511,15 +1515,17 @@ class Associator:
                 break
             if ev == "reject":
                 continue
+            if ev != "accept":
+                self._waited = True
+                if len(waiting) >= self.N_FINE:
+                    continue  # (its members are not wanted: dense scene, half the sets that wait)
             ks = np.flatnonzero(fits[:, m_i])
             members = [seed] + [pool.pick_at(node_ids[k], int(lo[k] + ch[k, m_i]), tails) for k in ks.tolist()]
             t0 = float(t0s[m_i])
             if ev == "accept":
                 sets.append((members, xy_top[m_i], t0))
             else:
-                self._waited = True
-                if len(waiting) < self.N_FINE:
-                    waiting.append((members, xy_top[m_i], t0, tol_fine))
+                waiting.append((members, xy_top[m_i], t0, tol_fine))
         if first and not sets and not waiting:
             # Every candidate set was refused by the nodes that did not hear it: remember the best one's place.
             self._note_refused(xy_top[first[0]], float(t0s[first[0]]))
@@ -1528,10 +1534,17 @@ class Associator:
             seed.waiting = (waiting, len(node_ids))
             self._seeds_waiting[id(seed)] = seed
             if shot is None:
-                self._waiting_sets += [_WaitingSet(seed, members, xy, t0, tol, len(node_ids))
-                                       for members, xy, t0, tol in waiting]
-                self._waiting_arrays = None
+                for members, xy, t0, tol in waiting:
+                    self._add_waiting(_WaitingSet(seed, members, xy, t0, tol, len(node_ids)))
         return shot
+
+    def _add_waiting(self, w: _WaitingSet) -> None:
+        """List a waiting set, and its row in :attr:`_waiting_table` (doubled when full)."""
+        n = len(self._waiting_sets)
+        if n == len(self._waiting_table):
+            self._waiting_table = np.concatenate([self._waiting_table, np.zeros_like(self._waiting_table)])
+        self._waiting_table[n] = (w.xy[0], w.xy[1], w.t0_s, w.tol_s)
+        self._waiting_sets.append(w)
 
     def _join_waiting(self, pick: Pick) -> tuple[bool, ShotState | None]:
         """Offer a new pick to the candidate sets that recent searches left waiting for pending nodes.
@@ -1552,15 +1565,11 @@ class Associator:
         if not self._waiting_sets:
             return False, None
         a = self.cfg.association
-        if self._waiting_arrays is None:
-            ws = self._waiting_sets
-            self._waiting_arrays = (np.array([w.xy[:2] for w in ws]), np.array([w.t0_s for w in ws]),
-                                    np.array([w.tol_s for w in ws]))
-        xy, t0, tol = self._waiting_arrays
         r = self.registry.enu(pick.node_id)
         # the sets whose predicted arrival the pick fits, and the pick less that arrival (s)
-        near, res = grid_kernels.sets_near_arrival(xy, t0, tol, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s,
-                                                   float(self.c), a.max_range_m**2)
+        near, res = grid_kernels.sets_near_arrival(self._waiting_table, len(self._waiting_sets), float(r[0]),
+                                                   float(r[1]), self._dz2_at(r), pick.t_s, float(self.c),
+                                                   a.max_range_m**2)
         for k, res_k in zip(near.tolist(), res.tolist(), strict=True):
             err_k = abs(res_k)
             w = self._waiting_sets[k]
@@ -1672,8 +1681,7 @@ class Associator:
                 self._seeds_waiting[id(pick)] = pick
                 pick.unsearched = True
                 self.pool.undecide(pick)
-                self._waiting_sets.append(_WaitingSet(pick, members, xy, t0_k, tol, n_partners))
-                self._waiting_arrays = None
+                self._add_waiting(_WaitingSet(pick, members, xy, t0_k, tol, n_partners))
                 self.n_repeat_waits += 1
                 return True, None
         return False, None
@@ -1789,7 +1797,9 @@ class Associator:
             else:
                 self._let_go(w.joined)
         if len(live) != len(self._waiting_sets):
-            self._waiting_sets, self._waiting_arrays = live, None
+            self._waiting_sets = []
+            for w in live:
+                self._add_waiting(w)
 
     def _let_go(self, picks: list[Pick]) -> None:
         """Joined picks a waiting set no longer holds: searched at retry if still unassociated."""

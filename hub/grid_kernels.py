@@ -1031,22 +1031,21 @@ def shots_to_attach(xyt, rx, ry, rz, t_pick, t_min, reach, c, widest, spread_s, 
 
 
 @njit(cache=True)
-def sets_near_arrival(xy, t0, tol, rx, ry, dz2, t_pick, c, r2):
-    """Which waiting candidate sets a pick may join (``Associator._join_waiting``'s prefilter): sets at
-    ``xy`` (S, 2) m, emitted at ``t0`` (S,) s, with tolerances ``tol`` (S,) s, whose predicted arrival
-    at the pick's node (``rx``, ``ry`` m, ``dz2`` m^2 its squared height offset) is within the tolerance
-    of ``t_pick`` s, at most sqrt(``r2``) m away. Returns their indices, in order, and the pick less
-    each one's predicted arrival (s), as the numpy steps this replaced computed it."""
-    n = xy.shape[0]
+def sets_near_arrival(table, n, rx, ry, dz2, t_pick, c, r2):
+    """Which waiting candidate sets a pick may join (``Associator._join_waiting``'s prefilter): of the first
+    ``n`` rows of ``table`` (east, north m, emission time s, tolerance s per set), the sets whose predicted
+    arrival at the pick's node (``rx``, ``ry`` m, ``dz2`` m^2 its squared height offset) is within the
+    tolerance of ``t_pick`` s, at most sqrt(``r2``) m away. Returns their indices, in order, and the pick
+    less each one's predicted arrival (s), as the numpy steps this replaced computed it."""
     out = np.empty(n, dtype=np.int64)
     res = np.empty(n)
     k = 0
     for i in range(n):
-        dx = xy[i, 0] - rx
-        dy = xy[i, 1] - ry
+        dx = table[i, 0] - rx
+        dy = table[i, 1] - ry
         d2 = dx * dx + dy * dy
-        r_i = t_pick - t0[i] - np.sqrt(d2 + dz2) / c
-        if abs(r_i) < tol[i] and d2 <= r2:
+        r_i = t_pick - table[i, 2] - np.sqrt(d2 + dz2) / c
+        if abs(r_i) < table[i, 3] and d2 <= r2:
             out[k] = i
             res[k] = r_i
             k += 1
@@ -1452,7 +1451,7 @@ SIGNATURES = (
                                           nt.float64, nt.float64, nt.int64, nt.int64, nt.float64, nt.float64,
                                           nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
-    (sets_near_arrival, (_F8_2, _F8, _F8) + (nt.float64,) * 6),
+    (sets_near_arrival, (_F8_2, nt.int64) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
     (set_completion, (_F8_2, _I8) + (nt.float64,) * 6 + (_F8, _I8, _I8, _F8_2, _I8, _F8_2, _I8, nt.int64, nt.float64)),
     (arrival_windows, (_F8_2, _I8) + (nt.float64,) * 6 + (_F8, _I8, _F8_2, _I8, nt.float64)),

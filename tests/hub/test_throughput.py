@@ -688,7 +688,9 @@ def test_the_compiled_prefilters_of_waiting_sets_and_recent_places_are_the_numpy
     dist = np.sqrt((xy[:, 0] - rx) ** 2 + (xy[:, 1] - ry) ** 2 + dz2)
     t0 = t_pick - dist / C + rng.choice([-0.02, -0.005, 0.0, 0.004, 0.5], n)
     tol = rng.choice([0.005, 0.01], n)
-    got_k, got_res = grid_kernels.sets_near_arrival(xy, t0, tol, rx, ry, dz2, t_pick, C, r2)
+    # (the associator's table holds spare rows past the sets: they must not be read)
+    table = np.concatenate([np.c_[xy, t0, tol], np.tile([rx, ry, t_pick, 1.0], (3, 1))])
+    got_k, got_res = grid_kernels.sets_near_arrival(table, n, rx, ry, dz2, t_pick, C, r2)
     d2 = (xy[:, 0] - rx) ** 2 + (xy[:, 1] - ry) ** 2
     res = t_pick - t0 - np.sqrt((xy[:, 0] - rx) ** 2 + (xy[:, 1] - ry) ** 2 + dz2) / C
     want_k = np.flatnonzero((np.abs(res) < tol) & (d2 <= r2))
