@@ -23,8 +23,8 @@ with the hypotheses' members, one call per asking: :func:`evidence_of_sets` by :
 shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
 (:func:`recent_places`, one per place: :func:`first_of_places`; both in :func:`repeat_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
-the picks that complete a hypothesis' set (:func:`nearest_onsets`) and those near a new shot's arrivals
-(:func:`onset_windows`),
+the picks that complete a hypothesis' set (:func:`set_completion`) and those near a new shot's arrivals
+(:func:`arrival_windows`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`; with the partners' pooled onsets around a seed, the
 front of a search: :func:`seed_partners`), a search's best points, refined cells and
