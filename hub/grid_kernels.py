@@ -562,12 +562,13 @@ def set_completion(xyz, rows, max_range, sx, sy, sz, t0, c, wind, members, pool_
 
     ``rows`` (sorted): the onset-store rows near the source (a spatial-index superset), of which those
     within ``max_range`` m (horizontal) are in range; positions ``xyz`` (R, 3) m. Source (``sx``, ``sy``,
-    ``sz``) m, emission ``t0`` s, speed of sound ``c`` m/s, wind ``wind`` (3,) m/s (:func:`_arrival`).
-    ``members`` (M,): the store rows of the set's
-    members, left out. ``pool_row`` (R,): each store row's row in the pool's padded onsets, both views:
-    ``times0``, ``counts0`` with reverberation tails, ``times1``, ``counts1`` without. Tails take part
-    where at least ``n_tails`` rows are in range (``Associator._tails_take_part``). At each other row in
-    range, in row order, the onset nearest the arrival within ``tol`` s (the first of equally near ones).
+    ``sz``) m, emission ``t0`` s, speed of sound ``c`` m/s, wind ``wind`` (3,) m/s (:func:`_arrival`; in
+    wind its arithmetic is the evidence kernels', which may differ from ``Associator._travel``'s numpy dot
+    products in the last bit). ``members`` (M,): the store rows of the set's members, left out.
+    ``pool_row`` (R,): each store row's row in the pool's padded onsets, both views: ``times0``,
+    ``counts0`` with reverberation tails, ``times1``, ``counts1`` without. Tails take part where at least
+    ``n_tails`` rows are in range (``Associator._tails_take_part``). At each other row in range, in row
+    order, the onset nearest the arrival within ``tol`` s (the first of equally near ones).
 
     Returns (whether tails take part, the store rows that have one (F,), its position in their pool row (F,)).
     """
