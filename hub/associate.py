@@ -717,7 +717,7 @@ class Associator:
             if nid in shot.picks or not len(times):
                 continue
             pred = shot.t0_s + self._travel(shot.enu_m, self.registry.enu(nid))
-            j = int(np.searchsorted(times, pred))
+            j = int(times.searchsorted(pred))
             best = min((float(times[k]) - pred for k in (j - 1, j) if 0 <= k < len(times)), key=abs)
             if abs(best) <= window_s:
                 out[nid] = best
@@ -1004,7 +1004,7 @@ class Associator:
         """Whether a shot holds a pick of ``pick``'s node at most ``before_s`` (s) before it or at most
         ``after_s`` after it (:meth:`_echo_of_a_shot`, :meth:`_shock_of_a_shot`)."""
         held = self.onsets.held_times(pick.node_id)
-        k = int(np.searchsorted(held, pick.t_s, side="left"))
+        k = int(held.searchsorted(pick.t_s, side="left"))
         if k > 0 and pick.t_s - held[k - 1] <= before_s:
             return True
         while k < len(held) and held[k] == pick.t_s:  # (the first held onset after it: one search)

@@ -24,7 +24,7 @@ shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
 (:func:`recent_places`, one per place: :func:`first_of_places`; both in :func:`repeat_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
 the picks that complete a hypothesis' set (:func:`set_completion`) and those near a new shot's arrivals
-(:func:`arrival_windows`),
+(:func:`arrival_windows`), the onset store's trim at each tick (:func:`trim_rows`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`; with the partners' pooled onsets around a seed, the
 front of a search: :func:`seed_partners`), a search's best points, refined cells and
@@ -531,6 +531,20 @@ def _bisect(times, lo, hi, t, right):
         else:
             hi = mid
     return lo
+
+
+@njit(cache=True)
+def trim_rows(arr, counts, n_rows, t_min):
+    """Drop from each of the first ``n_rows`` sorted rows of ``arr`` (``counts[r]`` values each) the values
+    before ``t_min`` (s), the later ones moving up (``OnsetStore.trim``, every tick): a bisection per row
+    where numpy compared every slot of every row."""
+    for r in range(n_rows):
+        c = counts[r]
+        k = _bisect(arr[r], 0, c, t_min, False)
+        if k:
+            for i in range(c - k):
+                arr[r, i] = arr[r, i + k]
+            counts[r] = c - k
 
 
 @njit(cache=True, inline="always")
@@ -1454,6 +1468,7 @@ SIGNATURES = (
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, nt.int64) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
+    (trim_rows, (_F8_2, _I8, nt.int64, nt.float64)),
     (set_completion, (_F8_2, _I8) + (nt.float64,) * 6 + (_F8, _I8, _I8, _F8_2, _I8, _F8_2, _I8, nt.int64, nt.float64)),
     (arrival_windows, (_F8_2, _I8) + (nt.float64,) * 6 + (_F8, _I8, _F8_2, _I8, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),
