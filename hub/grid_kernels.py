@@ -98,7 +98,9 @@ def support_table(rel, starts, diff, tol, off, seg, rows, g_n, want_chosen):
         Number of grid points.
     want_chosen
         Whether to return the chosen onsets (a stage that only ranks points
-        skips writing K x G indices).
+        skips writing K x G indices, and takes the errors in float32). The
+        search only ranks here (:func:`grid_search`); the full float64 path is
+        the reference tests/hub/test_throughput.py checks the ranking against.
 
     Returns
     -------
