@@ -24,7 +24,8 @@ shot table's prefilter of a pick's attach tests (:func:`shots_near_arrival`),
 its test for a shot's shock wave (:func:`ahead_of_shots`) and for recent places
 (:func:`recent_places`, one per place: :func:`first_of_places`; both in :func:`repeat_places`), the waiting sets a pick may join (:func:`sets_near_arrival`),
 the picks that complete a hypothesis' set (:func:`set_completion`) and those near a new shot's arrivals
-(:func:`arrival_windows`), the onset store's trim at each tick (:func:`trim_rows`),
+(:func:`arrival_windows`), the onset store's trim at each tick (:func:`trim_rows`) and its rows' updates
+(:func:`insert_row`, :func:`delete_at`),
 the quick screen's robust fit (:func:`quick_fit`), the exact points of
 the nearest partners (:func:`triplet_points`; with the partners' pooled onsets around a seed, the
 front of a search: :func:`seed_partners`), a search's best points, refined cells and
@@ -547,6 +548,36 @@ def trim_rows(arr, counts, n_rows, t_min):
             for i in range(c - k):
                 arr[r, i] = arr[r, i + k]
             counts[r] = c - k
+
+
+@njit(cache=True)
+def insert_row(arr, counts, r, t):
+    """Insert ``t`` into sorted row ``r`` of ``arr`` (``counts[r]`` values), after any equal values (as
+    ``bisect.insort_right``); False, with nothing changed, when the row is full. A node's onsets mostly
+    come in order, so most go at the end without a search. (``onset_store.insert``: the onset store and
+    the pick pool's padded rows, ~17,000 calls a dense play, where numpy's scalar indexing cost ~3 us each.)"""
+    c = counts[r]
+    if c == arr.shape[1]:
+        return False
+    if c == 0 or t >= arr[r, c - 1]:
+        arr[r, c] = t
+    else:
+        k = _bisect(arr[r], 0, c, t, True)
+        for i in range(c, k, -1):
+            arr[r, i] = arr[r, i - 1]
+        arr[r, k] = t
+    counts[r] = c + 1
+    return True
+
+
+@njit(cache=True)
+def delete_at(arr, counts, r, k):
+    """Remove the value at position ``k`` of row ``r`` of ``arr`` (``counts[r]`` values; the later ones
+    move up): ``onset_store.delete``."""
+    c = counts[r]
+    for i in range(k, c - 1):
+        arr[r, i] = arr[r, i + 1]
+    counts[r] = c - 1
 
 
 @njit(cache=True, inline="always")
@@ -1471,6 +1502,8 @@ SIGNATURES = (
     (sets_near_arrival, (_F8_2, nt.int64) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
     (trim_rows, (_F8_2, _I8, nt.int64, nt.float64)),
+    (insert_row, (_F8_2, _I8, nt.int64, nt.float64)),
+    (delete_at, (_F8_2, _I8, nt.int64, nt.int64)),
     (set_completion, (_F8_2, _I8) + (nt.float64,) * 6 + (_F8, _I8, _I8, _F8_2, _I8, _F8_2, _I8, nt.int64, nt.float64)),
     (arrival_windows, (_F8_2, _I8) + (nt.float64,) * 6 + (_F8, _I8, _F8_2, _I8, nt.float64)),
     (ahead_of_shots, (_F8_2,) + (nt.float64,) * 6 + (nt.boolean, _F8, nt.float64)),

@@ -95,25 +95,17 @@ def doubled(arr: np.ndarray) -> np.ndarray:
 
 def delete(arr: np.ndarray, counts: np.ndarray, r: int, k: int) -> None:
     """Remove the onset at position ``k`` of row ``r`` of ``arr`` (the later ones move up)."""
-    c = int(counts[r])
-    arr[r, k : c - 1] = arr[r, k + 1 : c]
-    counts[r] = c - 1
+    grid_kernels.delete_at(arr, counts, int(r), int(k))
 
 
 def insert(arr: np.ndarray, counts: np.ndarray, r: int, t: float) -> np.ndarray:
-    """Insert ``t`` into sorted row ``r`` of ``arr`` (growing the columns when full); return the array."""
-    c = int(counts[r])
-    if c == arr.shape[1]:
+    """Insert ``t`` into sorted row ``r`` of ``arr``, after any equal onsets (growing the columns when
+    full); return the array. One compiled call (:func:`~shotline.hub.grid_kernels.insert_row`)."""
+    if not grid_kernels.insert_row(arr, counts, int(r), float(t)):
         new = np.zeros((arr.shape[0], 2 * arr.shape[1]))
         new[:, : arr.shape[1]] = arr
         arr = new
-    if c == 0 or t >= arr[r, c - 1]:
-        arr[r, c] = t  # a node's onsets mostly come in order: at the end, without a search
-    else:
-        k = int(arr[r, :c].searchsorted(t, side="right"))
-        arr[r, k + 1 : c + 1] = arr[r, k:c]
-        arr[r, k] = t
-    counts[r] = c + 1
+        grid_kernels.insert_row(arr, counts, int(r), float(t))
     return arr
 
 

@@ -92,3 +92,32 @@ def test_node_grid_grown_in_steps_equals_one_built_at_once(seed, steps):
     for _ in range(10):
         x, y = rng.uniform(-6000, 6000, 2)
         np.testing.assert_array_equal(grown.near(x, y, 1500.0), whole.near(x, y, 1500.0))
+
+
+row_ops = st.lists(
+    st.tuples(st.booleans(), st.integers(0, 2), st.integers(0, 12).map(lambda k: k / 4.0), st.integers(0, 40)),
+    max_size=120,
+)
+
+
+@given(row_ops)
+@settings(max_examples=200, deadline=None)
+def test_row_insert_and_delete_equal_sorted_lists(sequence):
+    """The compiled row updates (onset_store.insert and delete, which the onset store and the pick pool's
+    padded rows use) keep each row equal to a sorted list under any mix of insertions (with ties, out of
+    order, past a full row) and deletions at any position."""
+    from shotline.hub.onset_store import delete, insert
+
+    arr, counts = np.full((3, 2), np.nan), np.zeros(3, dtype=np.int64)  # tiny rows: growth is exercised
+    lists: list[list[float]] = [[], [], []]
+    for is_insert, r, t, at in sequence:
+        if is_insert or not lists[r]:
+            arr = insert(arr, counts, r, t)
+            bisect.insort_right(lists[r], t)
+        else:
+            k = at % len(lists[r])
+            delete(arr, counts, r, k)
+            del lists[r][k]
+        for row, want in enumerate(lists):
+            assert counts[row] == len(want)
+            assert arr[row, : counts[row]].tolist() == want
