@@ -11,12 +11,16 @@ publishes it on the incident topic (QoS 1), then hands it to the sinks
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import numpy as np
 
 from shotline.core import messages as m
 from shotline.core import topics
@@ -24,6 +28,7 @@ from shotline.core.timebase import now_ns
 from shotline.core.transport import MqttTransport, OutMessage, Transport
 
 from .config import HubConfig
+from .health import DelayLog, LoadMeter
 from .pipeline import HubPipeline, Output
 from .sinks.dispatch import SinkDispatcher
 from .store import DetectionRecorder, IncidentStore
@@ -62,7 +67,7 @@ class HubService:
         self.store = store if store is not None else IncidentStore(cfg.store.path, wal=cfg.store.wal)
         self._own_store = store is None
         self.recorder = DetectionRecorder(self.store, cfg.store.detections, cfg.store.detection_cache_s)
-        self.pipeline.on_accepted = self.recorder.add
+        self.pipeline.on_accepted = self._accepted
         try:
             self.sinks = SinkDispatcher(cfg.sinks, self.store, base_dir=config_dir)
         except Exception:
@@ -88,6 +93,11 @@ class HubService:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        # Whether the hub keeps up (hub/health.py): its busy share of wall time, and how late detections reach it.
+        self._started_ns = clock()
+        self._load = LoadMeter(time.monotonic(), self.LOAD_WINDOW_S)
+        self._delays = DelayLog()
+        self._overload_logged_s = -math.inf
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Subscribe and connect, then start the clock tick."""
@@ -148,17 +158,67 @@ class HubService:
             self._publish(outputs)
         return outputs[0].incident
 
+    #: The busy fraction's window (s), and the fraction past which the hub warns that it may not keep up
+    #: (at most every ``OVERLOAD_LOG_S``).
+    LOAD_WINDOW_S = 60.0
+    OVERLOAD_FRACTION = 0.8
+    OVERLOAD_LOG_S = 300.0
+
     def _on_message(self, topic: str, payload: bytes) -> None:
         received = self.clock()
         with self._lock:
+            t0 = time.monotonic()
             self._publish(self.pipeline.handle(topic, payload, received))
+            self._load.add(t0, time.monotonic())
+
+    def _accepted(self, det: m.Detection, received_ns: int) -> None:
+        """A detection passed ingest: kept for the store, and its delivery delay noted."""
+        self.recorder.add(det, received_ns)
+        self._delays.add(received_ns, det.onset_time_ns)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_s):
             with self._lock:
+                t0 = time.monotonic()
                 now = self.clock() if self.watermark == "wall" else self.pipeline.data_watermark_ns()
                 self._publish(self.pipeline.tick(now))
                 self._flush_detections()
+                t1 = time.monotonic()
+                self._load.add(t0, t1)
+                self._warn_if_overloaded(t1)
+
+    def _warn_if_overloaded(self, now_s: float) -> None:
+        busy = self._load.busy_fraction(now_s)
+        if busy > self.OVERLOAD_FRACTION and now_s - self._overload_logged_s >= self.OVERLOAD_LOG_S:
+            self._overload_logged_s = now_s
+            log.warning("hub busy %.0f %% of the last %.0f s: it may not keep up (detections then queue at the "
+                        "broker and arrive late; see GET /api/hub)", 100 * busy, self.LOAD_WINDOW_S)
+
+    def health(self) -> dict[str, Any]:
+        """The hub's counters and whether it keeps up, as JSON-ready values (hub/health.py; the review
+        page serves it on ``GET /api/hub``)."""
+        with self._lock:
+            p = self.pipeline
+            st = p.stats
+            latencies = list(self.latencies_ms)[-1000:]
+            return {
+                "site": self.cfg.site,
+                "time_ns": self.clock(),
+                "started_ns": self._started_ns,
+                "busy_fraction": round(self._load.busy_fraction(time.monotonic()), 4),
+                "busy_window_s": self.LOAD_WINDOW_S,
+                "messages": {"accepted": dict(p.ingest.accepted), "dropped": dict(p.ingest.dropped)},
+                "detections": {
+                    "late": st.late,
+                    "held_unknown_node": st.held_unknown_node,
+                    "dropped_unknown_node": st.dropped_unknown_node,
+                },
+                "delivery_delay": self._delays.summary(),
+                "shots": st.shots,
+                "incidents_published": st.incidents_published,
+                "open_incidents": len(p.incidents.open),
+                "publish_latency_p99_ms": (round(float(np.percentile(latencies, 99)), 3) if latencies else None),
+            }
 
     def _flush_detections(self) -> None:
         if self.cfg.store.detections == "all":

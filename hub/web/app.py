@@ -19,6 +19,7 @@ Routes (all JSON unless noted)::
     GET  /api/clips/{detection_id}.wav?node=               audio (WAV)
     GET  /api/clips/{detection_id}/spectrogram.png?node=   PNG
     GET  /api/nodes                                        sensor health
+    GET  /api/hub                                          the hub's own health (counters, busy fraction)
     GET  /api/events                                       server-sent events
     GET  /tiles/{z}/{x}/{y}, GET /overlay                  local PMTiles tiles / overlay image
 """
@@ -87,6 +88,8 @@ class WebContext:
     on_review: Callable[[str, Any], None] | None = None
     site: str = ""
     clock: Callable[[], int] = now_ns
+    hub: Callable[[], dict[str, Any]] | None = None
+    """The hub's health (:meth:`~shotline.hub.service.HubService.health`); None: no hub in this process."""
     sessions: Sessions = field(init=False)
     reviews: ReviewService = field(init=False)
     _login_failures: dict[str, list[float]] = field(default_factory=dict)
@@ -408,6 +411,12 @@ def create_app(ctx: WebContext) -> FastAPI:
     def nodes(sess: SessionDep) -> dict[str, Any]:
         ctx.nodes.poll()
         return {"nodes": ctx.nodes.snapshot(), "server_time_ns": ctx.clock()}
+
+    @app.get("/api/hub")
+    def hub(sess: SessionDep) -> dict[str, Any]:
+        if ctx.hub is None:
+            raise HTTPException(404, "no hub runs in this process")
+        return ctx.hub()
 
     @app.get("/api/events")
     async def events(request: Request, sess: SessionDep) -> StreamingResponse:

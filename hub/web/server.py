@@ -132,7 +132,8 @@ def start_web(
     monitor = NodeMonitor(registry, settings, clock)
     ctx = WebContext(settings=settings, store=store, users=users, nodes=monitor,
                      clips=clips if clips is not None else clip_provider_for(settings),
-                     bus=bus, on_review=on_review, site=site, clock=clock)
+                     bus=bus, on_review=on_review, site=site, clock=clock,
+                     hub=service.health if service is not None else None)
     app = create_app(ctx)
 
     def on_incident(out: Any, published_ns: int) -> None:

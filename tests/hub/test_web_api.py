@@ -144,7 +144,7 @@ def test_nothing_but_the_login_page_without_a_session(env):
     c = TestClient(env["app"], follow_redirects=False)
     r = c.get("/", headers={"accept": "text/html"})
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
-    for path in ("/api/incidents", "/api/config", "/api/nodes", "/api/events", "/static/app.js",
+    for path in ("/api/incidents", "/api/config", "/api/nodes", "/api/hub", "/api/events", "/static/app.js",
                  "/static/vendor/leaflet/leaflet.js", "/api/incidents/I0000", "/api/clips/N1-0-0.wav", "/overlay",
                  "/docs", "/openapi.json", "/redoc"):
         r = c.get(path)
@@ -461,3 +461,14 @@ def test_users_cli(tmp_path, monkeypatch, capsys):
     assert UserDB(f).verify("ben", "s3cret-passphrase") is None
     with pytest.raises(SystemExit):
         main(["--file", str(f), "add", "dan", "--role", "admin"])
+
+
+def test_the_hubs_own_health_for_any_account(env):
+    """GET /api/hub: the service's health (counters, busy fraction) for viewers too; 404 when no hub runs in
+    the process (a page over a store alone)."""
+    c, _ = login(env["app"], "vic")
+    assert c.get("/api/hub").status_code == 404
+    env["ctx"].hub = lambda: {"site": "test", "busy_fraction": 0.12, "messages": {"dropped": {"malformed": 2}}}
+    r = c.get("/api/hub")
+    assert r.status_code == 200
+    assert r.json() == {"site": "test", "busy_fraction": 0.12, "messages": {"dropped": {"malformed": 2}}}

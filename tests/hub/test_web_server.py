@@ -23,13 +23,16 @@ from shotline.hub.web.settings import WebSettings  # noqa: E402
 
 
 class FakeService:
-    """What start_web uses of a HubService: cfg.site, store, listeners, pipeline.registry."""
+    """What start_web uses of a HubService: cfg.site, store, listeners, pipeline.registry, health."""
 
     def __init__(self, store):
         self.cfg = SimpleNamespace(site="test")
         self.store = store
         self.listeners = []
         self.pipeline = SimpleNamespace(registry=SimpleNamespace(nodes={}))
+
+    def health(self):
+        return {"site": "test", "busy_fraction": 0.05}
 
 
 def _login(client: httpx.Client) -> str:
@@ -54,6 +57,7 @@ def test_live_incidents_and_reviews_reach_the_browser(tmp_path):
         got = threading.Event()
         with httpx.Client(base_url=web.url, follow_redirects=False, timeout=10) as c:
             csrf = _login(c)
+            assert c.get("/api/hub").json() == {"site": "test", "busy_fraction": 0.05}  # the service's health
 
             def listen():
                 with c.stream("GET", "/api/events") as r:

@@ -1,0 +1,124 @@
+"""The hub's own health (hub/health.py, HubService.health): the busy fraction over a sliding window,
+the delivery delays, and the counters an operator reads on GET /api/hub."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_pipeline import SITE, T0_NS, detection, grid, status
+
+from shotline.core import topics
+from shotline.core.transport import Transport
+from shotline.hub.config import HubConfig, LocationSettings, StoreSettings
+from shotline.hub.health import DelayLog, LoadMeter
+from shotline.hub.service import HubService
+
+
+def test_busy_fraction_is_the_work_within_the_window_over_the_window():
+    meter = LoadMeter(now_s=100.0, window_s=10.0)
+    assert meter.busy_fraction(100.0) == 0.0
+    for k in range(20):  # 0.3 s of work every second for 20 s
+        meter.add(100.0 + k, 100.3 + k)
+    assert meter.busy_fraction(120.0) == pytest.approx(0.3)  # the last 10 s: ten pieces of 0.3 s
+    assert meter.busy_fraction(125.0) == pytest.approx(0.15)  # five of them left in the window
+    assert meter.busy_fraction(200.0) == 0.0
+    young = LoadMeter(now_s=0.0, window_s=60.0)
+    young.add(1.0, 2.0)
+    assert young.busy_fraction(4.0) == pytest.approx(0.25)  # over its 4 s of life, not the window
+    young.add(4.0, 10.0)
+    assert young.busy_fraction(6.0) == 1.0  # (work that ends later, counted whole: capped)
+    with pytest.raises(ValueError):
+        LoadMeter(0.0, window_s=0.0)
+
+
+def test_delivery_delays_keep_the_latest_and_summarise_them():
+    log = DelayLog(size=100)
+    assert log.summary() == {"n": 0, "p50_s": None, "p95_s": None, "max_s": None}
+    for k in range(300):
+        log.add(received_ns=k * 10**9 + (k % 100) * 10**7, onset_ns=k * 10**9)  # 0-0.99 s, the latest 100
+    got = log.summary()
+    assert got["n"] == 100
+    assert got["p50_s"] == pytest.approx(np.percentile(np.arange(100) / 100, 50))
+    assert got["p95_s"] == pytest.approx(np.percentile(np.arange(100) / 100, 95))
+    assert got["max_s"] == pytest.approx(0.99)
+
+
+class _Loopback(Transport):
+    """No broker: the test hands messages to the hub's handler and reads what it publishes."""
+
+    def __init__(self) -> None:
+        self.handlers = []
+        self.published = []
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def publish(self, msg, on_ack=None) -> None:
+        self.published.append(msg)
+
+    def subscribe(self, topic_filter, handler, qos=1) -> None:
+        self.handlers.append(handler)
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+
+def test_the_service_counts_what_it_took_in_and_dropped_and_how_late_detections_came(tmp_path):
+    nodes = grid(3, 2)
+    now = [T0_NS]
+    cfg = HubConfig(site=SITE, location=LocationSettings(speed_of_sound_mps=340.0, source_height_m=1.5),
+                    store=StoreSettings(path=str(tmp_path / "hub.sqlite")))
+    svc = HubService(cfg, _Loopback(), clock=lambda: now[0], watermark="data")
+    try:
+        for nid, r in nodes.items():
+            svc._on_message(*status(nid, r))
+        delays_s = [0.05, 0.1, 0.2, 0.4]
+        for k, (nid, d) in enumerate(zip(nodes, delays_s, strict=False)):
+            onset = T0_NS + k * 10**9
+            now[0] = onset + int(d * 1e9)
+            svc._on_message(*detection(nid, onset))
+        svc._on_message(*detection(next(iter(nodes)), T0_NS))  # the first one again: a duplicate
+        svc._on_message(topics.node_topic(SITE, "N00", "detection"), b'{"schema": "shotline.detection/1"}')
+        svc._on_message(topics.node_topic(SITE, "N00", "detection"), b"not json")
+        h = svc.health()
+        json.dumps(h)  # JSON-ready, as GET /api/hub serves it
+        assert h["site"] == SITE and h["time_ns"] == now[0] and h["started_ns"] == T0_NS
+        assert h["messages"]["accepted"] == {"status": len(nodes), "detection": len(delays_s)}
+        assert h["messages"]["dropped"] == {"duplicate": 1, "malformed": 2}
+        assert h["detections"] == {"late": 0, "held_unknown_node": 0, "dropped_unknown_node": 0}
+        d = h["delivery_delay"]
+        assert d["n"] == len(delays_s) and d["max_s"] == pytest.approx(0.4)
+        assert d["p50_s"] == pytest.approx(np.percentile(delays_s, 50))
+        assert 0.0 < h["busy_fraction"] <= 1.0 and h["busy_window_s"] == HubService.LOAD_WINDOW_S
+        assert h["shots"] == 0 and h["open_incidents"] == 0 and h["publish_latency_p99_ms"] is None
+    finally:
+        svc.stop(close_incidents=False, drain_s=0.0)
+
+
+def test_an_overloaded_hub_warns_at_most_every_few_minutes(tmp_path, caplog):
+    cfg = HubConfig(site=SITE, store=StoreSettings(path=str(tmp_path / "hub.sqlite")))
+    svc = HubService(cfg, _Loopback())
+    try:
+        svc._load = LoadMeter(0.0, window_s=60.0)
+        svc._load.add(0.0, 55.0)
+        with caplog.at_level("WARNING", logger="shotline.hub.service"):
+            svc._warn_if_overloaded(60.0)
+            svc._warn_if_overloaded(61.0)
+        warned = [r for r in caplog.records if "may not keep up" in r.getMessage()]
+        assert len(warned) == 1 and "92 %" in warned[0].getMessage()
+        caplog.clear()
+        later = 60.0 + HubService.OVERLOAD_LOG_S
+        with caplog.at_level("WARNING", logger="shotline.hub.service"):
+            svc._warn_if_overloaded(later)  # idle since: nothing to say
+            svc._load.add(later, later + 50.0)
+            svc._warn_if_overloaded(later + 55.0)  # busy again, minutes after the first warning
+        warned = [r for r in caplog.records if "may not keep up" in r.getMessage()]
+        assert len(warned) == 1
+    finally:
+        svc.stop(close_incidents=False, drain_s=0.0)
