@@ -65,6 +65,7 @@ class DemoResult:
     events: int = 0
     wall_s: float = 0.0
     dropped: dict[str, int] = field(default_factory=dict)
+    hub_health: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         gun = [x for x in self.matches.values() if x.kind == "gunshot"]
@@ -85,6 +86,8 @@ class DemoResult:
             "latency_max_ms": round(float(np.nanmax(lat)), 2),
             "wall_s": round(self.wall_s, 1),
             "dropped_messages": self.dropped,
+            "hub_busy_fraction": self.hub_health.get("busy_fraction"),
+            "delivery_delay_p95_s": self.hub_health.get("delivery_delay", {}).get("p95_s"),
         }
 
 
@@ -212,6 +215,7 @@ def run_demo(
         )
         result.latencies_ms = played.latencies_ms
         result.dropped = played.dropped
+        result.hub_health = played.hub_health
     finally:
         if web is not None:
             web.stop()
@@ -278,4 +282,8 @@ def main_demo(args: argparse.Namespace) -> int:
         print(f"location error (gunshots): median {s['median_error_m']} m, max {s['max_error_m']} m; "
               f"latency last detection -> incident: p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms; "
               f"{s['wall_s']} s wall")
+        if s["hub_busy_fraction"] is not None and s["delivery_delay_p95_s"] is not None:
+            print(f"hub: busy {100 * s['hub_busy_fraction']:.1f} % of the last minute, detections delivered "
+                  f"within {s['delivery_delay_p95_s']:.2f} s (p95), {sum(s['dropped_messages'].values())} "
+                  f"message(s) dropped (its health: GET /api/hub on the review page)")
     return 0

@@ -332,6 +332,8 @@ class PlayResult:
     dropped: dict[str, int] = field(default_factory=dict)
     detections: int = 0
     detection_messages: list[m.Detection] = field(default_factory=list)
+    hub_health: dict = field(default_factory=dict)
+    """The hub's :meth:`~shotline.hub.service.HubService.health` once the scene was played (before it stopped)."""
 
 
 def play_bundle(
@@ -409,6 +411,7 @@ def play_bundle(
                 tr.publish(node.status_message("offline"))
                 tr.flush(2.0)
             tr.stop()
+        result.hub_health = hub.health()
         hub.stop(close_incidents=True)
     result.latencies_ms = list(hub.latencies_ms)
     result.dropped = dict(hub.pipeline.ingest.dropped)
