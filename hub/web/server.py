@@ -101,6 +101,7 @@ def start_web(
     site: str | None = None,
     clock: Callable[[], int] = now_ns,
     timeout_s: float = 10.0,
+    hub: Callable[[], dict] | None = None,
 ) -> WebServer:
     """Serve the review page; return once it listens.
 
@@ -111,6 +112,7 @@ def start_web(
     any free port). ``on_review(incident_id, review)`` is called after each
     stored review (wire it to publish the incident update). ``base_dir``:
     folder that relative paths in the settings are relative to (the config's).
+    ``hub``: what ``GET /api/hub`` serves (default: the service's ``health``; none without a service).
     Raises OSError when the address is taken, ValueError for unusable settings.
     """
     import uvicorn
@@ -133,7 +135,7 @@ def start_web(
     ctx = WebContext(settings=settings, store=store, users=users, nodes=monitor,
                      clips=clips if clips is not None else clip_provider_for(settings),
                      bus=bus, on_review=on_review, site=site, clock=clock,
-                     hub=service.health if service is not None else None)
+                     hub=hub if hub is not None else (service.health if service is not None else None))
     app = create_app(ctx)
 
     def on_incident(out: Any, published_ns: int) -> None:

@@ -121,7 +121,7 @@ def scene(tmp_path_factory):
     store.close()
 
 
-def _serve(store, tmp, registry=None, clip_dir=None, site="webtest"):
+def _serve(store, tmp, registry=None, clip_dir=None, site="webtest", hub=None):
     from shotline.hub.web.auth import UserDB
     from shotline.hub.web.server import start_web
     from shotline.hub.web.settings import WebSettings
@@ -130,7 +130,7 @@ def _serve(store, tmp, registry=None, clip_dir=None, site="webtest"):
     if "olga" not in users.users():
         users.add("olga", PASSWORD, "operator")
     ws = WebSettings(users_path=str(tmp / "users.json"), clip_dir=str(clip_dir) if clip_dir else None)
-    return start_web(ws, store=store, registry=registry, port=0, users=users, site=site)
+    return start_web(ws, store=store, registry=registry, port=0, users=users, site=site, hub=hub)
 
 
 class Browser:
@@ -180,11 +180,21 @@ class Browser:
 @pytest.mark.slow
 def test_review_a_replayed_scene_in_chromium(scene):
     exe = _chromium()
-    web = _serve(scene["store"], scene["tmp"], scene["registry"], scene["clips"], scene["site"])
+    health = {"busy_fraction": 0.034, "busy_window_s": 60.0, "messages": {"dropped": {"malformed": 2, "duplicate": 1}},
+              "detections": {"late": 0}, "delivery_delay": {"p95_s": 0.41}}
+    web = _serve(scene["store"], scene["tmp"], scene["registry"], scene["clips"], scene["site"], hub=lambda: health)
     b = Browser(exe)
     try:
         p = b.page
         b.login(web.url)
+        # The hub's own health in the header, and a warning colour once it is too busy to keep up.
+        p.wait_for_function("!document.querySelector('#hub').hidden")
+        assert p.text_content("#hub") == "hub 3 % busy · 3 dropped"
+        assert "0.41 s (p95)" in p.get_attribute("#hub", "title") and "2 malformed" in p.get_attribute("#hub", "title")
+        assert "warn" not in p.get_attribute("#hub", "class")
+        health.update(busy_fraction=0.93)
+        p.wait_for_function("document.querySelector('#hub').classList.contains('warn')", timeout=8000)
+        assert p.text_content("#hub").startswith("hub 93 % busy")
         # The scene's incidents are listed and drawn.
         p.wait_for_function(f"document.querySelectorAll('#list li').length === {len(scene['incidents'])}")
         assert p.text_content("#total").startswith(f"{len(scene['incidents'])} incident")

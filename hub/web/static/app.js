@@ -206,6 +206,24 @@ async function loadNodes() {
   } catch (e) { /* shown by the live indicator */ }
 }
 
+// The hub's own health (GET /api/hub): how busy it is, what it dropped. No hub in this process (a page over
+// a store alone): the request fails and the chip stays hidden.
+async function loadHub() {
+  try {
+    const h = await api("/api/hub");
+    const dropped = Object.values(h.messages?.dropped || {}).reduce((a, b) => a + b, 0);
+    const late = h.detections?.late || 0;
+    const el = $("#hub");
+    el.textContent = `hub ${Math.round(100 * h.busy_fraction)} % busy` + (dropped ? ` · ${dropped} dropped` : "")
+      + (late ? ` · ${late} late` : "");
+    el.title = `The hub's share of the last ${h.busy_window_s} s spent processing (near 100 %: it cannot keep up)`
+      + (h.delivery_delay?.p95_s != null ? `; detections reach it within ${h.delivery_delay.p95_s.toFixed(2)} s (p95)` : "")
+      + `; dropped: ${Object.entries(h.messages?.dropped || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "none"}`;
+    el.classList.toggle("warn", h.busy_fraction > 0.8);
+    el.hidden = false;
+  } catch (e) { /* hidden: no hub here, or the page is offline (the live indicator says so) */ }
+}
+
 // ---------------------------------------------------------------- list
 function filterParams(withPage) {
   const f = $("#filters"), p = new URLSearchParams();
@@ -568,6 +586,8 @@ async function main() {
   await reload(false);
   connectEvents();
   setInterval(loadNodes, 5000);
+  await loadHub();
+  setInterval(loadHub, 5000);
   const hash = decodeURIComponent(location.hash.slice(1));
   if (hash) await openById(hash).catch(() => {});
   document.body.dataset.ready = "1";
