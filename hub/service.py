@@ -98,6 +98,8 @@ class HubService:
         self._load = LoadMeter(time.monotonic(), self.LOAD_WINDOW_S)
         self._delays = DelayLog()
         self._overload_logged_s = -math.inf
+        self._health_logged = (time.monotonic(), 0)
+        """(monotonic s, detections accepted) at the last health line (:meth:`_log_health_if_due`)."""
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Subscribe and connect, then start the clock tick."""
@@ -163,6 +165,9 @@ class HubService:
     LOAD_WINDOW_S = 60.0
     OVERLOAD_FRACTION = 0.8
     OVERLOAD_LOG_S = 300.0
+    #: A line of the hub's health in the log this often (s): where no review page runs, the log is where an
+    #: operator sees it.
+    HEALTH_LOG_S = 600.0
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         received = self.clock()
@@ -186,6 +191,7 @@ class HubService:
                 t1 = time.monotonic()
                 self._load.add(t0, t1)
                 self._warn_if_overloaded(t1)
+                self._log_health_if_due(t1)
 
     def _warn_if_overloaded(self, now_s: float) -> None:
         busy = self._load.busy_fraction(now_s)
@@ -193,6 +199,22 @@ class HubService:
             self._overload_logged_s = now_s
             log.warning("hub busy %.0f %% of the last %.0f s: it may not keep up (detections then queue at the "
                         "broker and arrive late; see GET /api/hub)", 100 * busy, self.LOAD_WINDOW_S)
+
+    def _log_health_if_due(self, now_s: float) -> None:
+        """Every ``HEALTH_LOG_S``: one INFO line with the detections taken in since the last one, the busy
+        fraction, the delivery delay (p95) and the messages dropped and detections late so far."""
+        since_s, n_before = self._health_logged
+        if now_s - since_s < self.HEALTH_LOG_S:
+            return
+        p = self.pipeline
+        n = p.ingest.accepted["detection"]
+        self._health_logged = (now_s, n)
+        p95 = self._delays.summary()["p95_s"]
+        dropped = ", ".join(f"{v} {k}" for k, v in sorted(p.ingest.dropped.items())) or "none"
+        log.info("hub health: %d detections in the last %.0f s, busy %.1f %% of the last %.0f s, delivery delay "
+                 "p95 %s, dropped so far: %s, late so far: %d", n - n_before, now_s - since_s,
+                 100 * self._load.busy_fraction(now_s), self.LOAD_WINDOW_S,
+                 "-" if p95 is None else f"{p95:.2f} s", dropped, p.stats.late)
 
     def health(self) -> dict[str, Any]:
         """The hub's counters and whether it keeps up, as JSON-ready values (hub/health.py; the review

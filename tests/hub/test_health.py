@@ -122,3 +122,31 @@ def test_an_overloaded_hub_warns_at_most_every_few_minutes(tmp_path, caplog):
         assert len(warned) == 1
     finally:
         svc.stop(close_incidents=False, drain_s=0.0)
+
+
+def test_a_health_line_in_the_log_every_ten_minutes(tmp_path, caplog):
+    """Where no review page runs the log is where an operator looks: one INFO line per HEALTH_LOG_S with the
+    detections taken in since the last line and what was dropped."""
+    nodes = grid(2, 2)
+    cfg = HubConfig(site=SITE, store=StoreSettings(path=str(tmp_path / "hub.sqlite")))
+    svc = HubService(cfg, _Loopback(), clock=lambda: T0_NS + 10**8)
+    try:
+        for nid, r in nodes.items():
+            svc._on_message(*status(nid, r))
+        for k, nid in enumerate(nodes):
+            svc._on_message(*detection(nid, T0_NS + k * 1000))
+        svc._on_message(topics.node_topic(SITE, "N00", "detection"), b"{}")
+        t0 = svc._health_logged[0]
+        with caplog.at_level("INFO", logger="shotline.hub.service"):
+            svc._log_health_if_due(t0 + 10.0)  # not yet
+            svc._log_health_if_due(t0 + HubService.HEALTH_LOG_S)
+            svc._on_message(*detection("N00", T0_NS + 5000))
+            svc._log_health_if_due(t0 + HubService.HEALTH_LOG_S + 1.0)  # too soon again
+            svc._log_health_if_due(t0 + 2 * HubService.HEALTH_LOG_S)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hub health")]
+        assert len(lines) == 2
+        assert lines[0].startswith(f"hub health: {len(nodes)} detections in the last 600 s")
+        assert "delivery delay p95 0.10 s" in lines[0] and "dropped so far: 1 malformed" in lines[0]
+        assert lines[1].startswith("hub health: 1 detections in the last 600 s")
+    finally:
+        svc.stop(close_incidents=False, drain_s=0.0)
