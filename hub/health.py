@@ -25,8 +25,9 @@ class LoadMeter:
     """Busy seconds per wall second over a sliding window.
 
     ``add(start, end)`` records one piece of work (monotonic seconds); ``busy_fraction(now)`` is the
-    work that ended within the last ``window_s`` over the window (over the time since the meter was
-    made, while that is shorter).
+    work that ended within the last ``window_s`` (to the second) over the window (over the time since
+    the meter was made, while that is shorter). Work is summed per second of its end: a hub handling
+    thousands of messages a second keeps ``window_s`` + 1 numbers, not one per message.
     """
 
     def __init__(self, now_s: float, window_s: float = 60.0) -> None:
@@ -34,13 +35,17 @@ class LoadMeter:
             raise ValueError("window_s must be positive")
         self.window_s = float(window_s)
         self._since = float(now_s)
-        self._work: deque[tuple[float, float]] = deque()
-        """(end s, busy s) of each piece of work within the window, oldest first."""
+        self._work: deque[list] = deque()
+        """[second of the end (int), busy s] per second with work within the window, oldest first."""
         self._busy = 0.0
 
     def add(self, start_s: float, end_s: float) -> None:
         busy = max(0.0, end_s - start_s)
-        self._work.append((end_s, busy))
+        second = math.floor(end_s)
+        if self._work and self._work[-1][0] == second:
+            self._work[-1][1] += busy
+        else:
+            self._work.append([second, busy])
         self._busy += busy
         self._forget(end_s)
 
@@ -54,7 +59,7 @@ class LoadMeter:
 
     def _forget(self, now_s: float) -> None:
         work = self._work
-        while work and work[0][0] < now_s - self.window_s:
+        while work and work[0][0] < math.floor(now_s - self.window_s):
             self._busy -= work.popleft()[1]
         if not work:
             self._busy = 0.0  # (no drift from the running sum's rounding)

@@ -10,6 +10,7 @@ publishes it on the incident topic (QoS 1), then hands it to the sinks
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -222,13 +223,14 @@ class HubService:
         with self._lock:
             p = self.pipeline
             st = p.stats
-            latencies = list(self.latencies_ms)[-1000:]
+            latencies = list(itertools.islice(reversed(self.latencies_ms), 1000))  # the latest (not a copy of all)
             return {
                 "site": self.cfg.site,
                 "time_ns": self.clock(),
                 "started_ns": self._started_ns,
                 "busy_fraction": round(self._load.busy_fraction(time.monotonic()), 4),
                 "busy_window_s": self.LOAD_WINDOW_S,
+                "busy_warn_fraction": self.OVERLOAD_FRACTION,
                 "messages": {"accepted": dict(p.ingest.accepted), "dropped": dict(p.ingest.dropped)},
                 "detections": {
                     "late": st.late,

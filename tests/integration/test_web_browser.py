@@ -180,7 +180,8 @@ class Browser:
 @pytest.mark.slow
 def test_review_a_replayed_scene_in_chromium(scene):
     exe = _chromium()
-    health = {"busy_fraction": 0.034, "busy_window_s": 60.0, "messages": {"dropped": {"malformed": 2, "duplicate": 1}},
+    health = {"busy_fraction": 0.034, "busy_window_s": 60.0, "busy_warn_fraction": 0.8,
+              "messages": {"dropped": {"malformed": 2, "duplicate": 1}},
               "detections": {"late": 0}, "delivery_delay": {"p95_s": 0.41}}
     web = _serve(scene["store"], scene["tmp"], scene["registry"], scene["clips"], scene["site"], hub=lambda: health)
     b = Browser(exe)

@@ -219,7 +219,7 @@ async function loadHub() {
     el.title = `The hub's share of the last ${h.busy_window_s} s spent processing (near 100 %: it cannot keep up)`
       + (h.delivery_delay?.p95_s != null ? `; detections reach it within ${h.delivery_delay.p95_s.toFixed(2)} s (p95)` : "")
       + `; dropped: ${Object.entries(h.messages?.dropped || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "none"}`;
-    el.classList.toggle("warn", h.busy_fraction > 0.8);
+    el.classList.toggle("warn", h.busy_fraction > h.busy_warn_fraction);
     el.hidden = false;
   } catch (e) { /* hidden: no hub here, or the page is offline (the live indicator says so) */ }
 }
