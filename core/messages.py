@@ -307,8 +307,93 @@ class HubStatus(_Msg, kw_only=True, tag_field="schema", tag="shotline.hub_status
     provenance: Provenance | None = None
 
 
-Message = Detection | NodeStatus | NodeHealth | Incident | HubStatus
-M = TypeVar("M", Detection, NodeStatus, NodeHealth, Incident, HubStatus)
+class HubMessageCounts(_Msg, kw_only=True):
+    """Messages the hub took in since it started: ``accepted`` by topic kind (``status``, ``health``,
+    ``detection``) and ``dropped`` by reason (``bad_topic``, ``malformed``, ``topic_mismatch``,
+    ``other_site``, ``duplicate``; docs/mqtt.md, "What the hub does with bad input")."""
+
+    accepted: dict[str, int] = msgspec.field(default_factory=dict)
+    dropped: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for what, counts in (("accepted", self.accepted), ("dropped", self.dropped)):
+            if any(v < 0 for v in counts.values()):
+                raise ValueError(f"{what} counts must be >= 0")
+
+
+class HubDetectionCounts(_Msg, kw_only=True):
+    """Detections the hub took in but could not use as they came, since it started."""
+
+    late: int = 0
+    """Older than the wait window on arrival: they could only join shots already made."""
+    held_unknown_node: int = 0
+    """Held now, from nodes whose position the hub does not know yet (a gauge)."""
+    dropped_unknown_node: int = 0
+    """Dropped after ``unknown_node_hold_s`` without their node's position."""
+
+    def __post_init__(self) -> None:
+        if min(self.late, self.held_unknown_node, self.dropped_unknown_node) < 0:
+            raise ValueError("detection counts must be >= 0")
+
+
+class DeliveryDelay(_Msg, kw_only=True):
+    """Receipt at the hub less onset (s) over the latest detections (up to 4,096): the nodes' and the
+    network's latency plus any backlog; negative where a node's clock runs ahead of the hub's. Null
+    percentiles without any detection."""
+
+    n: int = 0
+    p50_s: float | None = None
+    p95_s: float | None = None
+    max_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self._check_finite()
+        if self.n < 0:
+            raise ValueError("n must be >= 0")
+
+
+class HubHealth(_Msg, kw_only=True, tag_field="schema", tag="shotline.hub_health/1"):
+    """Periodic hub health (not retained, QoS 0): what it took in and dropped, and whether it keeps up.
+
+    The same content as the review page's ``GET /api/hub`` (``HubService.health``).
+    """
+
+    site: str
+    time_ns: int
+    """Hub wall clock when the message was built, ns UTC."""
+    started_ns: int = 0
+    """When the hub started, ns UTC (the counters count from there)."""
+    busy_fraction: float = 0.0
+    """Share of the last ``busy_window_s`` the hub spent handling messages and ticks, 0-1; near 1 it
+    cannot keep up (detections then queue at the broker and arrive late)."""
+    busy_window_s: float = 60.0
+    busy_warn_fraction: float = 0.8
+    """The busy fraction past which the hub logs a warning (and the review page turns orange)."""
+    messages: HubMessageCounts = msgspec.field(default_factory=HubMessageCounts)
+    detections: HubDetectionCounts = msgspec.field(default_factory=HubDetectionCounts)
+    delivery_delay: DeliveryDelay = msgspec.field(default_factory=DeliveryDelay)
+    shots: int = 0
+    """Shots located since the hub started."""
+    incidents_published: int = 0
+    """Incident messages published since the hub started (new, updated and closed revisions)."""
+    open_incidents: int = 0
+    publish_latency_p99_ms: float | None = None
+    """Last detection received to incident published, 99th percentile over the latest 1,000
+    publications, ms (null before the first)."""
+    provenance: Provenance | None = None
+
+    def __post_init__(self) -> None:
+        self._check_finite()
+        if not 0.0 <= self.busy_fraction <= 1.0:
+            raise ValueError(f"busy_fraction {self.busy_fraction} outside [0, 1]")
+        if not self.busy_window_s > 0.0:
+            raise ValueError("busy_window_s must be > 0 seconds")
+        if min(self.shots, self.incidents_published, self.open_incidents) < 0:
+            raise ValueError("shots, incidents_published and open_incidents must be >= 0")
+
+
+Message = Detection | NodeStatus | NodeHealth | Incident | HubStatus | HubHealth
+M = TypeVar("M", Detection, NodeStatus, NodeHealth, Incident, HubStatus, HubHealth)
 
 
 class MessageError(ValueError):

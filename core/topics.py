@@ -7,6 +7,7 @@
     shotline/v1/<site>/node/<node>/detection  sensor, QoS 1
     shotline/v1/<site>/incident               hub, QoS 1
     shotline/v1/<site>/hub/status             hub, QoS 1, retained
+    shotline/v1/<site>/hub/health             hub, QoS 0
 """
 
 from __future__ import annotations
@@ -62,9 +63,14 @@ def hub_status_topic(site: str) -> str:
     return f"{PREFIX}/{check_id(site, 'site')}/hub/status"
 
 
+def hub_health_topic(site: str) -> str:
+    """``shotline/v1/<site>/hub/health``."""
+    return f"{PREFIX}/{check_id(site, 'site')}/hub/health"
+
+
 @dataclass(frozen=True)
 class ParsedTopic:
-    """A topic taken apart: ``kind`` is a node kind, ``"incident"`` or ``"hub_status"``."""
+    """A topic taken apart: ``kind`` is a node kind, ``"incident"``, ``"hub_status"`` or ``"hub_health"``."""
 
     site: str
     kind: str
@@ -89,4 +95,6 @@ def parse_topic(topic: str) -> ParsedTopic:
         return ParsedTopic(site, "incident")
     if rest == ["hub", "status"]:
         return ParsedTopic(site, "hub_status")
+    if rest == ["hub", "health"]:
+        return ParsedTopic(site, "hub_health")
     raise TopicError(f"unknown Shotline topic: {topic!r}")

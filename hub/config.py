@@ -313,6 +313,8 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Surveyed positions by node id, overriding status messages."""
     unknown_node_hold_s: float = 30.0
     """How long a detection from a node without a known position is held, seconds."""
+    health_interval_s: float = 10.0
+    """Seconds of wall time between the hub's health messages (``hub/health``, QoS 0), as a node's."""
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     """The incident store (``[store]``)."""
     sinks: SinkSettings = msgspec.field(default_factory=SinkSettings)
@@ -322,7 +324,7 @@ class HubConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         check_id(self.site, "site")
         for node_id in self.nodes:
             check_id(node_id, "node id in [nodes]")
-        _positive(self, "unknown_node_hold_s")
+        _positive(self, "unknown_node_hold_s", "health_interval_s")
 
     def warnings(self) -> list[str]:
         """Settings that are valid but probably not what a deployment wants (``check-config`` prints

@@ -54,7 +54,7 @@ class Ingest:
             return None
         kind_type = _KINDS.get(parsed.kind)
         if kind_type is None:
-            return None  # incidents and hub status: our own output, ignore
+            return None  # incidents, hub status and hub health: our own output, ignore
         if not payload and parsed.kind == "status":
             return None  # a cleared retained status
         try:

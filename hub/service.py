@@ -5,7 +5,8 @@ feeds the :class:`~shotline.hub.pipeline.HubPipeline` and, for each incident
 message it yields: stores it (with the detections its shots reference),
 publishes it on the incident topic (QoS 1), then hands it to the sinks
 (webhooks from a durable queue). Also publishes its own retained status
-(birth and last will).
+(birth and last will) and, every ``health_interval_s``, its health
+(:meth:`HubService.health`: what it took in and dropped, and whether it keeps up).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def hub_status(cfg: HubConfig, state: str, provenance: m.Provenance | None = Non
     """The hub's retained status message."""
     msg = m.HubStatus(site=cfg.site, state=state, time_ns=now_ns(), provenance=provenance)  # type: ignore[arg-type]
     return OutMessage(topics.hub_status_topic(cfg.site), m.encode(msg), 1, True)
+
+
+def hub_health(cfg: HubConfig, msg: m.HubHealth) -> OutMessage:
+    """The hub's periodic health message (QoS 0, not retained: a lost one is replaced by the next)."""
+    return OutMessage(topics.hub_health_topic(cfg.site), m.encode(msg), 0, False)
 
 
 class HubService:
@@ -101,6 +107,8 @@ class HubService:
         self._overload_logged_s = -math.inf
         self._health_logged = (time.monotonic(), 0)
         """(monotonic s, detections accepted) at the last health line (:meth:`_log_health_if_due`)."""
+        self._health_sent_s = time.monotonic()
+        """Monotonic s of the last health message (:meth:`_send_health_if_due`)."""
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Subscribe and connect, then start the clock tick."""
@@ -121,6 +129,8 @@ class HubService:
             if close_incidents:
                 self._publish(self.pipeline.finish())
             self._flush_detections()
+        # The last health (the closing counts), then offline.
+        self.transport.publish(hub_health(self.cfg, self.health_message()))
         self.transport.publish(hub_status(self.cfg, "offline"))
         # The closing messages are QoS 1: let the broker acknowledge them
         # before disconnecting, or they die in the client's queue.
@@ -193,6 +203,7 @@ class HubService:
                 self._load.add(t0, t1)
                 self._warn_if_overloaded(t1)
                 self._log_health_if_due(t1)
+                self._send_health_if_due(t1)
 
     def _warn_if_overloaded(self, now_s: float) -> None:
         busy = self._load.busy_fraction(now_s)
@@ -217,32 +228,47 @@ class HubService:
                  100 * self._load.busy_fraction(now_s), self.LOAD_WINDOW_S,
                  "-" if p95 is None else f"{p95:.2f} s", dropped, p.stats.late)
 
-    def health(self) -> dict[str, Any]:
-        """The hub's counters and whether it keeps up, as JSON-ready values (hub/health.py; the review
-        page serves it on ``GET /api/hub``)."""
+    def _send_health_if_due(self, now_s: float) -> None:
+        """Every ``health_interval_s`` (wall time): the health message on ``hub/health`` (called by the tick,
+        which holds the lock)."""
+        if now_s - self._health_sent_s < self.cfg.health_interval_s:
+            return
+        self._health_sent_s = now_s
+        self.transport.publish(hub_health(self.cfg, self._health_now()))
+
+    def health_message(self) -> m.HubHealth:
+        """The hub's counters and whether it keeps up (hub/health.py): published on ``hub/health`` every
+        ``health_interval_s`` and served by the review page on ``GET /api/hub``."""
         with self._lock:
-            p = self.pipeline
-            st = p.stats
-            latencies = list(itertools.islice(reversed(self.latencies_ms), 1000))  # the latest (not a copy of all)
-            return {
-                "site": self.cfg.site,
-                "time_ns": self.clock(),
-                "started_ns": self._started_ns,
-                "busy_fraction": round(self._load.busy_fraction(time.monotonic()), 4),
-                "busy_window_s": self.LOAD_WINDOW_S,
-                "busy_warn_fraction": self.OVERLOAD_FRACTION,
-                "messages": {"accepted": dict(p.ingest.accepted), "dropped": dict(p.ingest.dropped)},
-                "detections": {
-                    "late": st.late,
-                    "held_unknown_node": st.held_unknown_node,
-                    "dropped_unknown_node": st.dropped_unknown_node,
-                },
-                "delivery_delay": self._delays.summary(),
-                "shots": st.shots,
-                "incidents_published": st.incidents_published,
-                "open_incidents": len(p.incidents.open),
-                "publish_latency_p99_ms": (round(float(np.percentile(latencies, 99)), 3) if latencies else None),
-            }
+            return self._health_now()
+
+    def _health_now(self) -> m.HubHealth:
+        """:meth:`health_message`, for a caller that holds the lock."""
+        p = self.pipeline
+        st = p.stats
+        latencies = list(itertools.islice(reversed(self.latencies_ms), 1000))  # the latest (not a copy of all)
+        return m.HubHealth(
+            site=self.cfg.site,
+            time_ns=self.clock(),
+            started_ns=self._started_ns,
+            busy_fraction=round(self._load.busy_fraction(time.monotonic()), 4),
+            busy_window_s=self.LOAD_WINDOW_S,
+            busy_warn_fraction=self.OVERLOAD_FRACTION,
+            messages=m.HubMessageCounts(accepted=dict(p.ingest.accepted), dropped=dict(p.ingest.dropped)),
+            detections=m.HubDetectionCounts(
+                late=st.late, held_unknown_node=st.held_unknown_node, dropped_unknown_node=st.dropped_unknown_node
+            ),
+            delivery_delay=m.DeliveryDelay(**self._delays.summary()),
+            shots=st.shots,
+            incidents_published=st.incidents_published,
+            open_incidents=len(p.incidents.open),
+            publish_latency_p99_ms=round(float(np.percentile(latencies, 99)), 3) if latencies else None,
+            provenance=p.provenance,
+        )
+
+    def health(self) -> dict[str, Any]:
+        """:meth:`health_message` as JSON-ready values (with its ``schema``)."""
+        return msgspec.to_builtins(self.health_message())
 
     def _flush_detections(self) -> None:
         if self.cfg.store.detections == "all":

@@ -11,7 +11,7 @@ import pytest
 from shotline.core import messages as m
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
-KINDS = {k.__struct_config__.tag: k for k in (m.Detection, m.NodeStatus, m.NodeHealth, m.Incident, m.HubStatus)}
+KINDS = {k.__struct_config__.tag: k for k in (m.Detection, m.NodeStatus, m.NodeHealth, m.Incident, m.HubStatus, m.HubHealth)}
 
 
 def _examples():

@@ -26,9 +26,13 @@ from shotline.core.messages import (
     SCHEMA_VERSION,
     TRUSTED_TIME_QUALITIES,
     ClockState,
+    DeliveryDelay,
     Detection,
     Ellipse,
     EventClass,
+    HubDetectionCounts,
+    HubHealth,
+    HubMessageCounts,
     HubStatus,
     Incident,
     MessageError,
@@ -43,7 +47,7 @@ from shotline.core.messages import (
     encode,
 )
 
-KINDS = (Detection, NodeStatus, NodeHealth, Incident, HubStatus)
+KINDS = (Detection, NodeStatus, NodeHealth, Incident, HubStatus, HubHealth)
 TIME_QUALITIES = typing.get_args(TimeQuality)
 EVENT_CLASSES = typing.get_args(EventClass)
 NS_EXAMPLE = 1_795_303_702_123_456_789  # 2026-11-21, needs all 63 bits of precision
@@ -162,7 +166,27 @@ hub_statuses = st.builds(
     time_ns=int64,
     provenance=provenances,
 )
-any_message = st.one_of(detections, node_statuses, node_healths, incidents, hub_statuses)
+counts = st.integers(min_value=0, max_value=2**53)
+count_maps = st.dictionaries(st.text(max_size=12), counts, max_size=5)
+seconds = st.none() | st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+hub_healths = st.builds(
+    HubHealth,
+    site=text,
+    time_ns=int64,
+    started_ns=int64,
+    busy_fraction=st.floats(min_value=0.0, max_value=1.0),
+    busy_window_s=st.floats(min_value=1e-3, max_value=1e6),
+    busy_warn_fraction=st.floats(min_value=0.0, max_value=1.0),
+    messages=st.builds(HubMessageCounts, accepted=count_maps, dropped=count_maps),
+    detections=st.builds(HubDetectionCounts, late=counts, held_unknown_node=counts, dropped_unknown_node=counts),
+    delivery_delay=st.builds(DeliveryDelay, n=counts, p50_s=seconds, p95_s=seconds, max_s=seconds),
+    shots=counts,
+    incidents_published=counts,
+    open_incidents=counts,
+    publish_latency_p99_ms=st.none() | st.floats(min_value=0.0, max_value=1e9),
+    provenance=provenances,
+)
+any_message = st.one_of(detections, node_statuses, node_healths, incidents, hub_statuses, hub_healths)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | finite | st.text(max_size=8),
@@ -253,6 +277,22 @@ EXAMPLES: dict[type, msgspec.Struct] = {
         provenance=_PROV,
     ),
     HubStatus: HubStatus(site="pgh", state="online", time_ns=NS_EXAMPLE, provenance=_PROV),
+    HubHealth: HubHealth(
+        site="pgh",
+        time_ns=NS_EXAMPLE,
+        started_ns=NS_EXAMPLE - 3_600_000_000_000,
+        busy_fraction=0.031,
+        busy_window_s=60.0,
+        busy_warn_fraction=0.8,
+        messages=HubMessageCounts(accepted={"status": 30, "detection": 6413}, dropped={"malformed": 2}),
+        detections=HubDetectionCounts(late=4, held_unknown_node=0, dropped_unknown_node=1),
+        delivery_delay=DeliveryDelay(n=4096, p50_s=0.12, p95_s=0.24, max_s=0.61),
+        shots=183,
+        incidents_published=412,
+        open_incidents=2,
+        publish_latency_p99_ms=8.9,
+        provenance=_PROV,
+    ),
 }
 
 
@@ -369,6 +409,45 @@ def test_hub_status_round_trip(msg):
     _check_round_trip(msg)
 
 
+@settings(max_examples=60, deadline=None)
+@given(hub_healths)
+def test_hub_health_round_trip(msg):
+    _check_round_trip(msg)
+    back = decode(encode(msg), HubHealth)
+    assert back.messages.dropped == msg.messages.dropped
+    assert all(type(v) is int for v in back.messages.accepted.values())
+
+
+def test_hub_health_needs_only_site_and_time():
+    h = decode(b'{"schema": "shotline.hub_health/1", "site": "pgh", "time_ns": 5}', HubHealth)
+    assert h.messages == HubMessageCounts() and h.delivery_delay.p95_s is None
+    assert h.publish_latency_p99_ms is None and h.busy_fraction == 0.0
+
+
+@pytest.mark.parametrize(
+    "path, value, named",
+    [
+        (["busy_fraction"], 1.5, "busy_fraction"),
+        (["busy_fraction"], -0.01, "busy_fraction"),
+        (["busy_window_s"], 0.0, "busy_window_s"),
+        (["shots"], -1, "shots"),
+        (["open_incidents"], -3, "open_incidents"),
+        (["messages", "dropped", "malformed"], -2, "dropped counts"),
+        (["messages", "accepted", "detection"], 1.5, "`$.messages.accepted[...]`"),
+        (["detections", "late"], -1, "detection counts"),
+        (["delivery_delay", "n"], -1, "n must be"),
+        (["delivery_delay", "p95_s"], "0.2", "`$.delivery_delay.p95_s`"),
+    ],
+)
+def test_hub_health_out_of_range_values_are_rejected(path, value, named):
+    data = _example_dict(HubHealth)
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert named in _decode_error(_payload(data), HubHealth)
+
+
 def test_onset_time_ns_stays_an_exact_integer():
     msg = EXAMPLES[Detection]
     payload = encode(msg)
@@ -438,6 +517,10 @@ def test_unknown_top_level_field_is_rejected_and_named(kind):
         (Incident, ["shots", 0, "ellipse"]),
         (Incident, ["shots", 0, "residuals", 1]),
         (HubStatus, ["provenance"]),
+        (HubHealth, ["messages"]),
+        (HubHealth, ["detections"]),
+        (HubHealth, ["delivery_delay"]),
+        (HubHealth, ["provenance"]),
     ],
 )
 def test_unknown_nested_field_is_rejected_with_its_path(kind, path):
@@ -478,6 +561,7 @@ def test_required_fields_are_the_documented_ones():
         "noise_floor_dbfs",
     }
     assert set(_required(HubStatus)) == {"site", "state"}
+    assert set(_required(HubHealth)) == {"site", "time_ns"}
 
 
 def _wrong_value_for(kind: type, name: str) -> object:
@@ -537,6 +621,8 @@ def test_wrong_type_deep_paths(kind, path, value, expected):
         (NodeHealth, "shotline.node_health/2"),
         (Incident, "shotline.incident/2"),
         (HubStatus, "shotline.hub_status/2"),
+        (HubHealth, "shotline.hub_health/2"),
+        (HubHealth, "shotline.hub_status/1"),
     ],
 )
 def test_other_schema_version_is_rejected(kind, wrong):

@@ -14,6 +14,7 @@ from shotline.core.topics import (
     ParsedTopic,
     TopicError,
     check_id,
+    hub_health_topic,
     hub_status_topic,
     incident_topic,
     node_filter,
@@ -34,6 +35,8 @@ def _rebuild(parsed: ParsedTopic) -> str:
         return incident_topic(parsed.site)
     if parsed.kind == "hub_status":
         return hub_status_topic(parsed.site)
+    if parsed.kind == "hub_health":
+        return hub_health_topic(parsed.site)
     raise AssertionError(f"unexpected kind {parsed.kind!r}")
 
 
@@ -59,6 +62,7 @@ def test_topic_strings_match_the_design():
     assert node_topic("hartford", "n.01", "detection") == "shotline/v1/hartford/node/n.01/detection"
     assert incident_topic("hartford") == "shotline/v1/hartford/incident"
     assert hub_status_topic("hartford") == "shotline/v1/hartford/hub/status"
+    assert hub_health_topic("hartford") == "shotline/v1/hartford/hub/health"
 
 
 def test_node_filter_format():
@@ -76,6 +80,7 @@ def test_node_filter_format():
         ("shotline/v1/pgh/node/n1/detection", ParsedTopic("pgh", "detection", "n1")),
         ("shotline/v1/pgh/incident", ParsedTopic("pgh", "incident")),
         ("shotline/v1/pgh/hub/status", ParsedTopic("pgh", "hub_status")),
+        ("shotline/v1/pgh/hub/health", ParsedTopic("pgh", "hub_health")),
         # a node may be called like a keyword: levels are positional
         ("shotline/v1/node/node/incident/status", ParsedTopic("node", "status", "incident")),
         ("shotline/v1/hub/node/hub/health", ParsedTopic("hub", "health", "hub")),
@@ -101,6 +106,7 @@ def test_node_topic_round_trip(site, node, kind):
 def test_site_topics_round_trip(site):
     assert parse_topic(incident_topic(site)) == ParsedTopic(site, "incident", None)
     assert parse_topic(hub_status_topic(site)) == ParsedTopic(site, "hub_status", None)
+    assert parse_topic(hub_health_topic(site)) == ParsedTopic(site, "hub_health", None)
 
 
 @given(value=ids)
@@ -119,6 +125,7 @@ def test_node_filter_matches_exactly_its_own_topics(site, other_site, node, kind
     # a node filter never catches the hub's topics
     assert not _mqtt_matches(node_filter(site), incident_topic(site))
     assert not _mqtt_matches(node_filter(site), hub_status_topic(site))
+    assert not _mqtt_matches(node_filter(site), hub_health_topic(site))
 
 
 @settings(max_examples=150)
@@ -245,6 +252,8 @@ def test_builders_reject_invalid_ids(bad, good, kind):
     with pytest.raises(TopicError):
         hub_status_topic(bad)
     with pytest.raises(TopicError):
+        hub_health_topic(bad)
+    with pytest.raises(TopicError):
         node_filter(bad)
 
 
@@ -255,6 +264,7 @@ def test_parse_topic_rejects_invalid_ids(bad, good):
     for topic in (
         f"shotline/v1/{bad}/incident",
         f"shotline/v1/{bad}/hub/status",
+        f"shotline/v1/{bad}/hub/health",
         f"shotline/v1/{good}/node/{bad}/detection",
         f"shotline/v1/{bad}/node/{good}/status",
     ):
@@ -299,7 +309,9 @@ def test_node_topic_rejects_unknown_kind(kind):
         "shotline/v1/pgh/node/n1/clip",
         "shotline/v1/pgh/node/n1/Status",
         "shotline/v1/pgh/node/n1/incident",
-        "shotline/v1/pgh/hub/health",
+        "shotline/v1/pgh/hub/Health",
+        "shotline/v1/pgh/hub/clock",
+        "shotline/v1/pgh/hub/health/x",
         "shotline/v1/pgh/incidents",
         "shotline/v1/pgh/nodes/n1/status",
         "shotline/v1/pgh/status",

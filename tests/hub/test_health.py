@@ -150,3 +150,35 @@ def test_a_health_line_in_the_log_every_ten_minutes(tmp_path, caplog):
         assert lines[1].startswith("hub health: 1 detections in the last 600 s")
     finally:
         svc.stop(close_incidents=False, drain_s=0.0)
+
+
+def test_the_health_goes_out_on_its_topic_every_interval_and_as_the_hub_stops(tmp_path):
+    """From the running tick (which holds the hub's lock: a health built under it must not take it again)
+    every ``health_interval_s``, QoS 0 and not retained; once more on stop, before the offline status."""
+    import time
+
+    from shotline.core import messages as m
+
+    nodes = grid(2, 2)
+    cfg = HubConfig(site=SITE, store=StoreSettings(path=str(tmp_path / "hub.sqlite")), health_interval_s=0.05)
+    tr = _Loopback()
+    svc = HubService(cfg, tr, tick_s=0.01, clock=lambda: T0_NS + 10**8)
+    svc.start()
+    try:
+        for nid, r in nodes.items():
+            svc._on_message(*status(nid, r))
+        svc._on_message(topics.node_topic(SITE, "N00", "detection"), b"{}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len([o for o in tr.published if o.topic.endswith("/hub/health")]) < 3:
+            time.sleep(0.01)
+    finally:
+        svc.stop(close_incidents=False, drain_s=0.0)
+    health = [o for o in tr.published if o.topic == topics.hub_health_topic(SITE)]
+    assert len(health) >= 4  # three from the tick, one as it stopped
+    assert all(o.qos == 0 and not o.retain for o in health)
+    sent = [m.decode(o.payload, m.HubHealth) for o in health]
+    assert sent[-1].messages.accepted == {"status": len(nodes)} and sent[-1].messages.dropped == {"malformed": 1}
+    assert tr.published[-1].topic == topics.hub_status_topic(SITE) and b'"offline"' in tr.published[-1].payload
+    assert tr.published[-2] is health[-1]
+    with pytest.raises(ValueError):
+        HubConfig(site=SITE, health_interval_s=0.0)

@@ -94,3 +94,42 @@ def test_incident_messages_validate(embedded_broker, small_bundle):
     assert incidents and incidents[-1].state == "closed"
     assert {i.state for i in incidents} >= {"new", "closed"}
     assert all(np.isfinite(i.cep95_m) for i in incidents)
+
+
+def test_hub_health_messages_arrive_and_count_the_play(embedded_broker, small_bundle):
+    """The hub publishes its health on hub/health (QoS 0) every health_interval_s and once more as it stops:
+    each decodes as a HubHealth on the wire, and the last counts what the play sent it."""
+    import time
+
+    import msgspec
+
+    from shotline.calibration.replay import hub_config_for
+    from shotline.core import topics
+    from shotline.core.transport import MqttTransport
+
+    broker = BrokerSettings(port=embedded_broker.port)
+    cfg = msgspec.structs.replace(hub_config_for(small_bundle, site="e2e", broker=broker), health_interval_s=0.3)
+    got: list[tuple[str, bytes]] = []
+    listener = MqttTransport(BrokerSettings(port=embedded_broker.port, username="observer"), "observer-health")
+    listener.subscribe("shotline/v1/e2e/hub/+", lambda t, p: got.append((t, p)), qos=0)
+    listener.start()
+    try:
+        played = play_bundle(small_bundle, broker, site="e2e", speed=None, hub_cfg=cfg)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(t.endswith("/status") and b'"offline"' in p for t, p in got):
+            time.sleep(0.05)
+    finally:
+        listener.stop()
+    healths = [m.decode(p, m.HubHealth) for t, p in got if t == topics.hub_health_topic("e2e")]
+    assert len(healths) >= 2, "a periodic message during the play and the last one as the hub stops"
+    assert all(h.site == "e2e" for h in healths)
+    assert [h.time_ns for h in healths] == sorted(h.time_ns for h in healths)
+    last = healths[-1]
+    # The health goes out before the offline status, so a consumer sees the closing counts first.
+    order = [t.rsplit("/", 1)[1] + (":offline" if b'"offline"' in p else "") for t, p in got]
+    assert order.index("status:offline") > len(order) - 1 - order[::-1].index("health")
+    assert last.messages.accepted["detection"] == played.detections
+    assert last.messages.dropped == {} and last.detections.late == 0
+    assert last.shots == 3 and last.open_incidents == 0
+    assert last.delivery_delay.n == played.detections and last.publish_latency_p99_ms is not None
+    assert last.provenance is not None and last.provenance.config_hash
