@@ -1,4 +1,4 @@
-"""``shotline-hub``: run the hub, check its configuration."""
+"""``shotline-hub``: run the hub, check its configuration, read its health, list its incidents."""
 
 from __future__ import annotations
 
@@ -29,6 +29,19 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     users.add_argument("rest", nargs=argparse.REMAINDER)
+    hh = sub.add_parser(
+        "health",
+        help="read a running hub's health from the broker (exit 0 keeps up, 1 warning, 2 offline or silent)",
+        description="Wait for the hub's next health message on shotline/v1/<site>/hub/health (its broker and site "
+        "from the config) and print it. Exit code: 0 the hub keeps up; 1 it is busier than its warning fraction, "
+        "or detections came late or were dropped for an unknown node; 2 no health within the timeout, or the "
+        "hub is offline. The MQTT account needs read access to hub/status and hub/health (docs/mqtt.md).",
+    )
+    hh.add_argument("--config", required=True, help="hub TOML config file (its site and [broker])")
+    hh.add_argument("--timeout", type=float, help="seconds to wait (default: 3 x health_interval_s, at least 5)")
+    hh.add_argument("--username", help="MQTT username instead of the config's (e.g. a read-only account)")
+    hh.add_argument("--password-file", help="file holding that account's password")
+    hh.add_argument("--json", action="store_true", help="print the health message as JSON")
     inc = sub.add_parser(
         "incidents",
         help="list or export stored incidents",
@@ -105,6 +118,41 @@ def _incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace, cfg: HubConfig) -> int:
+    import json
+
+    import msgspec
+
+    from . import health_check
+
+    broker = cfg.broker
+    if args.username is not None or args.password_file is not None:
+        try:
+            password = open(args.password_file, encoding="utf-8").read().strip() if args.password_file else None
+        except OSError as exc:
+            print(f"error: --password-file: {exc.strerror}: {args.password_file}", file=sys.stderr)
+            return health_check.CRITICAL
+        broker = msgspec.structs.replace(broker, username=args.username or broker.username, password=password)
+    timeout_s = args.timeout if args.timeout is not None else max(5.0, 3 * cfg.health_interval_s)
+    try:
+        reading = health_check.read_health(broker, cfg.site, timeout_s)
+    except TransportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return health_check.CRITICAL
+    code, reason = health_check.verdict(reading)
+    if reading.malformed:
+        print(f"warning: {reading.malformed}", file=sys.stderr)
+    if args.json:
+        if reading.health is not None:
+            print(json.dumps(msgspec.to_builtins(reading.health), indent=2))
+    elif reading.health is not None:
+        print("\n".join(health_check.describe(reading.health)))
+    # (Under --json the verdict goes to standard error, so that standard output stays JSON.)
+    print(("OK: " if code == health_check.OK else "WARNING: " if code == health_check.WARNING else "CRITICAL: ")
+          + reason, file=sys.stdout if code == health_check.OK and not args.json else sys.stderr)
+    return code
+
+
 def _check_sinks(cfg: HubConfig, config_path: str) -> list[str]:
     """Errors in what the sinks load at start (geofence files)."""
     from pathlib import Path
@@ -135,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if args.cmd == "health":
+        return _health(args, cfg)
     if args.cmd == "check-config":
         errors = _check_sinks(cfg, args.config)
         if errors:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 from test_pipeline import SITE, T0_NS, detection, grid, status
@@ -182,3 +183,39 @@ def test_the_health_goes_out_on_its_topic_every_interval_and_as_the_hub_stops(tm
     assert tr.published[-2] is health[-1]
     with pytest.raises(ValueError):
         HubConfig(site=SITE, health_interval_s=0.0)
+
+
+def test_the_health_check_verdict_and_its_lines():
+    """``shotline-hub health``'s exit code from what the broker said, and the lines it prints."""
+    from shotline.core import messages as m
+    from shotline.hub import health_check as hc
+
+    now = T0_NS + 3600 * 10**9
+    calm = m.HubHealth(site=SITE, time_ns=now, started_ns=T0_NS, busy_fraction=0.05,
+                       messages=m.HubMessageCounts(accepted={"detection": 120, "status": 4}, dropped={"malformed": 2}),
+                       delivery_delay=m.DeliveryDelay(n=120, p50_s=0.1, p95_s=0.25, max_s=0.5),
+                       shots=3, incidents_published=7, open_incidents=1, publish_latency_p99_ms=12.5,
+                       provenance=m.Provenance(version="0.1.0"))
+    online = m.HubStatus(site=SITE, state="online", time_ns=T0_NS)
+    assert hc.verdict(hc.HealthReading(calm, online)) == (hc.OK, "hub keeps up")
+    assert hc.verdict(hc.HealthReading(calm, None))[0] == hc.OK  # (no retained status: the health is enough)
+    busy = msgspec.structs.replace(calm, busy_fraction=0.81)
+    assert hc.verdict(hc.HealthReading(busy, online))[0] == hc.WARNING
+    assert hc.verdict(hc.HealthReading(msgspec.structs.replace(calm, busy_fraction=0.8), online))[0] == hc.OK
+    late = msgspec.structs.replace(calm, detections=m.HubDetectionCounts(late=3))
+    code, why = hc.verdict(hc.HealthReading(late, online))
+    assert code == hc.WARNING and why.startswith("3 detection(s) came late")
+    assert hc.verdict(hc.HealthReading(None, online))[0] == hc.CRITICAL
+    offline = m.HubStatus(site=SITE, state="offline", time_ns=now + 1)
+    code, why = hc.verdict(hc.HealthReading(calm, offline))  # its last health, then offline
+    assert code == hc.CRITICAL and why.startswith("hub offline since")
+    restarted = msgspec.structs.replace(calm, time_ns=now + 2)
+    assert hc.verdict(hc.HealthReading(restarted, offline))[0] == hc.OK  # a health newer than the offline status
+    lines = hc.describe(calm)
+    assert lines[0].startswith(f"hub {SITE}: health of ") and lines[0].endswith("up 60 min, version 0.1.0")
+    assert lines[1] == ("busy 5.0 % of the last 60 s; detections delivered within 0.25 s (p95 of the latest 120; "
+                        "median 0.10 s, max 0.50 s)")
+    assert lines[2] == "messages taken in: 120 detection, 4 status; dropped: 2 malformed"
+    assert lines[4] == "shots: 3; incident messages: 7; open incidents: 1; publish latency p99: 12.5 ms"
+    fresh = m.HubHealth(site=SITE, time_ns=now)
+    assert "no detection yet" in hc.describe(fresh)[1] and hc.describe(fresh)[4].endswith("p99: -")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 
 import pytest
 
 from shotline.calibration import shotline_cli
+from shotline.core.config import load_config
 from shotline.hub import cli as hub_cli
 from shotline.sensor import cli as sensor_cli
 
@@ -96,3 +98,81 @@ def test_example_node_config_needs_its_placeholders_filled(tmp_path, capsys):
     filled = tmp_path / "node.toml"
     filled.write_text(example.read_text().replace('"CHANGE-ME"', '"ua03"'))
     assert sensor_cli.main(["check-config", str(filled)]) == 0, capsys.readouterr().err
+
+
+def test_hub_health_command_reads_a_running_hub_and_says_whether_it_keeps_up(tmp_path, capsys, embedded_broker):
+    """``shotline-hub health`` against a real broker: a running hub's health and exit 0; a health that says the hub
+    is overloaded, exit 1; the hub stopped (its retained status offline), exit 2 at once; no hub at all, exit 2
+    after the timeout."""
+    import time
+
+    from shotline.core import messages as m
+    from shotline.core import topics
+    from shotline.core.config import BrokerSettings
+    from shotline.core.transport import MqttTransport, OutMessage
+    from shotline.hub.config import HubConfig
+    from shotline.hub.service import HubService
+
+    cfg_path = tmp_path / "hub.toml"
+    cfg_path.write_text(f'site = "hcheck"\nhealth_interval_s = 0.2\n[broker]\nport = {embedded_broker.port}\n'
+                        f'[store]\npath = "{tmp_path / "hub.sqlite"}"\n')
+    cfg = load_config(cfg_path, HubConfig)
+    svc = HubService(cfg, tick_s=0.05)
+    svc.start()
+    running = True
+    try:
+        assert hub_cli.main(["health", "--config", str(cfg_path), "--timeout", "10"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("hub hcheck: health of ") and "busy " in out and "no detection yet" in out
+        assert "messages taken in: nothing; dropped: none" in out and out.rstrip().endswith("OK: hub keeps up")
+        assert hub_cli.main(["health", "--config", str(cfg_path), "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["schema"] == "shotline.hub_health/1" and got["site"] == "hcheck"
+        # Someone else's message on the topic saying the hub is overloaded (the checker believes the broker).
+        pub = MqttTransport(BrokerSettings(port=embedded_broker.port, username="t"), "t-busy", clean_session=True)
+        pub.start()
+        busy = m.encode(m.HubHealth(site="hcheck", time_ns=time.time_ns(), busy_fraction=0.93))
+        stop_spam = threading.Event()
+
+        def spam() -> None:
+            while not stop_spam.wait(0.02):
+                pub.publish(OutMessage(topics.hub_health_topic("hcheck"), busy, 0, False))
+
+        svc.stop(close_incidents=False, drain_s=0.0)  # (the hub's own messages would race the overloaded ones)
+        running = False
+        t = threading.Thread(target=spam)
+        t.start()
+        try:
+            assert hub_cli.main(["health", "--config", str(cfg_path), "--timeout", "10"]) == 2  # offline wins
+            assert "CRITICAL: hub offline since" in capsys.readouterr().err
+        finally:
+            stop_spam.set()
+            t.join()
+        pub.publish(OutMessage(topics.hub_status_topic("hcheck"), m.encode(
+            m.HubStatus(site="hcheck", state="online", time_ns=time.time_ns())), 1, True))
+        t = threading.Thread(target=spam)
+        stop_spam.clear()
+        t.start()
+        try:
+            assert hub_cli.main(["health", "--config", str(cfg_path), "--timeout", "10"]) == 1
+            assert "WARNING: hub busy 93 % of the last 60 s (over 80 %)" in capsys.readouterr().err
+        finally:
+            stop_spam.set()
+            t.join()
+            pub.stop()
+    finally:
+        if running:
+            svc.stop(close_incidents=False, drain_s=0.0)
+    silent = tmp_path / "silent.toml"
+    silent.write_text(f'site = "nobody"\n[broker]\nport = {embedded_broker.port}\n')
+    t0 = time.monotonic()
+    assert hub_cli.main(["health", "--config", str(silent), "--timeout", "1"]) == 2
+    assert time.monotonic() - t0 >= 1.0
+    assert "CRITICAL: no health message from the hub" in capsys.readouterr().err
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    silent.write_text(f'site = "nobody"\n[broker]\nport = {port}\n')
+    assert hub_cli.main(["health", "--config", str(silent), "--timeout", "1"]) == 2
+    assert "error:" in capsys.readouterr().err
