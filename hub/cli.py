@@ -1,4 +1,4 @@
-"""``shotline-hub``: run the hub, check its configuration, read its health, list its incidents."""
+"""``shotline-hub``: run the hub, check its configuration, read its health, list and prune its incidents."""
 
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     hh.add_argument("--username", help="MQTT username instead of the config's (e.g. a read-only account)")
     hh.add_argument("--password-file", help="file holding that account's password")
     hh.add_argument("--json", action="store_true", help="print the health message as JSON")
+    pr = sub.add_parser(
+        "prune",
+        help="apply the store's retention ([store] keep_*_days) now; the running hub also does it hourly",
+        description="Delete from the hub's store what [store] keep_incidents_days, keep_detections_days and "
+        "keep_deliveries_days no longer keep (docs/hub-store-and-sinks.md). Safe while the hub runs.",
+    )
+    pr.add_argument("--config", required=True, help="hub TOML config file (its [store])")
+    pr.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
     inc = sub.add_parser(
         "incidents",
         help="list or export stored incidents",
@@ -153,6 +161,35 @@ def _health(args: argparse.Namespace, cfg: HubConfig) -> int:
     return code
 
 
+def _prune(args: argparse.Namespace, cfg: HubConfig) -> int:
+    from shotline.core.timebase import now_ns
+
+    from .store import IncidentStore, StoreError
+
+    st = cfg.store
+    cut = st.prune_before_ns(now_ns())
+    if all(v is None for v in cut.values()):
+        print(f"{args.config}: [store] keeps everything (no keep_*_days above 0): nothing to prune")
+        return 0
+    if st.path == ":memory:":
+        print(f"{args.config}: [store] path is \":memory:\", nothing is kept to prune", file=sys.stderr)
+        return 2
+    try:
+        with IncidentStore(st.path, wal=st.wal) as store:
+            got = store.prune(**cut, dry_run=args.dry_run)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rules = ", ".join(f"{k} = {v:g}" for k, v in (("keep_incidents_days", st.keep_incidents_days),
+                                                   ("keep_detections_days", st.keep_detections_days),
+                                                   ("keep_deliveries_days", st.keep_deliveries_days))
+                      if v)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{st.path}: {verb} {got.incidents} incident(s), {got.detections} detection(s) and {got.deliveries} sink "
+          f"deliveries ({rules})")
+    return 0
+
+
 def _check_sinks(cfg: HubConfig, config_path: str) -> list[str]:
     """Errors in what the sinks load at start (geofence files)."""
     from pathlib import Path
@@ -185,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.cmd == "health":
         return _health(args, cfg)
+    if args.cmd == "prune":
+        return _prune(args, cfg)
     if args.cmd == "check-config":
         errors = _check_sinks(cfg, args.config)
         if errors:

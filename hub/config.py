@@ -154,11 +154,35 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Which detections are stored: those referenced by a stored shot, every accepted one, or none."""
     detection_cache_s: float = 300.0
     """How long an accepted detection is kept in memory waiting for a shot to reference it, seconds."""
+    keep_incidents_days: float | None = None
+    """Retention: closed incidents whose latest revision and review are older than this many days are deleted with
+    their shots, residuals, revisions, reviews and the detections only they referenced. Unset or 0: kept for ever."""
+    keep_detections_days: float | None = None
+    """Retention: detections received longer ago than this many days that no stored shot references (kept by
+    ``detections = "all"``). Unset or 0: kept for ever."""
+    keep_deliveries_days: float | None = 90.0
+    """Retention: sink deliveries delivered or given up longer ago than this many days (pending ones stay).
+    0: kept for ever."""
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("path must not be empty (use \":memory:\" for a store that keeps nothing)")
         _positive(self, "detection_cache_s")
+        for name in ("keep_incidents_days", "keep_detections_days", "keep_deliveries_days"):
+            days = getattr(self, name)
+            if days is not None and not days >= 0:
+                raise ValueError(f"{name} must be >= 0 days (0: keep for ever), got {days}")
+
+    def prune_before_ns(self, now_ns: int) -> dict[str, int | None]:
+        """The cut-offs of :meth:`~shotline.hub.store.IncidentStore.prune` at ``now_ns`` (None: keep that kind)."""
+
+        def cut(days: float | None) -> int | None:
+            # (Not before the epoch: a retention of centuries keeps everything, and stays a 64-bit integer.)
+            return None if not days else max(0, now_ns - int(days * 86400e9))
+
+        return {"incidents_before_ns": cut(self.keep_incidents_days),
+                "detections_before_ns": cut(self.keep_detections_days),
+                "deliveries_before_ns": cut(self.keep_deliveries_days)}
 
 
 class GeofenceSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -33,7 +33,7 @@ from .config import HubConfig
 from .health import DelayLog, LoadMeter
 from .pipeline import HubPipeline, Output
 from .sinks.dispatch import SinkDispatcher
-from .store import DetectionRecorder, IncidentStore
+from .store import DetectionRecorder, IncidentStore, PruneResult
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class HubService:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._retention: threading.Thread | None = None
         # Whether the hub keeps up (hub/health.py): its busy share of wall time, and how late detections reach it.
         self._started_ns = clock()
         self._load = LoadMeter(time.monotonic(), self.LOAD_WINDOW_S)
@@ -117,6 +118,8 @@ class HubService:
         self.sinks.start()
         self._ticker = threading.Thread(target=self._tick_loop, name="hub-tick", daemon=True)
         self._ticker.start()
+        self._retention = threading.Thread(target=self._retention_loop, name="hub-retention", daemon=True)
+        self._retention.start()
 
     def stop(self, close_incidents: bool = True, drain_s: float = 2.0) -> None:
         """Stop ticking; optionally close open incidents; publish offline and disconnect;
@@ -125,6 +128,8 @@ class HubService:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
+        if self._retention is not None:
+            self._retention.join(timeout=30)  # (a batch in progress finishes: the store closes below)
         with self._lock:
             if close_incidents:
                 self._publish(self.pipeline.finish())
@@ -204,6 +209,31 @@ class HubService:
                 self._warn_if_overloaded(t1)
                 self._log_health_if_due(t1)
                 self._send_health_if_due(t1)
+
+    #: How often (s) the store's retention rules run (``[store] keep_*_days``); also once as the hub starts.
+    RETENTION_EVERY_S = 3600.0
+
+    def _retention_loop(self) -> None:
+        while True:
+            self.prune_store()
+            if self._stop.wait(self.RETENTION_EVERY_S):
+                return
+
+    def prune_store(self) -> PruneResult | None:
+        """Apply the store's retention rules now (``[store] keep_*_days``; None when it keeps everything). Runs in
+        its own thread, in batches, so that the hub stores and publishes meanwhile (docs/hub-store-and-sinks.md)."""
+        cut = self.cfg.store.prune_before_ns(now_ns())
+        if all(v is None for v in cut.values()):
+            return None
+        try:
+            got = self.store.prune(**cut, stop=self._stop.is_set)
+        except Exception:
+            log.exception("store retention failed (nothing is lost: it runs again in an hour)")
+            return None
+        if got:
+            log.info("store retention: deleted %d incident(s), %d detection(s) and %d sink deliveries past "
+                     "[store] keep_*_days", got.incidents, got.detections, got.deliveries)
+        return got
 
     def _warn_if_overloaded(self, now_s: float) -> None:
         busy = self._load.busy_fraction(now_s)

@@ -219,3 +219,43 @@ def test_the_health_check_verdict_and_its_lines():
     assert lines[4] == "shots: 3; incident messages: 7; open incidents: 1; publish latency p99: 12.5 ms"
     fresh = m.HubHealth(site=SITE, time_ns=now)
     assert "no detection yet" in hc.describe(fresh)[1] and hc.describe(fresh)[4].endswith("p99: -")
+
+
+def test_the_hub_applies_the_store_retention_as_it_starts(tmp_path, caplog):
+    """``[store] keep_*_days``: the hub's retention thread prunes once at start (then hourly), and logs what it
+    deleted; a store that keeps everything is left alone."""
+    import time
+
+    from shotline.core import messages as m
+    from shotline.core.timebase import now_ns
+    from shotline.hub.store import IncidentStore
+
+    path = tmp_path / "hub.sqlite"
+    day = 86_400 * 10**9
+    with IncidentStore(path) as st:
+        st.put_detections([(m.Detection(detection_id=f"D{k}", site=SITE, node_id="N00", onset_time_ns=T0_NS,
+                                        onset_sigma_s=1e-5, time_quality="pps", peak_dbfs=-10.0, snr_db=30.0,
+                                        noise_floor_dbfs=-60.0), now_ns() - (k * 10 + 1) * day) for k in range(3)])
+    keep_all = HubConfig(site=SITE, store=StoreSettings(path=str(path), detections="all", keep_deliveries_days=0.0))
+    svc = HubService(keep_all, _Loopback())
+    try:
+        assert svc.prune_store() is None
+    finally:
+        svc.stop(close_incidents=False, drain_s=0.0)
+    cfg = HubConfig(site=SITE, store=StoreSettings(path=str(path), detections="all", keep_detections_days=15.0))
+    svc = HubService(cfg, _Loopback())
+    with caplog.at_level("INFO", logger="shotline.hub.service"):
+        svc.start()
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(svc.store.detections()) != 2:
+                time.sleep(0.02)
+            assert sorted(d.detection.detection_id for d in svc.store.detections()) == ["D0", "D1"]  # 1 and 11 days
+        finally:
+            svc.stop(close_incidents=False, drain_s=0.0)
+    assert any("store retention: deleted 0 incident(s), 1 detection(s)" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError):
+        StoreSettings(keep_incidents_days=-1.0)
+    assert StoreSettings(keep_deliveries_days=0.0).prune_before_ns(100 * day)["deliveries_before_ns"] is None
+    assert StoreSettings().prune_before_ns(100 * day) == {
+        "incidents_before_ns": None, "detections_before_ns": None, "deliveries_before_ns": 10 * day}

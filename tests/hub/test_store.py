@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from shotline.hub.store import (
     SCHEMA_VERSION,
     DetectionRecorder,
     IncidentStore,
+    PruneResult,
     StoreError,
     connect,
     migrate,
@@ -278,3 +280,82 @@ def test_parse_time_forms():
     assert parse_time("2026-07-05 01:00") == parse_time("2026-07-05T01:00:00+00:00")
     with pytest.raises(ValueError, match="cannot read time"):
         parse_time("yesterday")
+
+
+DAY = 86_400 * S
+
+
+def _table_counts(store) -> dict[str, int]:
+    tables = ("incidents", "incident_revisions", "shots", "residuals", "reviews", "detections", "sink_outbox")
+    with store._lock:
+        return {t: store._conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def _aged_store(store) -> None:
+    """Incidents, detections and deliveries of various ages (published / received / delivered at T0 + k days):
+
+    * OLD (closed, day 1) with 2 shots: its 8 detections stored, one of them also referenced by KEPT's shot;
+    * REVIEWED (closed, day 1, reviewed on day 50); OPEN (new, day 1, never closed); KEPT (closed, day 50);
+    * detections no shot references: LONE-old (received day 2), LONE-new (day 50);
+    * deliveries: delivered day 3, failed day 3, delivered day 50, pending since day 3.
+    """
+    old = incident("OLD", revision=2, state="closed", t0=T0 + 1 * DAY - 2 * S, n_shots=2)
+    store.put_incident(msgspec.structs.replace(old, revision=1, state="new"))
+    store.put_incident(old)
+    refs = [(det(r.node_id, T0, r.detection_id), T0 + 1 * DAY) for s in old.shots for r in s.residuals]
+    store.put_detections(refs)
+    shared = old.shots[0].residuals[0]
+    kept = incident("KEPT", revision=1, state="closed", t0=T0 + 50 * DAY - S)
+    kept = msgspec.structs.replace(kept, shots=[msgspec.structs.replace(
+        kept.shots[0], residuals=[*kept.shots[0].residuals, shared])])
+    store.put_incident(kept)
+    store.put_incident(incident("REVIEWED", revision=1, state="closed", t0=T0 + 1 * DAY - S))
+    store.add_review("REVIEWED", "alice", "confirm", time_ns=T0 + 50 * DAY)
+    store.put_incident(incident("OPEN", revision=1, state="new", t0=T0 + 1 * DAY - S))
+    store.put_detections([(det("Z", T0, "LONE-old"), T0 + 2 * DAY), (det("Z", T0 + 5, "LONE-new"), T0 + 50 * DAY)])
+    for key, day in (("d-old", 3), ("f-old", 3), ("d-new", 50), ("pending", 3)):
+        store.outbox_put("w", key, b"x", "application/json", due_ns=T0 + day * DAY, incident_id="OLD",
+                         created_ns=T0 + day * DAY - S)
+    items = {i.idempotency_key: i.id for i in store.outbox_due(T0 + 60 * DAY, limit=10)}
+    store.outbox_delivered(items["d-old"], T0 + 3 * DAY)
+    store.outbox_failed(items["f-old"], T0 + 3 * DAY, "HTTP 400")
+    store.outbox_delivered(items["d-new"], T0 + 50 * DAY)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 1000])
+def test_retention_deletes_exactly_what_is_past_its_age(store, batch, monkeypatch):
+    """A closed incident past its age goes with its revisions, shots, residuals, reviews and the detections only it
+    referenced; a reviewed one counts from its review, an open one never goes; lone detections by receipt; finished
+    deliveries by when they finished. Batches of any size delete the same."""
+    monkeypatch.setattr(IncidentStore, "PRUNE_BATCH_INCIDENTS", batch)
+    monkeypatch.setattr(IncidentStore, "PRUNE_BATCH_ROWS", batch)
+    _aged_store(store)
+    before = _table_counts(store)
+    cut = T0 + 10 * DAY
+    dry = store.prune(incidents_before_ns=cut, detections_before_ns=cut, deliveries_before_ns=cut, dry_run=True)
+    assert _table_counts(store) == before  # a dry run deletes nothing
+    got = store.prune(incidents_before_ns=cut, detections_before_ns=cut, deliveries_before_ns=cut)
+    assert got == dry == PruneResult(incidents=1, detections=7 + 1, deliveries=2)
+    assert sorted(r.incident.incident_id for r in store.list_incidents()) == ["KEPT", "OPEN", "REVIEWED"]
+    assert store.get_incident("OLD") is None and store.revisions("OLD") == []
+    after = _table_counts(store)
+    assert after["incident_revisions"] == before["incident_revisions"] - 2
+    assert after["shots"] == before["shots"] - 2 and after["residuals"] == before["residuals"] - 8
+    shared = {d.detection.detection_id for d in store.get_incident("KEPT").detections}
+    assert shared == {"A-" + str(T0 + 1 * DAY - 2 * S)}  # OLD's detection that KEPT's shot references too
+    assert sorted(d.detection.detection_id for d in store.detections()) == sorted([*shared, "LONE-new"])
+    assert store.outbox_stats() == {"pending": 1, "delivered": 1, "failed": 0}
+    assert not store.prune(incidents_before_ns=cut, detections_before_ns=cut, deliveries_before_ns=cut)
+    # Reviews count: REVIEWED goes once its review is past the age too; nothing given, nothing deleted.
+    assert store.prune() == PruneResult()
+    assert store.prune(incidents_before_ns=T0 + 51 * DAY).incidents == 2
+    assert [r.incident.incident_id for r in store.list_incidents()] == ["OPEN"]
+    assert _table_counts(store)["reviews"] == 0
+
+
+def test_retention_stops_between_batches_when_asked(store, monkeypatch):
+    monkeypatch.setattr(IncidentStore, "PRUNE_BATCH_ROWS", 1)
+    store.put_detections([(det("Z", T0 + k, f"L{k}"), T0 + k) for k in range(5)])
+    asked = []
+    got = store.prune(detections_before_ns=T0 + DAY, stop=lambda: asked.append(1) or len(asked) >= 2)
+    assert got.detections == 2 and len(store.detections()) == 3

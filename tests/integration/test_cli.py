@@ -176,3 +176,38 @@ def test_hub_health_command_reads_a_running_hub_and_says_whether_it_keeps_up(tmp
     silent.write_text(f'site = "nobody"\n[broker]\nport = {port}\n')
     assert hub_cli.main(["health", "--config", str(silent), "--timeout", "1"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_hub_prune_command(tmp_path, capsys):
+    """``shotline-hub prune``: the config's retention on its store file, a dry run first."""
+    from shotline.core import messages as m
+    from shotline.core.timebase import now_ns
+    from shotline.hub.store import IncidentStore
+
+    db = tmp_path / "hub.sqlite"
+    day = 86_400 * 10**9
+    with IncidentStore(db) as st:
+        st.put_detections([(m.Detection(detection_id=f"D{k}", site="hartford", node_id="N", onset_time_ns=1,
+                                        onset_sigma_s=0.0, time_quality="pps", peak_dbfs=-10.0, snr_db=30.0,
+                                        noise_floor_dbfs=-60.0), now_ns() - k * day) for k in (1, 40, 400)])
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text(f'site = "hartford"\n[store]\npath = "{db}"\ndetections = "all"\nkeep_detections_days = 30\n')
+    assert hub_cli.main(["prune", "--config", str(cfg), "--dry-run"]) == 0
+    assert "would delete 0 incident(s), 2 detection(s) and 0 sink deliveries (keep_detections_days = 30, " \
+           "keep_deliveries_days = 90)" in capsys.readouterr().out
+    assert hub_cli.main(["prune", "--config", str(cfg)]) == 0
+    assert ": deleted 0 incident(s), 2 detection(s)" in capsys.readouterr().out
+    with IncidentStore(db, readonly=True) as st:
+        assert [d.detection.detection_id for d in st.detections()] == ["D1"]
+    cfg.write_text(f'site = "hartford"\n[store]\npath = "{db}"\nkeep_deliveries_days = 1e9\n')  # centuries
+    assert hub_cli.main(["prune", "--config", str(cfg)]) == 0
+    assert ": deleted 0 incident(s), 0 detection(s)" in capsys.readouterr().out
+    cfg.write_text(f'site = "hartford"\n[store]\npath = "{db}"\nkeep_deliveries_days = 0\n')  # for ever
+    assert hub_cli.main(["prune", "--config", str(cfg)]) == 0
+    assert "keeps everything" in capsys.readouterr().out
+    cfg.write_text('site = "hartford"\n[store]\nkeep_incidents_days = 30\n')  # the in-memory default store
+    assert hub_cli.main(["prune", "--config", str(cfg)]) == 2
+    assert "nothing is kept to prune" in capsys.readouterr().err
+    cfg.write_text('site = "hartford"\n[store]\nkeep_incidents_days = -1\n')
+    assert hub_cli.main(["prune", "--config", str(cfg)]) == 2
+    assert "keep_incidents_days must be >= 0 days" in capsys.readouterr().err
