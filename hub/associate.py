@@ -163,6 +163,9 @@ class ShotState:
     """Residuals (s) of picks the last solve rejected, by node (kept for the node registry's statistics)."""
     slot: int = -1
     """Its row in the associator's shot table (``Associator._shot_xyt``); -1 until it is listed."""
+    published: bool = False
+    """Counted by the pipeline once published (a flag on the shot: a set of every id published grew for
+    as long as the hub ran)."""
 
 
 class PickPool:

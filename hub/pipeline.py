@@ -77,7 +77,6 @@ class HubPipeline:
         self.incidents = IncidentBuilder(cfg, self.assoc, self.provenance)
         self.stats = PipelineStats()
         self._held: dict[str, list[tuple[m.Detection, int]]] = defaultdict(list)
-        self._known_shots: set[str] = set()
         self._progress_ns: dict[str, int] = {}
         self.on_accepted: Callable[[m.Detection, int], None] | None = None
         """Called with (detection, received_ns) for every validated, de-duplicated detection
@@ -142,8 +141,8 @@ class HubPipeline:
             return []  # most detections and ticks change no shot
         unique = list({shot.shot_id: shot for shot in shots}.values())
         for shot in unique:
-            if shot.shot_id not in self._known_shots:
-                self._known_shots.add(shot.shot_id)
+            if not shot.published:
+                shot.published = True
                 self.stats.shots += 1
         out = [Output(msg, received_ns) for msg in self.incidents.on_shots(unique)]
         self.stats.incidents_published += len(out)

@@ -300,3 +300,33 @@ def test_cadence_is_numpys_median_interval_and_extremes(times):
     assert got.rounds == len(times)
     assert (got.median_interval_s, got.min_interval_s, got.max_interval_s) == (med, float(d.min()), float(d.max()))
     assert got.rate_hz == (1.0 / med if med > 0 else float("inf"))
+
+
+def test_a_closed_incident_is_reviewed_from_its_last_message_and_holds_nothing_else():
+    """Reviews of a closed incident give its next revisions as a render of the closed incident with that
+    review would (a relabel sets the class, a later confirm gives the scores' class back); the builder keeps
+    only the closed incident's last message, not its shots and their picks."""
+    from shotline.hub.incidents import IncidentState
+
+    rng = np.random.default_rng(7)
+    builder, new_shot = _builder_and_shots(rng)
+    for k in range(4):
+        builder.on_shot(new_shot(k, (5.0 * k, 0.0), 0.5 * k))
+    (inc,) = builder.open
+    relabel = m.Review(decision="relabelled", reviewer="op", time_ns=T0_NS, label="firework")
+    builder.on_review(inc.incident_id, relabel)  # reviewed while open: the closing message carries it
+    (closed,) = builder.close_all()
+    assert closed.state == "closed" and closed.event_class == "firework"
+    assert not any(isinstance(v, IncidentState) for v in builder.recent_closed.values())
+    assert builder.recent_closed[inc.incident_id][0] is closed
+    for review in (m.Review(decision="confirmed", reviewer="op2", time_ns=T0_NS + 5, note="heard it"), relabel):
+        msg = builder.on_review(inc.incident_id, review)
+        inc.review, inc.revision = review, inc.revision + 1  # (the closed state itself is no longer touched)
+        assert _wire(msg) == _wire(_fresh_render(builder, inc, full=True))
+        assert msg.revision == inc.revision and msg.review == review
+    assert msg.event_class == "firework"
+    assert builder.on_review("no-such-incident", relabel) is None
+    builder.RECENT_CLOSED = 0
+    builder.on_shot(new_shot(9, (500.0, 0.0), 60.0))
+    builder.close_all()
+    assert builder.on_review(inc.incident_id, relabel) is None  # beyond the closures kept
