@@ -96,9 +96,11 @@ def test_incident_messages_validate(embedded_broker, small_bundle):
     assert all(np.isfinite(i.cep95_m) for i in incidents)
 
 
-def test_hub_health_messages_arrive_and_count_the_play(embedded_broker, small_bundle):
+@pytest.mark.parametrize("which", ["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)])
+def test_hub_health_messages_arrive_and_count_the_play(which, request, small_bundle):
     """The hub publishes its health on hub/health (QoS 0) every health_interval_s and once more as it stops:
-    each decodes as a HubHealth on the wire, and the last counts what the play sent it."""
+    each decodes as a HubHealth on the wire, and the last counts what the play sent it. On the embedded
+    broker and on Mosquitto (production)."""
     import time
 
     import msgspec
@@ -107,10 +109,11 @@ def test_hub_health_messages_arrive_and_count_the_play(embedded_broker, small_bu
     from shotline.core import topics
     from shotline.core.transport import MqttTransport
 
-    broker = BrokerSettings(port=embedded_broker.port)
+    port = request.getfixturevalue("embedded_broker").port if which == "embedded" else request.getfixturevalue(which)
+    broker = BrokerSettings(port=port)
     cfg = msgspec.structs.replace(hub_config_for(small_bundle, site="e2e", broker=broker), health_interval_s=0.3)
     got: list[tuple[str, bytes]] = []
-    listener = MqttTransport(BrokerSettings(port=embedded_broker.port, username="observer"), "observer-health")
+    listener = MqttTransport(BrokerSettings(port=port, username="observer"), "observer-health")
     listener.subscribe("shotline/v1/e2e/hub/+", lambda t, p: got.append((t, p)), qos=0)
     listener.start()
     try:
