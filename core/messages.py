@@ -352,6 +352,23 @@ class DeliveryDelay(_Msg, kw_only=True):
             raise ValueError("n must be >= 0")
 
 
+class HubNodeCounts(_Msg, kw_only=True):
+    """The nodes the hub knows (from status messages and its config) by their last status, and those whose
+    timing residuals flag a clock or position error (docs/calibration.md)."""
+
+    online: int = 0
+    offline: int = 0
+    """Their last status said offline (a clean shutdown, or the broker's last will when the link died)."""
+    no_status: int = 0
+    """Known from the config (``[nodes]``) or from their detections or health, without a status message yet."""
+    timing_flagged: list[str] = msgspec.field(default_factory=list)
+    """Ids of the nodes flagged ``clock``, ``position`` or ``outliers`` by their residual statistics."""
+
+    def __post_init__(self) -> None:
+        if min(self.online, self.offline, self.no_status) < 0:
+            raise ValueError("node counts must be >= 0")
+
+
 class HubHealth(_Msg, kw_only=True, tag_field="schema", tag="shotline.hub_health/1"):
     """Periodic hub health (not retained, QoS 0): what it took in and dropped, and whether it keeps up.
 
@@ -371,6 +388,7 @@ class HubHealth(_Msg, kw_only=True, tag_field="schema", tag="shotline.hub_health
     """The busy fraction past which the hub logs a warning (and the review page turns orange)."""
     messages: HubMessageCounts = msgspec.field(default_factory=HubMessageCounts)
     detections: HubDetectionCounts = msgspec.field(default_factory=HubDetectionCounts)
+    nodes: HubNodeCounts = msgspec.field(default_factory=HubNodeCounts)
     delivery_delay: DeliveryDelay = msgspec.field(default_factory=DeliveryDelay)
     shots: int = 0
     """Shots located since the hub started."""

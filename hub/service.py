@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -288,6 +288,7 @@ class HubService:
             detections=m.HubDetectionCounts(
                 late=st.late, held_unknown_node=st.held_unknown_node, dropped_unknown_node=st.dropped_unknown_node
             ),
+            nodes=self._node_counts(),
             delivery_delay=m.DeliveryDelay(**self._delays.summary()),
             shots=st.shots,
             incidents_published=st.incidents_published,
@@ -295,6 +296,13 @@ class HubService:
             publish_latency_p99_ms=round(float(np.percentile(latencies, 99)), 3) if latencies else None,
             provenance=p.provenance,
         )
+
+    def _node_counts(self) -> m.HubNodeCounts:
+        nodes = self.pipeline.registry.nodes
+        states = Counter(info.state for info in nodes.values())
+        return m.HubNodeCounts(online=states["online"], offline=states["offline"],
+                               no_status=len(nodes) - states["online"] - states["offline"],
+                               timing_flagged=sorted(k for k, info in nodes.items() if info.flags))
 
     def health(self) -> dict[str, Any]:
         """:meth:`health_message` as JSON-ready values (with its ``schema``)."""

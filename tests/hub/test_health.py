@@ -98,6 +98,12 @@ def test_the_service_counts_what_it_took_in_and_dropped_and_how_late_detections_
         assert d["p50_s"] == pytest.approx(np.percentile(delays_s, 50))
         assert 0.0 < h["busy_fraction"] <= 1.0 and h["busy_window_s"] == HubService.LOAD_WINDOW_S
         assert h["shots"] == 0 and h["open_incidents"] == 0 and h["publish_latency_p99_ms"] is None
+        assert h["nodes"] == {"online": len(nodes), "offline": 0, "no_status": 0, "timing_flagged": []}
+        svc.pipeline.registry.nodes["N00"].flags = ("clock",)
+        svc.pipeline.registry.nodes["N01"].state = "offline"
+        svc._on_message(*detection("X9", T0_NS))  # a node with no status yet (its detection is held)
+        assert svc.health()["nodes"] == {"online": len(nodes) - 1, "offline": 1, "no_status": 1,
+                                         "timing_flagged": ["N00"]}
     finally:
         svc.stop(close_incidents=False, drain_s=0.0)
 
@@ -202,9 +208,11 @@ def test_the_health_check_verdict_and_its_lines():
     busy = msgspec.structs.replace(calm, busy_fraction=0.81)
     assert hc.verdict(hc.HealthReading(busy, online))[0] == hc.WARNING
     assert hc.verdict(hc.HealthReading(msgspec.structs.replace(calm, busy_fraction=0.8), online))[0] == hc.OK
-    late = msgspec.structs.replace(calm, detections=m.HubDetectionCounts(late=3))
+    few_late = msgspec.structs.replace(calm, detections=m.HubDetectionCounts(late=1, dropped_unknown_node=4))
+    assert hc.verdict(hc.HealthReading(few_late, online))[0] == hc.OK  # 1 of 120: under 1 %
+    late = msgspec.structs.replace(calm, detections=m.HubDetectionCounts(late=2))
     code, why = hc.verdict(hc.HealthReading(late, online))
-    assert code == hc.WARNING and why.startswith("3 detection(s) came late")
+    assert code == hc.WARNING and why.startswith("2 of 120 detections since the hub started came later")
     assert hc.verdict(hc.HealthReading(None, online))[0] == hc.CRITICAL
     offline = m.HubStatus(site=SITE, state="offline", time_ns=now + 1)
     code, why = hc.verdict(hc.HealthReading(calm, offline))  # its last health, then offline
@@ -217,6 +225,10 @@ def test_the_health_check_verdict_and_its_lines():
                         "median 0.10 s, max 0.50 s)")
     assert lines[2] == "messages taken in: 120 detection, 4 status; dropped: 2 malformed"
     assert lines[4] == "shots: 3; incident messages: 7; open incidents: 1; publish latency p99: 12.5 ms"
+    assert lines[5] == "nodes online: 0, offline: 0, without a status: 0; timing flagged: none"
+    nodes = msgspec.structs.replace(calm, nodes=m.HubNodeCounts(online=28, offline=2, no_status=1,
+                                                                timing_flagged=["UA03", "UA07"]))
+    assert hc.describe(nodes)[5] == "nodes online: 28, offline: 2, without a status: 1; timing flagged: UA03, UA07"
     fresh = m.HubHealth(site=SITE, time_ns=now)
     assert "no detection yet" in hc.describe(fresh)[1] and hc.describe(fresh)[4].endswith("p99: -")
 
