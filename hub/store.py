@@ -706,38 +706,38 @@ class IncidentStore:
           not onset: a replay of old recordings stores detections with old onsets today;
         * sink deliveries delivered or given up before ``deliveries_before_ns`` (pending ones stay).
 
-        In batches (:attr:`PRUNE_BATCH_INCIDENTS`, :attr:`PRUNE_BATCH_ROWS`) of one transaction each, so that the hub
-        writing meanwhile waits for one batch at most. ``dry_run``: count without deleting (one transaction, rolled back). SQLite reuses the
-        freed pages, so the file stops growing; it shrinks only with ``VACUUM``. ``stop()`` true between two batches
-        ends the pruning there (a hub shutting down).
+        In batches (:attr:`PRUNE_BATCH_INCIDENTS`, :attr:`PRUNE_BATCH_ROWS`) of one transaction each, the store's
+        lock taken for each batch only, so that the hub writing meanwhile waits for one batch at most.
+        ``dry_run``: count without deleting (one transaction, rolled back). SQLite reuses the freed pages, so the
+        file stops growing; it shrinks only with ``VACUUM``. ``stop()`` true between two batches ends the pruning
+        there (a hub shutting down).
         """
         few, many = (None, None) if dry_run else (self.PRUNE_BATCH_INCIDENTS, self.PRUNE_BATCH_ROWS)
         counts = {"incidents": 0, "detections": 0, "deliveries": 0}
-        with self._lock:
-            if dry_run:
+        steps = []
+        if incidents_before_ns is not None:
+            steps.append(lambda c: self._prune_incidents(c, int(incidents_before_ns), few, counts))
+        if detections_before_ns is not None:
+            at_d = [0]
+            steps.append(lambda c: self._prune_detections(c, int(detections_before_ns), many, counts, at_d))
+        if deliveries_before_ns is not None:
+            at_o = [0]
+            steps.append(lambda c: self._prune_deliveries(c, int(deliveries_before_ns), many, counts, at_o))
+        if dry_run:
+            with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                steps = []
-                if incidents_before_ns is not None:
-                    steps.append(lambda c: self._prune_incidents(c, int(incidents_before_ns), few, counts))
-                if detections_before_ns is not None:
-                    at_d = [0]
-                    steps.append(lambda c: self._prune_detections(c, int(detections_before_ns), many, counts, at_d))
-                if deliveries_before_ns is not None:
-                    at_o = [0]
-                    steps.append(lambda c: self._prune_deliveries(c, int(deliveries_before_ns), many, counts, at_o))
-                for step in steps:
-                    while True:
-                        if dry_run:
-                            step(self._conn)
-                            break
-                        with self._tx() as c:
-                            full = step(c)
-                        if not full or (stop is not None and stop()):
-                            break
-            finally:
-                if dry_run:
+                try:
+                    for step in steps:
+                        step(self._conn)
+                finally:
                     self._conn.execute("ROLLBACK")
+            return PruneResult(**counts)
+        for step in steps:
+            while True:
+                with self._tx() as c:  # (the lock for one batch: the hub's writes go in between)
+                    full = step(c)
+                if not full or (stop is not None and stop()):
+                    break
         return PruneResult(**counts)
 
     @staticmethod

@@ -353,9 +353,20 @@ def test_retention_deletes_exactly_what_is_past_its_age(store, batch, monkeypatc
     assert _table_counts(store)["reviews"] == 0
 
 
-def test_retention_stops_between_batches_when_asked(store, monkeypatch):
+def test_retention_stops_between_batches_when_asked_and_lets_writers_in_between(store, monkeypatch):
+    """Between two batches the store's lock is free (another thread, the hub storing an incident, gets it), and
+    ``stop`` ends the pruning there."""
     monkeypatch.setattr(IncidentStore, "PRUNE_BATCH_ROWS", 1)
     store.put_detections([(det("Z", T0 + k, f"L{k}"), T0 + k) for k in range(5)])
-    asked = []
-    got = store.prune(detections_before_ns=T0 + DAY, stop=lambda: asked.append(1) or len(asked) >= 2)
+    asked, free = [], []
+
+    def stop() -> bool:
+        t = threading.Thread(target=lambda: free.append(store._lock.acquire(timeout=2) and store._lock.release()))
+        t.start()
+        t.join()
+        asked.append(1)
+        return len(asked) >= 2
+
+    got = store.prune(detections_before_ns=T0 + DAY, stop=stop)
     assert got.detections == 2 and len(store.detections()) == 3
+    assert free == [None, None]  # (acquired, then released: release() returns None; a timeout would give False)
