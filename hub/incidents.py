@@ -653,9 +653,8 @@ class IncidentBuilder:
         self._index = _OpenIncidents(self.CELL_RADII * cfg.incidents.radius_m)
         self.n_closed = 0
         self._shot_cache: dict[str, tuple[tuple[str, int], m.Shot]] = {}
-        self.recent_closed: OrderedDict[str, tuple[m.Incident, str]] = OrderedDict()
-        """The last ``RECENT_CLOSED`` closed incidents, each as its latest message and the event class its
-        scores give (an operator's relabel aside), for :meth:`on_review`."""
+        self.recent_closed: OrderedDict[str, m.Incident] = OrderedDict()
+        """The last ``RECENT_CLOSED`` closed incidents, each as its latest message, for :meth:`on_review`."""
 
     @property
     def frame(self) -> LocalFrame:
@@ -751,13 +750,10 @@ class IncidentBuilder:
         if inc is not None:
             inc.review = review
             return self._render(inc)
-        held = self.recent_closed.get(incident_id)
-        if held is None:
+        last = self.recent_closed.get(incident_id)
+        if last is None:
             return None
-        last, machine_class = held
-        msg = msgspec.structs.replace(last, revision=last.revision + 1, published_ns=now_ns(), review=review,
-                                      event_class=_reviewed_class(machine_class, review))  # type: ignore[arg-type]
-        self.recent_closed[incident_id] = (msg, machine_class)
+        msg = self.recent_closed[incident_id] = reviewed_revision(last, review)
         return msg
 
     #: Closed incidents kept reviewable. Each is kept as its last message only: with its shots and picks
@@ -773,7 +769,7 @@ class IncidentBuilder:
         self.n_closed += 1
         msg = self._render(inc)
         inc._view = None
-        self.recent_closed[inc.incident_id] = (msg, _machine_class(msg.class_scores))
+        self.recent_closed[inc.incident_id] = msg
         while len(self.recent_closed) > self.RECENT_CLOSED:
             self.recent_closed.popitem(last=False)
         for shot in inc.shots:
@@ -955,6 +951,14 @@ class IncidentBuilder:
                 rate_hz=round(min(cad.rate_hz, 1000.0), 3),
             ),
         )
+
+
+def reviewed_revision(last: m.Incident, review: m.Review) -> m.Incident:
+    """The next revision of an incident whose latest message is ``last``, carrying an operator's ``review``
+    (a closed incident's: nothing else of it changes). Its class is the relabel, or else the one its class
+    scores give (a confirm after a relabel gives the scores' class back), as a render of it would have."""
+    return msgspec.structs.replace(last, revision=last.revision + 1, published_ns=now_ns(), review=review,
+                                   event_class=_reviewed_class(_machine_class(last.class_scores), review))
 
 
 def _machine_class(scores: dict[str, float] | None) -> str:

@@ -31,6 +31,7 @@ from shotline.core.transport import MqttTransport, OutMessage, Transport
 
 from .config import HubConfig
 from .health import DelayLog, LoadMeter
+from .incidents import reviewed_revision
 from .pipeline import HubPipeline, Output
 from .sinks.dispatch import SinkDispatcher
 from .store import DetectionRecorder, IncidentStore, PruneResult
@@ -167,12 +168,7 @@ class HubService:
                 if record is None:
                     log.warning("review of unknown incident %s not published", incident_id)
                     return None
-                inc = record.incident
-                event_class = msg_review.label if msg_review.label else inc.event_class
-                outputs = [Output(msgspec.structs.replace(
-                    inc, revision=inc.revision + 1, published_ns=now_ns(), review=msg_review,
-                    event_class=event_class,
-                ))]
+                outputs = [Output(reviewed_revision(record.incident, msg_review))]
             self._publish(outputs)
         return outputs[0].incident
 

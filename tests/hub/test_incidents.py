@@ -318,7 +318,7 @@ def test_a_closed_incident_is_reviewed_from_its_last_message_and_holds_nothing_e
     (closed,) = builder.close_all()
     assert closed.state == "closed" and closed.event_class == "firework"
     assert not any(isinstance(v, IncidentState) for v in builder.recent_closed.values())
-    assert builder.recent_closed[inc.incident_id][0] is closed
+    assert builder.recent_closed[inc.incident_id] is closed
     for review in (m.Review(decision="confirmed", reviewer="op2", time_ns=T0_NS + 5, note="heard it"), relabel):
         msg = builder.on_review(inc.incident_id, review)
         inc.review, inc.revision = review, inc.revision + 1  # (the closed state itself is no longer touched)

@@ -57,5 +57,8 @@ def test_review_is_published_as_next_revision(embedded_broker, tmp_path):
     msg2 = svc2.publish_review(inc_id, r2)
     assert msg2.revision == closed.revision + 1 and msg2.state == "closed"
     assert msg2.review.decision == "confirmed" and msg2.review.reviewer == "bob"
+    # A confirm after the relabel: the class its scores give again, as before any review.
+    first = next(i for i in got if i.incident_id == inc_id)
+    assert msg2.event_class == first.event_class != "firework"
     svc2.stop()
     sub.stop()
