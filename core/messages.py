@@ -369,6 +369,24 @@ class HubNodeCounts(_Msg, kw_only=True):
             raise ValueError("node counts must be >= 0")
 
 
+class HubSinkCounts(_Msg, kw_only=True):
+    """The sinks' delivery queue (webhooks, CAP, GeoJSON; docs/hub-store-and-sinks.md): all zero without sinks."""
+
+    pending: int = 0
+    """Deliveries not yet made (due now, delayed by a geofence's delay, or retrying)."""
+    retrying: int = 0
+    """Pending deliveries that failed at least once (their receiver down or refusing them)."""
+    retrying_for_s: float | None = None
+    """How long ago (s) the oldest retrying delivery was queued; null when none retries."""
+    failed: int = 0
+    """Deliveries given up (kept with their error), within the store's ``keep_deliveries_days``."""
+
+    def __post_init__(self) -> None:
+        self._check_finite()
+        if min(self.pending, self.retrying, self.failed) < 0:
+            raise ValueError("sink counts must be >= 0")
+
+
 class HubHealth(_Msg, kw_only=True, tag_field="schema", tag="shotline.hub_health/1"):
     """Periodic hub health (not retained, QoS 0): what it took in and dropped, and whether it keeps up.
 
@@ -389,6 +407,7 @@ class HubHealth(_Msg, kw_only=True, tag_field="schema", tag="shotline.hub_health
     messages: HubMessageCounts = msgspec.field(default_factory=HubMessageCounts)
     detections: HubDetectionCounts = msgspec.field(default_factory=HubDetectionCounts)
     nodes: HubNodeCounts = msgspec.field(default_factory=HubNodeCounts)
+    sinks: HubSinkCounts = msgspec.field(default_factory=HubSinkCounts)
     delivery_delay: DeliveryDelay = msgspec.field(default_factory=DeliveryDelay)
     shots: int = 0
     """Shots located since the hub started."""

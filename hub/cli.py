@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         help="read a running hub's health from the broker (exit 0 keeps up, 1 warning, 2 offline or silent)",
         description="Wait for the hub's next health message on shotline/v1/<site>/hub/health (its broker and site "
         "from the config) and print it. Exit code: 0 the hub keeps up; 1 it is busier than its warning fraction, "
-        "or over 1 % of the detections since it started came late; 2 no health within the timeout, or the "
+        "a sink delivery has been retrying for over 5 minutes, or over 1 % of the detections since it started "
+        "came late; 2 no health within the timeout, or the "
         "hub is offline. The MQTT account needs read access to hub/status and hub/health (docs/mqtt.md).",
     )
     hh.add_argument("--config", required=True, help="hub TOML config file (its site and [broker])")

@@ -6,8 +6,9 @@ session (nothing is queued for it afterwards), waits for the next health message
 lines (or as JSON) and says with its exit code whether the hub keeps up, as monitoring plugins do:
 
 * 0: the hub is online and keeps up;
-* 1: it is online but busier than its warning fraction (``busy_warn_fraction``), or more than
-  ``LATE_WARN_SHARE`` (1 %) of the detections since it started came later than its wait window;
+* 1: it is online but busier than its warning fraction (``busy_warn_fraction``), a sink delivery has
+  been retrying for over ``SINK_RETRY_WARN_S`` (5 minutes), or more than ``LATE_WARN_SHARE`` (1 %) of
+  the detections since it started came later than its wait window;
 * 2: no health message within the timeout, or the hub's retained status says it is offline.
 """
 
@@ -81,6 +82,10 @@ def verdict(reading: HealthReading) -> tuple[int, str]:
     if h.busy_fraction > h.busy_warn_fraction:
         return WARNING, (f"hub busy {100 * h.busy_fraction:.0f} % of the last {h.busy_window_s:.0f} s "
                          f"(over {100 * h.busy_warn_fraction:.0f} %): it may not keep up")
+    k = h.sinks
+    if k.retrying_for_s is not None and k.retrying_for_s > SINK_RETRY_WARN_S:
+        return WARNING, (f"{k.retrying} sink deliveries retrying, the oldest queued {_duration(k.retrying_for_s)} ago "
+                         "(a receiver down or refusing them? the hub log names it)")
     late, taken = h.detections.late, h.messages.accepted.get("detection", 0)
     if late > LATE_WARN_SHARE * max(taken, 1):
         return WARNING, (f"{late} of {taken} detections since the hub started came later than its wait window "
@@ -91,6 +96,8 @@ def verdict(reading: HealthReading) -> tuple[int, str]:
 #: The share of the detections taken in since the hub started that may come late before the check warns (the
 #: counters count from the start: a share, so that a few late ones after a network hiccup do not warn for ever).
 LATE_WARN_SHARE = 0.01
+#: How long (s) a sink delivery may keep failing before the check warns (a receiver's restart takes less).
+SINK_RETRY_WARN_S = 300.0
 
 
 def describe(h: m.HubHealth) -> list[str]:
@@ -112,6 +119,11 @@ def describe(h: m.HubHealth) -> list[str]:
     p99 = "-" if h.publish_latency_p99_ms is None else f"{h.publish_latency_p99_ms:.1f} ms"
     lines.append(f"shots: {h.shots}; incident messages: {h.incidents_published}; open incidents: "
                  f"{h.open_incidents}; publish latency p99: {p99}")
+    k = h.sinks
+    if k.pending or k.failed:
+        lines.append(f"sink deliveries pending: {k.pending} ({k.retrying} retrying"
+                     + (f", the oldest queued {_duration(k.retrying_for_s)} ago" if k.retrying_for_s is not None else "")
+                     + f"); given up: {k.failed}")
     n = h.nodes
     lines.append(f"nodes online: {n.online}, offline: {n.offline}, without a status: {n.no_status}; timing "
                  f"flagged: {', '.join(n.timing_flagged) or 'none'}")

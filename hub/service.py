@@ -204,7 +204,7 @@ class HubService:
                 self._load.add(t0, t1)
                 self._warn_if_overloaded(t1)
                 self._log_health_if_due(t1)
-                self._send_health_if_due(t1)
+            self._send_health_if_due(t1)
 
     #: How often (s) the store's retention rules run (``[store] keep_*_days``); also once as the hub starts.
     RETENTION_EVERY_S = 3600.0
@@ -255,21 +255,23 @@ class HubService:
                  "-" if p95 is None else f"{p95:.2f} s", dropped, p.stats.late)
 
     def _send_health_if_due(self, now_s: float) -> None:
-        """Every ``health_interval_s`` (wall time): the health message on ``hub/health`` (called by the tick,
-        which holds the lock)."""
+        """Every ``health_interval_s`` (wall time): the health message on ``hub/health`` (called by the tick
+        after it let go of the lock)."""
         if now_s - self._health_sent_s < self.cfg.health_interval_s:
             return
         self._health_sent_s = now_s
-        self.transport.publish(hub_health(self.cfg, self._health_now()))
+        self.transport.publish(hub_health(self.cfg, self.health_message()))
 
     def health_message(self) -> m.HubHealth:
         """The hub's counters and whether it keeps up (hub/health.py): published on ``hub/health`` every
-        ``health_interval_s`` and served by the review page on ``GET /api/hub``."""
+        ``health_interval_s`` and served by the review page on ``GET /api/hub``. The pipeline's counters are
+        read under the hub's lock, the sinks' queue (a query of the store) after it."""
         with self._lock:
-            return self._health_now()
+            msg = self._health_now()
+        return msgspec.structs.replace(msg, sinks=self._sink_counts())
 
     def _health_now(self) -> m.HubHealth:
-        """:meth:`health_message`, for a caller that holds the lock."""
+        """:meth:`health_message` without the sinks' queue, for a caller that holds the lock."""
         p = self.pipeline
         st = p.stats
         latencies = list(itertools.islice(reversed(self.latencies_ms), 1000))  # the latest (not a copy of all)
@@ -299,6 +301,15 @@ class HubService:
         return m.HubNodeCounts(online=states["online"], offline=states["offline"],
                                no_status=len(nodes) - states["online"] - states["offline"],
                                timing_flagged=sorted(k for k, info in nodes.items() if info.flags))
+
+    def _sink_counts(self) -> m.HubSinkCounts:
+        if not self.sinks.enabled:
+            return m.HubSinkCounts()
+        try:
+            return m.HubSinkCounts(**self.store.outbox_health(now_ns()))
+        except Exception:  # a health message is no reason to stop: the store's own error is logged
+            log.exception("reading the sinks' queue for the hub's health failed")
+            return m.HubSinkCounts()
 
     def health(self) -> dict[str, Any]:
         """:meth:`health_message` as JSON-ready values (with its ``schema``)."""

@@ -803,6 +803,17 @@ class IncidentStore:
         counts["deliveries"] += len(gone)
         return batch is not None and len(rows) == batch and min(r[1] for r in rows) < before_ns
 
+    def outbox_health(self, now_ns: int) -> dict[str, int | float | None]:
+        """The queue as the hub's health reports it (``core.messages.HubSinkCounts``): pending deliveries, those
+        retrying and since when their oldest was queued (s before ``now_ns``), and those given up."""
+        with self._lock:
+            pending, retrying, oldest = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0), MIN(CASE WHEN attempts > 0 THEN created_ns END)"
+                " FROM sink_outbox WHERE delivered_ns IS NULL AND failed_ns IS NULL").fetchone()
+            (failed,) = self._conn.execute("SELECT COUNT(*) FROM sink_outbox WHERE failed_ns IS NOT NULL").fetchone()
+        return {"pending": int(pending), "retrying": int(retrying), "failed": int(failed),
+                "retrying_for_s": None if oldest is None else round(max(0.0, (now_ns - oldest) / 1e9), 3)}
+
     def outbox_stats(self) -> dict[str, int]:
         """Counts of pending, delivered and failed messages."""
         with self._lock:

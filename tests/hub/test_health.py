@@ -99,6 +99,7 @@ def test_the_service_counts_what_it_took_in_and_dropped_and_how_late_detections_
         assert 0.0 < h["busy_fraction"] <= 1.0 and h["busy_window_s"] == HubService.LOAD_WINDOW_S
         assert h["shots"] == 0 and h["open_incidents"] == 0 and h["publish_latency_p99_ms"] is None
         assert h["nodes"] == {"online": len(nodes), "offline": 0, "no_status": 0, "timing_flagged": []}
+        assert h["sinks"] == {"pending": 0, "retrying": 0, "retrying_for_s": None, "failed": 0}  # (no sinks)
         svc.pipeline.registry.nodes["N00"].flags = ("clock",)
         svc.pipeline.registry.nodes["N01"].state = "offline"
         svc._on_message(*detection("X9", T0_NS))  # a node with no status yet (its detection is held)
@@ -160,8 +161,9 @@ def test_a_health_line_in_the_log_every_ten_minutes(tmp_path, caplog):
 
 
 def test_the_health_goes_out_on_its_topic_every_interval_and_as_the_hub_stops(tmp_path):
-    """From the running tick (which holds the hub's lock: a health built under it must not take it again)
-    every ``health_interval_s``, QoS 0 and not retained; once more on stop, before the offline status."""
+    """From the running tick every ``health_interval_s`` (the tick holds the hub's lock while it works: the
+    health, which takes it, goes out after), QoS 0 and not retained; once more on stop, before the offline
+    status."""
     import time
 
     from shotline.core import messages as m
@@ -229,6 +231,12 @@ def test_the_health_check_verdict_and_its_lines():
     nodes = msgspec.structs.replace(calm, nodes=m.HubNodeCounts(online=28, offline=2, no_status=1,
                                                                 timing_flagged=["UA03", "UA07"]))
     assert hc.describe(nodes)[5] == "nodes online: 28, offline: 2, without a status: 1; timing flagged: UA03, UA07"
+    stuck = msgspec.structs.replace(calm, sinks=m.HubSinkCounts(pending=5, retrying=3, retrying_for_s=900.0, failed=1))
+    code, why = hc.verdict(hc.HealthReading(stuck, online))
+    assert code == hc.WARNING and why.startswith("3 sink deliveries retrying, the oldest queued 15 min ago")
+    assert hc.describe(stuck)[5] == "sink deliveries pending: 5 (3 retrying, the oldest queued 15 min ago); given up: 1"
+    brief = msgspec.structs.replace(stuck, sinks=m.HubSinkCounts(pending=1, retrying=1, retrying_for_s=60.0))
+    assert hc.verdict(hc.HealthReading(brief, online))[0] == hc.OK  # a receiver's restart: not yet a warning
     fresh = m.HubHealth(site=SITE, time_ns=now)
     assert "no detection yet" in hc.describe(fresh)[1] and hc.describe(fresh)[4].endswith("p99: -")
 

@@ -264,6 +264,20 @@ def test_outbox_queue_lifecycle(store):
     assert store.outbox_next_due_ns() is None
 
 
+
+def test_outbox_health_counts_pending_retrying_and_given_up(store):
+    assert store.outbox_health(T0) == {"pending": 0, "retrying": 0, "failed": 0, "retrying_for_s": None}
+    for k in range(4):
+        store.outbox_put("w", f"k{k}", b"a", "application/json", due_ns=T0 + k * S, created_ns=T0 + k * S)
+    items = {i.idempotency_key: i.id for i in store.outbox_due(T0 + 10 * S)}
+    store.outbox_retry(items["k1"], T0 + 20 * S, "HTTP 503")
+    store.outbox_retry(items["k2"], T0 + 20 * S, "timeout")
+    store.outbox_failed(items["k3"], T0 + 5 * S, "HTTP 400")
+    assert store.outbox_health(T0 + 61 * S) == {"pending": 3, "retrying": 2, "failed": 1, "retrying_for_s": 60.0}
+    store.outbox_delivered(items["k1"], T0 + 62 * S)
+    assert store.outbox_health(T0 + 62 * S)["retrying_for_s"] == 60.0  # (k2, queued at T0 + 2 s)
+
+
 @given(st.integers(min_value=0, max_value=4_000_000_000 * S))
 def test_parse_time_reads_back_what_iso_utc_writes(t_ns):
     assert parse_time(iso_utc(t_ns, 6)) == t_ns - t_ns % 1000

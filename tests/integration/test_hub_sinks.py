@@ -118,7 +118,7 @@ def receiver():
     r.close()
 
 
-def test_service_stores_incidents_and_feeds_a_geofenced_webhook(tmp_path, receiver, monkeypatch):
+def test_service_stores_incidents_and_feeds_a_geofenced_webhook(tmp_path, receiver, monkeypatch, caplog):
     monkeypatch.setenv("SHOTLINE_TEST_SECRET", "partner-secret")
     # a geofence around the first source only (east 100 m, north -50 m), as a GeoJSON file
     lat, lon, _ = FRAME.to_wgs84(100.0, -50.0, 1.5)
@@ -179,6 +179,10 @@ precision_m = 100
         first_id = rows[0].incident.incident_id
         stats = store.outbox_stats()
     assert stats["pending"] == 0 and stats["delivered"] >= 1 and stats["failed"] == 0
+    # The hub's last health (as it stopped, before the sinks drained) read the queue.
+    health = [m.decode(x.payload, m.HubHealth) for x in tr.published if x.topic == topics.hub_health_topic(SITE)]
+    assert health and health[-1].sinks.failed == 0 and health[-1].sinks.retrying == 0
+    assert not [r for r in caplog.records if "sinks' queue" in r.getMessage()]
 
     # only the incident in the zone reached the partner, signed, coarsened, RFC 7946
     assert receiver.requests
