@@ -380,6 +380,8 @@ class HubSinkCounts(_Msg, kw_only=True):
     """How long ago (s) the oldest retrying delivery was queued; null when none retries."""
     failed: int = 0
     """Deliveries given up (kept with their error), within the store's ``keep_deliveries_days``."""
+    retry_warn_s: float = 300.0
+    """How long (s) a delivery may keep retrying before the hub's checks warn (a receiver's restart takes less)."""
 
     def __post_init__(self) -> None:
         self._check_finite()

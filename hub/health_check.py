@@ -7,7 +7,7 @@ lines (or as JSON) and says with its exit code whether the hub keeps up, as moni
 
 * 0: the hub is online and keeps up;
 * 1: it is online but busier than its warning fraction (``busy_warn_fraction``), a sink delivery has
-  been retrying for over ``SINK_RETRY_WARN_S`` (5 minutes), or more than ``LATE_WARN_SHARE`` (1 %) of
+  been retrying for over ``sinks.retry_warn_s`` (5 minutes), or more than ``LATE_WARN_SHARE`` (1 %) of
   the detections since it started came later than its wait window;
 * 2: no health message within the timeout, or the hub's retained status says it is offline.
 """
@@ -83,7 +83,7 @@ def verdict(reading: HealthReading) -> tuple[int, str]:
         return WARNING, (f"hub busy {100 * h.busy_fraction:.0f} % of the last {h.busy_window_s:.0f} s "
                          f"(over {100 * h.busy_warn_fraction:.0f} %): it may not keep up")
     k = h.sinks
-    if k.retrying_for_s is not None and k.retrying_for_s > SINK_RETRY_WARN_S:
+    if k.retrying_for_s is not None and k.retrying_for_s > k.retry_warn_s:
         return WARNING, (f"{k.retrying} sink deliveries retrying, the oldest queued {_duration(k.retrying_for_s)} ago "
                          "(a receiver down or refusing them? the hub log names it)")
     late, taken = h.detections.late, h.messages.accepted.get("detection", 0)
@@ -96,8 +96,6 @@ def verdict(reading: HealthReading) -> tuple[int, str]:
 #: The share of the detections taken in since the hub started that may come late before the check warns (the
 #: counters count from the start: a share, so that a few late ones after a network hiccup do not warn for ever).
 LATE_WARN_SHARE = 0.01
-#: How long (s) a sink delivery may keep failing before the check warns (a receiver's restart takes less).
-SINK_RETRY_WARN_S = 300.0
 
 
 def describe(h: m.HubHealth) -> list[str]:

@@ -302,11 +302,15 @@ class HubService:
                                no_status=len(nodes) - states["online"] - states["offline"],
                                timing_flagged=sorted(k for k, info in nodes.items() if info.flags))
 
+    #: How long (s) a sink delivery may keep retrying before the health checks warn (``shotline-hub health``, the
+    #: review page's header): a receiver's restart takes less.
+    SINK_RETRY_WARN_S = 300.0
+
     def _sink_counts(self) -> m.HubSinkCounts:
         if not self.sinks.enabled:
-            return m.HubSinkCounts()
+            return m.HubSinkCounts(retry_warn_s=self.SINK_RETRY_WARN_S)
         try:
-            return m.HubSinkCounts(**self.store.outbox_health(now_ns()))
+            return m.HubSinkCounts(**self.store.outbox_health(now_ns()), retry_warn_s=self.SINK_RETRY_WARN_S)
         except Exception:  # a health message is no reason to stop: the store's own error is logged
             log.exception("reading the sinks' queue for the hub's health failed")
             return m.HubSinkCounts()

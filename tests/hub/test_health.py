@@ -99,7 +99,8 @@ def test_the_service_counts_what_it_took_in_and_dropped_and_how_late_detections_
         assert 0.0 < h["busy_fraction"] <= 1.0 and h["busy_window_s"] == HubService.LOAD_WINDOW_S
         assert h["shots"] == 0 and h["open_incidents"] == 0 and h["publish_latency_p99_ms"] is None
         assert h["nodes"] == {"online": len(nodes), "offline": 0, "no_status": 0, "timing_flagged": []}
-        assert h["sinks"] == {"pending": 0, "retrying": 0, "retrying_for_s": None, "failed": 0}  # (no sinks)
+        assert h["sinks"] == {"pending": 0, "retrying": 0, "retrying_for_s": None, "failed": 0,
+                              "retry_warn_s": HubService.SINK_RETRY_WARN_S}  # (no sinks)
         svc.pipeline.registry.nodes["N00"].flags = ("clock",)
         svc.pipeline.registry.nodes["N01"].state = "offline"
         svc._on_message(*detection("X9", T0_NS))  # a node with no status yet (its detection is held)
@@ -237,6 +238,8 @@ def test_the_health_check_verdict_and_its_lines():
     assert hc.describe(stuck)[5] == "sink deliveries pending: 5 (3 retrying, the oldest queued 15 min ago); given up: 1"
     brief = msgspec.structs.replace(stuck, sinks=m.HubSinkCounts(pending=1, retrying=1, retrying_for_s=60.0))
     assert hc.verdict(hc.HealthReading(brief, online))[0] == hc.OK  # a receiver's restart: not yet a warning
+    strict = msgspec.structs.replace(brief, sinks=m.HubSinkCounts(retrying=1, retrying_for_s=60.0, retry_warn_s=30.0))
+    assert hc.verdict(hc.HealthReading(strict, online))[0] == hc.WARNING  # the hub's own threshold
     fresh = m.HubHealth(site=SITE, time_ns=now)
     assert "no detection yet" in hc.describe(fresh)[1] and hc.describe(fresh)[4].endswith("p99: -")
 

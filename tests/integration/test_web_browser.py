@@ -193,9 +193,14 @@ def test_review_a_replayed_scene_in_chromium(scene):
         assert p.text_content("#hub") == "hub 3 % busy · 3 dropped"
         assert "0.41 s (p95)" in p.get_attribute("#hub", "title") and "2 malformed" in p.get_attribute("#hub", "title")
         assert "warn" not in p.get_attribute("#hub", "class")
-        health.update(busy_fraction=0.93)
+        health.update(sinks={"pending": 2, "retrying": 2, "retrying_for_s": 420.0, "failed": 0, "retry_warn_s": 300.0})
         p.wait_for_function("document.querySelector('#hub').classList.contains('warn')", timeout=8000)
-        assert p.text_content("#hub").startswith("hub 93 % busy")
+        assert p.text_content("#hub") == "hub 3 % busy · 3 dropped · 2 deliveries retrying"
+        assert "the oldest queued 7 min ago" in p.get_attribute("#hub", "title")
+        health.update(busy_fraction=0.93, sinks={"pending": 0, "retrying": 0, "retrying_for_s": None, "failed": 0,
+                                                  "retry_warn_s": 300.0})
+        p.wait_for_function("document.querySelector('#hub').textContent.startsWith('hub 93 % busy')", timeout=8000)
+        assert "warn" in p.get_attribute("#hub", "class")
         # The scene's incidents are listed and drawn.
         p.wait_for_function(f"document.querySelectorAll('#list li').length === {len(scene['incidents'])}")
         assert p.text_content("#total").startswith(f"{len(scene['incidents'])} incident")

@@ -213,13 +213,17 @@ async function loadHub() {
     const h = await api("/api/hub");
     const dropped = Object.values(h.messages?.dropped || {}).reduce((a, b) => a + b, 0);
     const late = h.detections?.late || 0;
+    const retrying = h.sinks?.retrying || 0;
     const el = $("#hub");
     el.textContent = `hub ${Math.round(100 * h.busy_fraction)} % busy` + (dropped ? ` · ${dropped} dropped` : "")
-      + (late ? ` · ${late} late` : "");
+      + (late ? ` · ${late} late` : "") + (retrying ? ` · ${retrying} deliveries retrying` : "");
     el.title = `The hub's share of the last ${h.busy_window_s} s spent processing (near 100 %: it cannot keep up)`
       + (h.delivery_delay?.p95_s != null ? `; detections reach it within ${h.delivery_delay.p95_s.toFixed(2)} s (p95)` : "")
-      + `; dropped: ${Object.entries(h.messages?.dropped || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "none"}`;
-    el.classList.toggle("warn", h.busy_fraction > h.busy_warn_fraction);
+      + `; dropped: ${Object.entries(h.messages?.dropped || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "none"}`
+      + (retrying ? `; webhook/CAP deliveries retrying, the oldest queued ${Math.round(h.sinks.retrying_for_s / 60)} min ago` : "");
+    // Orange as `shotline-hub health` warns: too busy to keep up, or a partner's receiver failing for 5 minutes.
+    el.classList.toggle("warn", h.busy_fraction > h.busy_warn_fraction
+      || (h.sinks?.retrying_for_s ?? 0) > (h.sinks?.retry_warn_s ?? Infinity));
     el.hidden = false;
   } catch (e) { /* hidden: no hub here, or the page is offline (the live indicator says so) */ }
 }
