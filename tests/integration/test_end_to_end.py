@@ -119,7 +119,8 @@ def test_hub_health_messages_arrive_and_count_the_play(which, request, small_bun
     try:
         played = play_bundle(small_bundle, broker, site="e2e", speed=None, hub_cfg=cfg)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(t.endswith("/status") and b'"offline"' in p for t, p in got):
+        while time.monotonic() < deadline and not any(t.endswith("/status") and b'"state":"offline"' in p
+                                                      for t, p in got):
             time.sleep(0.05)
     finally:
         listener.stop()
@@ -129,7 +130,7 @@ def test_hub_health_messages_arrive_and_count_the_play(which, request, small_bun
     assert [h.time_ns for h in healths] == sorted(h.time_ns for h in healths)
     last = healths[-1]
     # The health goes out before the offline status, so a consumer sees the closing counts first.
-    order = [t.rsplit("/", 1)[1] + (":offline" if b'"offline"' in p else "") for t, p in got]
+    order = [t.rsplit("/", 1)[1] + (":offline" if b'"state":"offline"' in p else "") for t, p in got]
     assert order.index("status:offline") > len(order) - 1 - order[::-1].index("health")
     assert last.messages.accepted["detection"] == played.detections
     assert last.messages.dropped == {} and last.detections.late == 0
