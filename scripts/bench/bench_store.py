@@ -14,6 +14,14 @@ Figures:
 * ``store_p99_ms_per_incident``: its 99th percentile, ms.
 * ``sink_queue_ms_per_incident``: wall time to filter, coarsen, format and
   queue one message for the webhook, ms.
+* retention (``IncidentStore.prune``, ``[store] keep_*_days``) on a store of
+  ``PRUNE_INCIDENTS`` old closed incidents (5 shots of 30 residuals each,
+  their detections stored), as many lone detections (``detections = "all"``)
+  and finished sink deliveries of 2 kB, everything past its age:
+  ``store_prune_s`` (wall time to prune it all), ``store_prune_batches`` and
+  ``store_prune_max_batch_ms``, the longest the store's lock was held in one
+  go (the hub's writes wait that long at most; from ``prune``'s ``stop``
+  callback, called between batches).
 
 Run: ``.venv/bin/python scripts/bench/bench_store.py [--quick]``.
 """
@@ -25,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from shotline.core import messages as m
@@ -62,6 +71,55 @@ def _incident(k: int, rng: np.random.Generator) -> tuple[m.Incident, list[tuple[
     return inc, dets
 
 
+#: Old incidents (and lone detections, and finished deliveries: 10 and 1 per incident) of the retention figures.
+PRUNE_INCIDENTS = 2000
+
+
+def _prune_figures(tmp: Path, n: int) -> dict[str, float]:
+    """Fill a store with ``n`` old incidents, ``10 n`` lone detections and ``n`` finished deliveries; prune it all."""
+    store = IncidentStore(tmp / "prune.sqlite")
+    det = m.Detection(detection_id="x", site="bench", node_id="N00", onset_time_ns=T0, onset_sigma_s=2e-5,
+                      time_quality="pps", peak_dbfs=-10.0, snr_db=30.0, noise_floor_dbfs=-60.0)
+    for k in range(n):
+        t0 = T0 + k * 60 * 10**9
+        shots, dets = [], []
+        for j in range(5):
+            t = t0 + j * 250_000_000
+            res = [m.NodeResidual(node_id=f"N{q:02d}", detection_id=f"N{q:02d}-{t + q}", residual_s=1e-5, used=True)
+                   for q in range(30)]
+            dets += [(msgspec.structs.replace(det, detection_id=r.detection_id, node_id=r.node_id), t0) for r in res]
+            shots.append(m.Shot(shot_id=f"p{k}-{j}", time_ns=t, position=m.Position(lat_deg=LAT, lon_deg=LON),
+                                cep50_m=2.0, cep95_m=4.0,
+                                ellipse=m.Ellipse(semi_major_m=2.0, semi_minor_m=1.0, azimuth_deg=10.0),
+                                speed_of_sound_mps=343.0, n_nodes=30, rms_residual_s=5e-5, residuals=res))
+        store.put_detections(dets + [(msgspec.structs.replace(det, detection_id=f"lone-{k}-{q}"), t0)
+                                     for q in range(10)])
+        store.put_incident(m.Incident(site="bench", incident_id=f"p{k}", state="closed", revision=1, published_ns=t0,
+                                      first_shot_ns=shots[0].time_ns, last_shot_ns=shots[-1].time_ns, rounds=5,
+                                      position=shots[0].position, cep95_m=4.0, shots=shots))
+        store.outbox_put("w", f"p{k}.r1", b"x" * 2000, "application/json", due_ns=t0, incident_id=f"p{k}",
+                         created_ns=t0)
+    for item in store.outbox_due(T0 + n * 60 * 10**9, limit=n):
+        store.outbox_delivered(item.id, item.due_ns)
+    marks = [time.perf_counter()]
+
+    def between_batches() -> bool:
+        marks.append(time.perf_counter())
+        return False
+
+    cut = T0 + (n + 1) * 60 * 10**9
+    got = store.prune(incidents_before_ns=cut, detections_before_ns=cut, deliveries_before_ns=cut,
+                      stop=between_batches)
+    marks.append(time.perf_counter())
+    store.close()
+    assert got.incidents == n and got.deliveries == n, got
+    return {
+        "store_prune_s": marks[-1] - marks[0],
+        "store_prune_batches": float(len(marks) - 1),
+        "store_prune_max_batch_ms": 1e3 * float(np.max(np.diff(marks))),
+    }
+
+
 def run(quick: bool = False) -> dict[str, float]:
     n = 300 if quick else 2000
     rng = np.random.default_rng(0)
@@ -87,11 +145,13 @@ def run(quick: bool = False) -> dict[str, float]:
             sinks.submit(inc)
         sink_s = time.perf_counter() - t
         store.close()
+        prune = _prune_figures(Path(tmp), PRUNE_INCIDENTS // (10 if quick else 1))
     ms = np.array(times) * 1e3
     return {
         "store_ms_per_incident": float(ms.mean()),
         "store_p99_ms_per_incident": float(np.percentile(ms, 99)),
         "sink_queue_ms_per_incident": sink_s * 1e3 / n,
+        **prune,
     }
 
 
