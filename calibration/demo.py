@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from shotline.core import messages as m
+from shotline.core import topics
 from shotline.core.broker import BrokerError, EmbeddedBroker, port_in_use
 from shotline.core.config import BrokerSettings
 from shotline.core.timebase import now_ns, ns_to_iso
@@ -285,5 +286,6 @@ def main_demo(args: argparse.Namespace) -> int:
         if s["hub_busy_fraction"] is not None and s["delivery_delay_p95_s"] is not None:
             print(f"hub: busy {100 * s['hub_busy_fraction']:.1f} % of the last minute, detections delivered "
                   f"within {s['delivery_delay_p95_s']:.2f} s (p95), {sum(s['dropped_messages'].values())} "
-                  f"message(s) dropped (its health: GET /api/hub on the review page)")
+                  f"message(s) dropped (its health: shotline-hub health, the topic {topics.hub_health_topic(SITE)}, "
+                  "GET /api/hub on the review page)")
     return 0
