@@ -129,6 +129,7 @@ def _incidents(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace, cfg: HubConfig) -> int:
     import json
+    from pathlib import Path
 
     import msgspec
 
@@ -137,7 +138,7 @@ def _health(args: argparse.Namespace, cfg: HubConfig) -> int:
     broker = cfg.broker
     if args.username is not None or args.password_file is not None:
         try:
-            password = open(args.password_file, encoding="utf-8").read().strip() if args.password_file else None
+            password = Path(args.password_file).read_text(encoding="utf-8").strip() if args.password_file else None
         except OSError as exc:
             print(f"error: --password-file: {exc.strerror}: {args.password_file}", file=sys.stderr)
             return health_check.CRITICAL

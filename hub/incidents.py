@@ -100,7 +100,6 @@ class IncidentState:
     shots: list[ShotState] = field(default_factory=list)
     state: str = "new"
     revision: int = 0
-    closed: bool = False
     n_shooters_logged: int = 1
     review: m.Review | None = None
     _view: _ShotsView | None = field(default=None, init=False, repr=False, compare=False)
@@ -763,12 +762,10 @@ class IncidentBuilder:
 
     def _close(self, inc: IncidentState) -> m.Incident:
         inc.state = "closed"
-        inc.closed = True
         self.open.remove(inc)
         self._index.remove(inc)
         self.n_closed += 1
-        msg = self._render(inc)
-        inc._view = None
+        msg = self._render(inc)  # (kept as this message: the state, its view and its shots go)
         self.recent_closed[inc.incident_id] = msg
         while len(self.recent_closed) > self.RECENT_CLOSED:
             self.recent_closed.popitem(last=False)

@@ -769,38 +769,39 @@ class IncidentStore:
 
     def _prune_detections(self, c: sqlite3.Connection, before_ns: int, batch: int | None, counts: dict,
                           cursor: list[int]) -> bool:
-        """One batch of detections in insertion order from rowid ``cursor[0]`` (moved past it): those received
-        before ``before_ns`` that no shot references go. True while there may be more.
-
-        A cursor, not "the first rows that qualify": the detections that stored shots reference stay, and a
-        query for the first qualifying rows would read them again in every batch (100,000 lone detections
-        behind 300,000 referenced ones: 290 ms a batch instead of a few). Rows are inserted in receipt order
-        (the recorder writes them as they come), so the scan ends at the first batch received after the cut.
-        """
-        rows = c.execute(
-            "SELECT d.rowid, d.received_ns, EXISTS (SELECT 1 FROM residuals r WHERE r.detection_id = d.detection_id)"
-            " FROM detections d WHERE d.rowid > ? ORDER BY d.rowid" + self._limit(batch), (cursor[0],)).fetchall()
-        if not rows:
-            return False
-        cursor[0] = rows[-1][0]
-        gone = [(rowid,) for rowid, received, referenced in rows if received < before_ns and not referenced]
-        c.executemany("DELETE FROM detections WHERE rowid = ?", gone)
-        counts["detections"] += len(gone)
-        return batch is not None and len(rows) == batch and min(r[1] for r in rows) < before_ns
+        """One batch of detections: those received before ``before_ns`` that no shot references go
+        (:meth:`_prune_in_order`; rows are inserted in receipt order, the recorder writing them as they come)."""
+        return self._prune_in_order(
+            c, "SELECT d.rowid, d.received_ns, CASE WHEN EXISTS (SELECT 1 FROM residuals r WHERE r.detection_id"
+            " = d.detection_id) THEN NULL ELSE d.received_ns END FROM detections d WHERE d.rowid > ? ORDER BY d.rowid",
+            "DELETE FROM detections WHERE rowid = ?", before_ns, batch, counts, "detections", cursor)
 
     def _prune_deliveries(self, c: sqlite3.Connection, before_ns: int, batch: int | None, counts: dict,
                           cursor: list[int]) -> bool:
-        """As :meth:`_prune_detections`, over the sinks' queue (pending deliveries stay); the scan ends at the first
-        batch queued after the cut (a delivery finishes after it is queued)."""
-        rows = c.execute(
-            "SELECT id, created_ns, COALESCE(delivered_ns, failed_ns) FROM sink_outbox WHERE id > ? ORDER BY id"
-            + self._limit(batch), (cursor[0],)).fetchall()
+        """One batch of the sinks' queue: deliveries finished before ``before_ns`` go, pending ones stay
+        (:meth:`_prune_in_order`; a delivery finishes after it is queued)."""
+        return self._prune_in_order(
+            c, "SELECT id, created_ns, COALESCE(delivered_ns, failed_ns) FROM sink_outbox WHERE id > ? ORDER BY id",
+            "DELETE FROM sink_outbox WHERE id = ?", before_ns, batch, counts, "deliveries", cursor)
+
+    def _prune_in_order(self, c: sqlite3.Connection, select: str, delete: str, before_ns: int, batch: int | None,
+                        counts: dict, kind: str, cursor: list[int]) -> bool:
+        """One batch in insertion order from rowid ``cursor[0]`` (moved past it). ``select`` gives per row its
+        rowid, the time it was inserted by (ns) and the time it may go by (ns; NULL: it stays); rows whose
+        time to go is before ``before_ns`` are deleted with ``delete``. True while there may be more: the scan
+        ends at the first batch inserted after the cut.
+
+        A cursor, not "the first rows that qualify": rows that stay (detections that stored shots reference,
+        pending deliveries) would be read again in every batch (100,000 lone detections behind 300,000
+        referenced ones: 290 ms a batch instead of a few).
+        """
+        rows = c.execute(select + self._limit(batch), (cursor[0],)).fetchall()
         if not rows:
             return False
         cursor[0] = rows[-1][0]
-        gone = [(i,) for i, _created, finished in rows if finished is not None and finished < before_ns]
-        c.executemany("DELETE FROM sink_outbox WHERE id = ?", gone)
-        counts["deliveries"] += len(gone)
+        gone = [(key,) for key, _inserted, goes in rows if goes is not None and goes < before_ns]
+        c.executemany(delete, gone)
+        counts[kind] += len(gone)
         return batch is not None and len(rows) == batch and min(r[1] for r in rows) < before_ns
 
     def outbox_health(self, now_ns: int) -> dict[str, int | float | None]:

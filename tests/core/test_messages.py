@@ -312,6 +312,15 @@ def _payload(obj: object) -> bytes:
     return json.dumps(obj).encode()
 
 
+def _set_at(data: dict, path: list, value: object) -> dict:
+    """``data`` with ``value`` at ``path`` (keys and list indices, outermost first)."""
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return data
+
+
 def _decode_error(payload: bytes | str, kind: type) -> str:
     """Decode, expect a MessageError (and nothing else), return its text."""
     with pytest.raises(MessageError) as info:
@@ -452,11 +461,7 @@ def test_hub_health_needs_only_site_and_time():
     ],
 )
 def test_hub_health_out_of_range_values_are_rejected(path, value, named):
-    data = _example_dict(HubHealth)
-    target = data
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
+    data = _set_at(_example_dict(HubHealth), path, value)
     assert named in _decode_error(_payload(data), HubHealth)
 
 
@@ -538,11 +543,7 @@ def test_unknown_top_level_field_is_rejected_and_named(kind):
     ],
 )
 def test_unknown_nested_field_is_rejected_with_its_path(kind, path):
-    data = _example_dict(kind)
-    target = data
-    for key in path:
-        target = target[key]
-    target["extra_key"] = True
+    data = _set_at(_example_dict(kind), [*path, "extra_key"], True)
     message = _decode_error(_payload(data), kind)
     assert "extra_key" in message
     json_path = "$" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path)
@@ -616,11 +617,7 @@ def test_wrong_type_names_the_field(kind, name):
     ],
 )
 def test_wrong_type_deep_paths(kind, path, value, expected):
-    data = _example_dict(kind)
-    target = data
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
+    data = _set_at(_example_dict(kind), path, value)
     assert expected in _decode_error(_payload(data), kind)
 
 
@@ -662,11 +659,7 @@ def test_other_schema_version_is_rejected(kind, wrong):
     ],
 )
 def test_invalid_enum_value_is_rejected_and_named(kind, path, value):
-    data = _example_dict(kind)
-    target = data
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
+    data = _set_at(_example_dict(kind), path, value)
     message = _decode_error(_payload(data), kind)
     assert "Invalid enum value" in message
     assert "`$." + ".".join(path) + "`" in message
