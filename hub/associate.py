@@ -1610,6 +1610,26 @@ class Associator:
             return False, None
         return False, None
 
+    def _repeat_candidates_while_unheard(self, pick: Pick, r: np.ndarray) -> tuple[list[int], np.ndarray, float]:
+        """:func:`grid_kernels.repeat_candidates` for :meth:`_repeat_place` while nodes that never reported
+        count as pending (:meth:`_unheard_in_range`, the first wait window after the hub starts): the places,
+        the tolerance, then the evidence at each with those nodes (a count this kernel does not make).
+        Returns the places worth trying (shot-table rows), the emission times and the tolerance."""
+        a = self.cfg.association
+        xyt = self._shot_xyt
+        places, t0, cep95 = grid_kernels.repeat_places(
+            xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
+            self.FRAGMENT_T0_S, self.REPEAT_MEMORY_S, 2 * a.min_nodes, self.REPEAT_MAX_PLACES, 1.0)
+        tol = min(self._fine_tol_s(), 5 * self._sigma_max + a.match_tolerance_s + min(2.0 * cep95 / self.c, 0.02))
+        if not len(places):
+            return [], t0, tol
+        cand = places.tolist()
+        verdicts, support = self._evidence_many(xyt[cand, :2], t0[cand], np.zeros(0, dtype=np.intp),
+                                                np.zeros((0, len(cand)), dtype=np.bool_), pick.node_id, tol,
+                                                matched_join=True, with_support=True)
+        return [k for k, ev, n_sup in zip(cand, verdicts, support, strict=True)
+                if ev == "accept" or (ev == "wait" and n_sup >= self.REPEAT_WAIT_SUPPORT)], t0, tol
+
     #: A pick is tried as another round from the places of the shots emitted up to this long (s) before
     #: it would have been (and more than ``FRAGMENT_T0_S`` before: within that it is the same shot) ...
     REPEAT_MEMORY_S = 5.0
@@ -1652,23 +1672,28 @@ class Associator:
         # latest first, of at least 2 x min_nodes picks, REPEAT_MAX_PLACES at most; of those one hypothesis
         # per place, its latest round's (automatic fire lists every round, each a few centimetres from the
         # others; dense scene: 15.0 of them per pick on average, at 4.0 places); the emission times (s)
-        # that put this pick at each shot's place. One compiled call.
-        places, t0, cep95 = grid_kernels.repeat_places(
-            xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
-            self.FRAGMENT_T0_S, self.REPEAT_MEMORY_S, 2 * a.min_nodes, self.REPEAT_MAX_PLACES, 1.0)
-        if not len(places):
-            return False, None
-        # (the widest of the shots' attach windows: the largest CEP95 gives it)
-        tol = min(self._fine_tol_s(), 5 * self._sigma_max + a.match_tolerance_s + min(2.0 * cep95 / self.c, 0.02))
-        cand = places.tolist()
-        verdicts, support = self._evidence_many(xyt[cand, :2], t0[cand], np.zeros(0, dtype=np.intp),
-                                                np.zeros((0, len(cand)), dtype=np.bool_), pick.node_id, tol,
-                                                matched_join=True, with_support=True)
-        for k, ev, n_sup in zip(cand, verdicts, support, strict=True):
-            if ev == "reject" or (ev == "wait" and n_sup < self.REPEAT_WAIT_SUPPORT):
-                continue
+        # that put this pick at each shot's place; the tolerance, the widest of the shots' attach windows
+        # (the largest CEP95 gives it); and the negative evidence at each place, the seed the only member
+        # (pending nodes with a matching onset counted as members). One compiled call, which returns the
+        # places whose verdict is accept, or wait with REPEAT_WAIT_SUPPORT supporters (dense scene: 357
+        # of 5,963 places tried; as two calls with the evidence's arrays and verdicts in Python between
+        # them, this was ~40 us more per pick tried).
+        if self._retrying or self._unheard_over_now():
+            st = self.onsets
+            places, t0, tol = grid_kernels.repeat_candidates(
+                xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
+                self.FRAGMENT_T0_S, self.REPEAT_MEMORY_S, 2 * a.min_nodes, self.REPEAT_MAX_PLACES, 1.0,
+                self._fine_tol_s(), 5 * self._sigma_max + a.match_tolerance_s,
+                self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, self._rows()[0],
+                self._near_seed_rows(pick.node_id), self.onsets.row[pick.node_id], st.onsets, st.n, st.held,
+                st.n_held, self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,
+                *self._evidence_rule(), self.REPEAT_WAIT_SUPPORT)  # (the evidence's inputs but c, given above)
+            tried = places.tolist()
+        else:
+            tried, t0, tol = self._repeat_candidates_while_unheard(pick, r)
+        for k in tried:
             xy = xyt[k, :2].copy()
-            src = np.r_[xy, self.source_z_m]  # as the grid's points and the count above
+            src = np.array((xy[0], xy[1], self.source_z_m))  # as the grid's points and the count above
             t0_k = pick.t_s - self._travel(src, r)
             members = self._complete_set([pick], xy, t0_k, tol)
             n_partners = max(len(self._rows_within_range(src)) - 1, len(members) - 1)
@@ -2240,16 +2265,8 @@ class Associator:
             n_mem = fits.sum(axis=0) + 1
             got = ["accept" if n >= self.cfg.association.min_nodes else "wait" for n in n_mem]
             return (got, n_mem.tolist()) if with_support else got
-        xyz, grid = self._rows()
-        # The onset-store rows within 2 max_range_m of the seed's node, kept per seed node (as a waiting set's,
-        # :meth:`_waiting_evidence`).
-        key = self._near_rows_key()
-        got = self._near_seed.get(seed_id)
-        if got is None or got[0] != key:
-            r_seed = self.registry.enu(seed_id)
-            got = self._near_seed[seed_id] = (key, grid.near(float(r_seed[0]), float(r_seed[1]),
-                                                             2 * self.cfg.association.max_range_m))
-        nodes = got[1]
+        xyz, _ = self._rows()
+        nodes = self._near_seed_rows(seed_id)
         xy = np.ascontiguousarray(xy, dtype=float)
         if self._retrying or self._unheard_over_now():
             unheard = _zeros(len(xy))
@@ -2263,6 +2280,18 @@ class Associator:
         assert found
         got = [_VERDICTS[c] for c in code.tolist()]
         return (got, support.tolist()) if with_support else got
+
+    def _near_seed_rows(self, seed_id: str) -> np.ndarray:
+        """The onset-store rows within 2 ``max_range_m`` of a seed's node (a hypothesis from it lies within
+        ``max_range_m``, its nodes within that again), kept per seed node (as a waiting set's,
+        :meth:`_waiting_evidence`)."""
+        key = self._near_rows_key()
+        got = self._near_seed.get(seed_id)
+        if got is None or got[0] != key:
+            r_seed = self.registry.enu(seed_id)
+            got = self._near_seed[seed_id] = (key, self._rows()[1].near(float(r_seed[0]), float(r_seed[1]),
+                                                                        2 * self.cfg.association.max_range_m))
+        return got[1]
 
     def _evidence_inputs(self) -> tuple:
         """The evidence kernels' (:func:`grid_kernels.evidence_codes`) inputs from the onset store and the

@@ -1178,6 +1178,42 @@ def repeat_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_
 
 
 @njit(cache=True)
+def repeat_candidates(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_places, within, tol_fine,
+                      tol_attach, watermark, z, xyz, nodes, seed_row, onsets, n_on, held, n_held, wind, max_range,
+                      min_range, many, f_silent, f_confirm, n_min, wait_support):
+    """The places worth trying a pick at as another round (``Associator._repeat_place``), one call: the
+    places of :func:`repeat_places` (its arguments, in its order), the tolerance (s) of their hypotheses,
+    the smaller of ``tol_fine`` and ``tol_attach`` plus the shots' widest attach window (twice their
+    largest CEP95 over ``c``, at most 20 ms), and the negative evidence at each (:func:`evidence_codes`,
+    the seed's node the only member, pending nodes with a matching onset counted as members, no node
+    unheard; ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, the other
+    arguments as there). Returns the places whose verdict is accept, or wait with at least
+    ``wait_support`` supporting nodes, in order; the emission times (S,) s that put ``t_pick`` at every
+    row's place; and the tolerance."""
+    places, t0, cep = repeat_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_places, within)
+    tol = min(tol_fine, tol_attach + min(2.0 * cep / c, 0.02))
+    p_n = places.shape[0]
+    xs = np.empty(p_n)
+    ys = np.empty(p_n)
+    t0s = np.empty(p_n)
+    for i in range(p_n):
+        xs[i] = xyt[places[i], 0]
+        ys[i] = xyt[places[i], 1]
+        t0s[i] = t0[places[i]]
+    member, n_mem, _ = member_matrix(nodes, np.empty(0, dtype=np.int64), seed_row, np.empty((0, p_n), dtype=np.bool_))
+    code, support = evidence_codes(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c,
+                                   wind, max_range, min_range, many, n_mem, np.zeros(p_n, dtype=np.int64), True,
+                                   f_silent, f_confirm, n_min)
+    keep = np.empty(p_n, dtype=np.int64)
+    n = 0
+    for i in range(p_n):
+        if code[i] == 2 or (code[i] == 1 and support[i] >= wait_support):
+            keep[n] = i
+            n += 1
+    return places[keep[:n]], t0, tol
+
+
+@njit(cache=True)
 def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
     """Whether a listed shot emitted in [``t_min``, ``t_pick``] s predicts its arrival at a node (at
     ``rx``, ``ry``, ``rz`` m) more than 0 and at most ``lead_max`` s after ``t_pick``
@@ -1477,7 +1513,8 @@ _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 #: The argument types the associator passes to each kernel (one specialisation each; :func:`evidence_codes` (with
 #: :func:`silent_counts` and :func:`verdict_codes`) and :func:`member_matrix` or :func:`member_row` are compiled
 #: inside :func:`evidence_of_sets` and :func:`evidence_of_set`, :func:`triplet_points` inside
-#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places`,
+#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places` (and it with
+#: :func:`evidence_codes` inside :func:`repeat_candidates`),
 #: :func:`shots_near_arrival` inside :func:`shots_to_attach` too (and alone for picks without trusted time or
 #: in wind), and
 #: :func:`support_table`, :func:`support_points`, :func:`best_points`, :func:`split_cells` and :func:`candidate_sets`
@@ -1501,6 +1538,9 @@ SIGNATURES = (
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, nt.int64) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
+    (repeat_candidates, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64) + (nt.float64,) * 5
+     + (_F8_2, _I8, nt.int64, _F8_2, _I8, _F8_2, _I8, _F8, nt.float64, nt.float64, nt.int64, nt.float64, nt.float64,
+        nt.int64, nt.int64)),
     (trim_rows, (_F8_2, _I8, nt.int64, nt.float64)),
     (insert_row, (_F8_2, _I8, nt.int64, nt.float64)),
     (delete_at, (_F8_2, _I8, nt.int64, nt.int64)),

@@ -1306,6 +1306,7 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     p = make_pipeline(nodes)
     corner_nodes, _, corner = _corner_source(3)  # and a search that waits, with picks that join its set
     p_corner = make_pipeline(corner_nodes)
+    p_late = make_pipeline(nodes)  # and rounds from a recent shot's place after the first wait window
     before = {k.__name__: set(k.signatures) for k, _ in declared}
     for k, sig in declared:
         assert tuple(sig) in before[k.__name__], k.__name__
@@ -1330,6 +1331,11 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     incs = run(p, dets)
     assert sum(i.rounds for i in incs) == 3
     _stream(p_corner, corner)
+    # Three rounds 4 s apart, ticked: the third comes after the hub's first wait window, when nodes that
+    # never reported no longer count as pending and a recent place's evidence is one call.
+    rounds = [d for k in range(3) for d in arrivals(nodes, (100.0, 50.0, 1.5), T0_NS + k * 4_000_000_000, rng)]
+    _stream(p_late, sorted(rounds, key=lambda d: d[1]))
+    assert p_late.assoc.n_repeat_waits >= 2 and p_late.stats.shots == 3  # the later rounds, tried at the first's place
     assert called == set(before)
     assert {k.__name__: set(k.signatures) for k, _ in declared} == before
 
