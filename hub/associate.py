@@ -1610,11 +1610,38 @@ class Associator:
             return False, None
         return False, None
 
+    def _repeat_candidates(self, pick: Pick, r: np.ndarray) -> tuple[list[int], np.ndarray, float]:
+        """The recent places :meth:`_repeat_place` tries ``pick`` at (its node at ``r``), as shot-table rows;
+        the emission times (s) that put the pick at every row's place; the hypotheses' tolerance (s).
+
+        The shots within range emitted a round's gap before this pick's emission from their place, the
+        latest first, of at least 2 x min_nodes picks, REPEAT_MAX_PLACES at most; of those one hypothesis
+        per place, its latest round's (automatic fire lists every round, each a few centimetres from the
+        others; dense scene: 15.0 of them per pick on average, at 4.0 places). The tolerance is the widest
+        of the shots' attach windows (the largest CEP95 gives it). A place is worth trying where the
+        negative evidence, the seed the only member (pending nodes with a matching onset counted as
+        members), accepts, or waits with ``REPEAT_WAIT_SUPPORT`` supporters (dense scene: 357 of 5,963
+        places). One compiled call (:func:`grid_kernels.repeat_candidates`): as the places, then the
+        evidence's arrays and verdicts in Python, then its call, it cost 5 % more of the dense scene's CPU
+        (paired rounds, ``scripts/bench/ab_hub.py``).
+        """
+        if not (self._retrying or self._unheard_over_now()):
+            return self._repeat_candidates_while_unheard(pick, r)
+        a, st = self.cfg.association, self.onsets
+        places, t0, tol = grid_kernels.repeat_candidates(
+            self._shot_xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
+            self.FRAGMENT_T0_S, self.REPEAT_MEMORY_S, 2 * a.min_nodes, self.REPEAT_MAX_PLACES, 1.0,
+            self._fine_tol_s(), 5 * self._sigma_max + a.match_tolerance_s,
+            self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, self._rows()[0],
+            self._near_seed_rows(pick.node_id), st.row[pick.node_id], st.onsets, st.n, st.held, st.n_held,
+            self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,  # (the evidence's inputs
+            *self._evidence_rule(), self.REPEAT_WAIT_SUPPORT)  # but c, given above)
+        return places.tolist(), t0, tol
+
     def _repeat_candidates_while_unheard(self, pick: Pick, r: np.ndarray) -> tuple[list[int], np.ndarray, float]:
-        """:func:`grid_kernels.repeat_candidates` for :meth:`_repeat_place` while nodes that never reported
-        count as pending (:meth:`_unheard_in_range`, the first wait window after the hub starts): the places,
-        the tolerance, then the evidence at each with those nodes (a count this kernel does not make).
-        Returns the places worth trying (shot-table rows), the emission times and the tolerance."""
+        """:meth:`_repeat_candidates` while nodes that never reported count as pending
+        (:meth:`_unheard_in_range`, the first wait window after the hub starts; a count its kernel does
+        not make): the places and the tolerance, then the evidence at each with those nodes."""
         a = self.cfg.association
         xyt = self._shot_xyt
         places, t0, cep95 = grid_kernels.repeat_places(
@@ -1668,29 +1695,7 @@ class Associator:
         if not len(xyt):
             return False, None
         r = self.registry.enu(pick.node_id)
-        # The shots within range emitted a round's gap before this pick's emission from their place, the
-        # latest first, of at least 2 x min_nodes picks, REPEAT_MAX_PLACES at most; of those one hypothesis
-        # per place, its latest round's (automatic fire lists every round, each a few centimetres from the
-        # others; dense scene: 15.0 of them per pick on average, at 4.0 places); the emission times (s)
-        # that put this pick at each shot's place; the tolerance, the widest of the shots' attach windows
-        # (the largest CEP95 gives it); and the negative evidence at each place, the seed the only member
-        # (pending nodes with a matching onset counted as members). One compiled call, which returns the
-        # places whose verdict is accept, or wait with REPEAT_WAIT_SUPPORT supporters (dense scene: 357
-        # of 5,963 places tried; as two calls with the evidence's arrays and verdicts in Python between
-        # them, this was ~40 us more per pick tried).
-        if self._retrying or self._unheard_over_now():
-            st = self.onsets
-            places, t0, tol = grid_kernels.repeat_candidates(
-                xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
-                self.FRAGMENT_T0_S, self.REPEAT_MEMORY_S, 2 * a.min_nodes, self.REPEAT_MAX_PLACES, 1.0,
-                self._fine_tol_s(), 5 * self._sigma_max + a.match_tolerance_s,
-                self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, self._rows()[0],
-                self._near_seed_rows(pick.node_id), self.onsets.row[pick.node_id], st.onsets, st.n, st.held,
-                st.n_held, self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,
-                *self._evidence_rule(), self.REPEAT_WAIT_SUPPORT)  # (the evidence's inputs but c, given above)
-            tried = places.tolist()
-        else:
-            tried, t0, tol = self._repeat_candidates_while_unheard(pick, r)
+        tried, t0, tol = self._repeat_candidates(pick, r)
         for k in tried:
             xy = xyt[k, :2].copy()
             src = np.array((xy[0], xy[1], self.source_z_m))  # as the grid's points and the count above

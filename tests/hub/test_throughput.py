@@ -1895,3 +1895,33 @@ def test_a_shot_takes_a_pick_at_a_node_only_in_place_of_a_farther_one():
                                       nearer, 1.0004, 0.0001)
     nearer.rejected_by.add("s1")
     assert not Associator._node_takes(ShotState("s1", {}, None, np.zeros(3), 0.0, 0, 0), nearer, 1.0004, 0.0001)
+
+
+def test_recent_places_in_one_call_are_those_of_the_places_then_their_evidence(monkeypatch):
+    """Once the first wait window is over, a pick's recent places worth trying come from one compiled call
+    (``Associator._repeat_candidates``); they are exactly those of the places' kernel followed by the
+    evidence at each (``_repeat_candidates_while_unheard``, which the hub uses before then): the same
+    shot-table rows, emission times and tolerance, on a stream of rounds from two places."""
+    from shotline.hub.associate import Associator
+
+    compared = []
+    repeat_place = Associator._repeat_place
+
+    def spy(self, pick):
+        if len(self._shot_xyt) and self._unheard_over_now():
+            r = self.registry.enu(pick.node_id)
+            fast, slow = self._repeat_candidates(pick, r), self._repeat_candidates_while_unheard(pick, r)
+            assert fast[0] == slow[0] and fast[2] == slow[2]
+            np.testing.assert_array_equal(fast[1], slow[1])
+            compared.append(len(fast[0]))
+        return repeat_place(self, pick)
+
+    monkeypatch.setattr(Associator, "_repeat_place", spy)
+    nodes = grid(4, 3)
+    rng = np.random.default_rng(11)
+    dets = [d for k in range(6) for src, dt in (((100.0, 50.0, 1.5), 0), ((-200.0, -90.0, 1.5), 1_300_000_000))
+            for d in arrivals(nodes, src, T0_NS + dt + k * 3_000_000_000, rng)]
+    p = make_pipeline(nodes)
+    _stream(p, sorted(dets, key=lambda d: d[1]))
+    assert len(compared) >= 10 and sum(compared) >= 5, compared  # asked often, places worth trying
+    assert p.stats.shots == 12
