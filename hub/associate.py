@@ -530,8 +530,9 @@ class Associator:
         self._refused: list[tuple[float, float, float, int]] = []
         """Places where recent searches refused every candidate set: (east, north m, the latest such set's
         emission s, how many emission times), oldest first (:meth:`_at_a_refused_place`)."""
-        self._refused_known: list[tuple[float, float, float, int]] | None = None
-        """Those tried (:attr:`REFUSED_TIMES`), the latest ``REFUSED_MAX_PLACES`` (None: to be listed)."""
+        self._refused_known: np.ndarray | None = None
+        """Those tried (:attr:`REFUSED_TIMES`), the latest ``REFUSED_MAX_PLACES``, as (K, 3) (east, north m,
+        the latest refusal's emission s); None: to be listed."""
         self.n_refused_places = 0
         """Picks put off or not searched: a set at a refused place holds them and is refused again."""
         self._onset_sigma_max = 0.0
@@ -1762,32 +1763,50 @@ class Associator:
         nodes at 49 impulses/s: 4,093 -> 4,078; dense with real echoes: 10,533 -> 9,088).
         """
         if self._refused_known is None:
-            self._refused_known = [q for q in self._refused if q[3] >= self.REFUSED_TIMES][-self.REFUSED_MAX_PLACES:]
-        if not self._refused_known:
+            known = [q[:3] for q in self._refused if q[3] >= self.REFUSED_TIMES][-self.REFUSED_MAX_PLACES:]
+            self._refused_known = np.array(known, dtype=float).reshape(-1, 3)
+        if not len(self._refused_known):
             return False
-        a = self.cfg.association
+        a, st = self.cfg.association, self.onsets
         r = self.registry.enu(pick.node_id)
-        rx, ry, dz2 = float(r[0]), float(r[1]), self._dz2_at(r)
-        # (a few places: plain floats, as _range would give them)
+        args = (self._refused_known, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c),
+                a.max_range_m**2, self.REFUSED_MEMORY_S, self._fine_tol_s())
+        if self._retrying or self._unheard_over_now():
+            # One compiled call, the places' emission times and their evidence (as the places in Python, then
+            # the evidence's arrays, verdicts and call, the dense scene took 1.10 times the CPU: paired
+            # rounds of scripts/bench/ab_hub.py, ratio 0.906, interval 0.877-0.951).
+            refused = grid_kernels.refused_again(
+                *args, self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, self._rows()[0],
+                self._near_seed_rows(pick.node_id), st.row[pick.node_id], st.onsets, st.n, st.held, st.n_held,
+                self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,  # (the evidence's
+                *self._evidence_rule(), 2 * a.min_nodes)  # inputs but c, given above)
+        else:
+            refused = self._refused_again_while_unheard(pick, *args)
+        if refused:
+            self.n_refused_places += 1
+            if self._retrying:
+                pick.undecided = False
+        return refused
+
+    def _refused_again_while_unheard(self, pick: Pick, places: np.ndarray, rx: float, ry: float, dz2: float,
+                                     t_pick: float, c: float, r2: float, memory_s: float, tol: float) -> bool:
+        """:func:`grid_kernels.refused_again` (its first arguments) while nodes that never reported count
+        as pending (:meth:`_unheard_in_range`, the first wait window after the hub starts; a count its
+        kernel does not make): the places in Python, then :meth:`_evidence_many` at them."""
         xy, t0 = [], []
-        for x, y, t_last, _ in self._refused_known:
-            d2 = (x - rx) ** 2 + (y - ry) ** 2
-            t0_here = pick.t_s - math.sqrt(d2 + dz2) / self.c
-            if d2 <= a.max_range_m**2 and abs(t0_here - t_last) < self.REFUSED_MEMORY_S:
+        for x, y, t_last in places.tolist():
+            d2 = (x - rx) * (x - rx) + (y - ry) * (y - ry)  # (as the kernel and numpy square: not pow)
+            t0_here = t_pick - math.sqrt(d2 + dz2) / c
+            if d2 <= r2 and abs(t0_here - t_last) < memory_s:
                 xy.append((x, y))
                 t0.append(t0_here)
         if not xy:
             return False
-        tol = self._fine_tol_s()
         verdicts, support = self._evidence_many(np.array(xy), np.array(t0), np.zeros(0, dtype=np.intp),
                                                 np.zeros((0, len(xy)), dtype=np.bool_), pick.node_id, tol,
                                                 matched_join=True, with_support=True)
-        if any(ev == "reject" and n_sup >= 2 * a.min_nodes for ev, n_sup in zip(verdicts, support, strict=True)):
-            self.n_refused_places += 1
-            if self._retrying:
-                pick.undecided = False
-            return True
-        return False
+        n_min = self.cfg.association.min_nodes
+        return any(ev == "reject" and n_sup >= 2 * n_min for ev, n_sup in zip(verdicts, support, strict=True))
 
     def _complete_set(self, members: list[Pick], xy: np.ndarray, t0_s: float, tol_s: float) -> list[Pick]:
         """``members`` and, at each other node in range of a hypothesis (source ``xy`` m, emission

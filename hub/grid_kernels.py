@@ -1214,6 +1214,44 @@ def repeat_candidates(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, 
 
 
 @njit(cache=True)
+def refused_again(places, rx, ry, dz2, t_pick, c, r2, memory_s, tol, watermark, z, xyz, nodes, seed_row, onsets, n_on,
+                  held, n_held, wind, max_range, min_range, many, f_silent, f_confirm, n_min, n_support):
+    """Whether a pick at a node (``rx``, ``ry`` m, ``dz2`` m^2 its squared height above the source height) at
+    ``t_pick`` s is refused again at a place where searches keep refusing (``Associator._at_a_refused_place``),
+    one call: ``places`` (K, 3) (east, north m, last refusal's emission s); a place within sqrt(``r2``) m
+    of the node whose emission time for this pick is less than ``memory_s`` s from its last refusal's is
+    a hypothesis, its negative evidence counted (:func:`evidence_codes` at tolerance ``tol`` s, the seed's
+    node the only member, pending nodes with a matching onset counted as members, no node unheard;
+    ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, the other arguments as
+    there). True when one is refused with at least ``n_support`` supporting nodes."""
+    k_n = places.shape[0]
+    xs = np.empty(k_n)
+    ys = np.empty(k_n)
+    t0s = np.empty(k_n)
+    n = 0
+    for k in range(k_n):
+        dx = places[k, 0] - rx
+        dy = places[k, 1] - ry
+        d2 = dx * dx + dy * dy
+        t0 = t_pick - np.sqrt(d2 + dz2) / c
+        if d2 <= r2 and abs(t0 - places[k, 2]) < memory_s:
+            xs[n] = places[k, 0]
+            ys[n] = places[k, 1]
+            t0s[n] = t0
+            n += 1
+    if n == 0:
+        return False
+    member, n_mem, _ = member_matrix(nodes, np.empty(0, dtype=np.int64), seed_row, np.empty((0, n), dtype=np.bool_))
+    code, support = evidence_codes(xs[:n], ys[:n], z, t0s[:n], tol, watermark, xyz, nodes, member, onsets, n_on, held,
+                                   n_held, c, wind, max_range, min_range, many, n_mem, np.zeros(n, dtype=np.int64),
+                                   True, f_silent, f_confirm, n_min)
+    for i in range(n):
+        if code[i] == 0 and support[i] >= n_support:
+            return True
+    return False
+
+
+@njit(cache=True)
 def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
     """Whether a listed shot emitted in [``t_min``, ``t_pick``] s predicts its arrival at a node (at
     ``rx``, ``ry``, ``rz`` m) more than 0 and at most ``lead_max`` s after ``t_pick``
@@ -1514,7 +1552,7 @@ _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 #: :func:`silent_counts` and :func:`verdict_codes`) and :func:`member_matrix` or :func:`member_row` are compiled
 #: inside :func:`evidence_of_sets` and :func:`evidence_of_set`, :func:`triplet_points` inside
 #: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places` (and it with
-#: :func:`evidence_codes` inside :func:`repeat_candidates`),
+#: :func:`evidence_codes` inside :func:`repeat_candidates`; :func:`evidence_codes` inside :func:`refused_again` too),
 #: :func:`shots_near_arrival` inside :func:`shots_to_attach` too (and alone for picks without trusted time or
 #: in wind), and
 #: :func:`support_table`, :func:`support_points`, :func:`best_points`, :func:`split_cells` and :func:`candidate_sets`
@@ -1538,6 +1576,8 @@ SIGNATURES = (
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, nt.int64) + (nt.float64,) * 6),
     (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
+    (refused_again, (_F8_2,) + (nt.float64,) * 10 + (_F8_2, _I8, nt.int64, _F8_2, _I8, _F8_2, _I8, _F8, nt.float64,
+                                                   nt.float64, nt.int64, nt.float64, nt.float64, nt.int64, nt.int64)),
     (repeat_candidates, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64) + (nt.float64,) * 5
      + (_F8_2, _I8, nt.int64, _F8_2, _I8, _F8_2, _I8, _F8, nt.float64, nt.float64, nt.int64, nt.float64, nt.float64,
         nt.int64, nt.int64)),

@@ -1297,7 +1297,10 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     """The first detection after a start must not wait for numba (8.5 s with an empty cache): the
     associator compiles every kernel for the declared argument types when it is made, and a stream
     through every kernel (two sources, a second round from the first one's place, unrelated impulses, a
-    search that waits) then calls them with exactly those types (no second compile)."""
+    search that waits, the dense bench scene's refused places) then calls them with exactly those types (no
+    second compile)."""
+    from pathlib import Path
+
     from shotline.hub import grid_kernels, lm_kernel
 
     declared = list(grid_kernels.SIGNATURES) + [(lm_kernel.levenberg_marquardt, lm_kernel.SIGNATURE),
@@ -1307,6 +1310,11 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     corner_nodes, _, corner = _corner_source(3)  # and a search that waits, with picks that join its set
     p_corner = make_pipeline(corner_nodes)
     p_late = make_pipeline(nodes)  # and rounds from a recent shot's place after the first wait window
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
+    import bench_association as bench
+
+    dense = bench.dense_scene(8.0, seed=1)
+    p_dense = bench.make_pipeline(dense.nodes)
     before = {k.__name__: set(k.signatures) for k, _ in declared}
     for k, sig in declared:
         assert tuple(sig) in before[k.__name__], k.__name__
@@ -1336,6 +1344,13 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     rounds = [d for k in range(3) for d in arrivals(nodes, (100.0, 50.0, 1.5), T0_NS + k * 4_000_000_000, rng)]
     _stream(p_late, sorted(rounds, key=lambda d: d[1]))
     assert p_late.assoc.n_repeat_waits >= 2 and p_late.stats.shots == 3  # the later rounds, tried at the first's place
+    # And a wall's ghost, refused round after round at its place: the bench's dense scene, its first seconds.
+    next_tick = bench.T0_NS
+    for topic, payload, rec in bench.encode_detections(dense):
+        if rec >= next_tick:
+            p_dense.tick(rec)
+            next_tick = rec + 100_000_000
+        p_dense.handle(topic, payload, rec)
     assert called == set(before)
     assert {k.__name__: set(k.signatures) for k, _ in declared} == before
 
@@ -1925,3 +1940,39 @@ def test_recent_places_in_one_call_are_those_of_the_places_then_their_evidence(m
     _stream(p, sorted(dets, key=lambda d: d[1]))
     assert len(compared) >= 10 and sum(compared) >= 5, compared  # asked often, places worth trying
     assert p.stats.shots == 12
+
+
+def test_refused_places_in_one_call_decide_as_the_places_then_their_evidence(monkeypatch):
+    """Once the first wait window is over, whether a pick is refused again at a refused place is one compiled
+    call (``grid_kernels.refused_again``); it decides as the places in Python followed by the evidence at
+    each (``_refused_again_while_unheard``, which the hub uses before then), on the dense scene's first
+    seconds (a wall's ghost refused round after round)."""
+    from pathlib import Path
+
+    from shotline.hub import grid_kernels
+    from shotline.hub.associate import Associator
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
+    import bench_association as bench
+
+    compared = []
+    real = grid_kernels.refused_again
+
+    def spy(*args):
+        got = real(*args)
+        a = spy.assoc
+        pick = spy.pick
+        assert got == a._refused_again_while_unheard(pick, *args[:9])
+        compared.append(got)
+        return got
+
+    at_refused = Associator._at_a_refused_place
+
+    def keep_pick(self, pick):
+        spy.assoc, spy.pick = self, pick
+        return at_refused(self, pick)
+
+    monkeypatch.setattr(grid_kernels, "refused_again", spy)
+    monkeypatch.setattr(Associator, "_at_a_refused_place", keep_pick)
+    bench.play(bench.dense_scene(8.0, seed=1))
+    assert len(compared) >= 50 and 0 < sum(compared) < len(compared)
