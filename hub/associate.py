@@ -1773,8 +1773,8 @@ class Associator:
                 a.max_range_m**2, self.REFUSED_MEMORY_S, self._fine_tol_s())
         if self._retrying or self._unheard_over_now():
             # One compiled call, the places' emission times and their evidence (as the places in Python, then
-            # the evidence's arrays, verdicts and call, the dense scene took 1.10 times the CPU: paired
-            # rounds of scripts/bench/ab_hub.py, ratio 0.906, interval 0.877-0.951).
+            # the evidence's arrays, verdicts and call, the dense scene took ~7 % more CPU: paired rounds of
+            # scripts/bench/ab_hub.py, ratios 0.906 and 0.934 in two runs of 24).
             refused = grid_kernels.refused_again(
                 *args, self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, self._rows()[0],
                 self._near_seed_rows(pick.node_id), st.row[pick.node_id], st.onsets, st.n, st.held, st.n_held,
