@@ -26,14 +26,12 @@ import json
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-
-#: The package folders of ``shotline.*`` (pyproject.toml's package-dir).
-PACKAGE_DIRS = ("core", "sensor", "hub", "models", "calibration")
 
 #: What a worker runs: make the scene, play it once (compiling the kernels; its shots' md5 reported),
 #: then one play per line read from stdin, its CPU seconds written back as one JSON line.
@@ -93,13 +91,14 @@ def paired_summary(base_s: np.ndarray, cand_s: np.ndarray, n_boot: int = 2000, s
 
 
 def _package_root(tree: Path, into: Path) -> Path:
-    """A folder holding ``shotline/`` whose sub-packages are ``tree``'s folders (symbolic links), to put
-    first on a worker's ``sys.path``."""
+    """A folder holding ``shotline/`` whose sub-packages are ``tree``'s folders (symbolic links, as the
+    tree's pyproject.toml maps ``shotline.<name>`` to a folder), to put first on a worker's ``sys.path``."""
+    package_dir = tomllib.loads((tree / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     pkg = into / "shotline"
     pkg.mkdir(parents=True)
-    for d in PACKAGE_DIRS:
-        if (tree / d).is_dir():
-            (pkg / d).symlink_to(tree / d, target_is_directory=True)
+    for name, folder in package_dir.items():
+        if name.count(".") == 1:  # shotline.hub -> hub (its sub-packages come with its folder)
+            (pkg / name.split(".")[1]).symlink_to(tree / folder, target_is_directory=True)
     return into
 
 
