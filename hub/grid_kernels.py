@@ -1177,6 +1177,19 @@ def repeat_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_
     return out, t0, cep
 
 
+@njit(cache=True, inline="always")
+def _seed_only_evidence(xs, ys, t0s, tol, watermark, z, xyz, nodes, seed_row, onsets, n_on, held, n_held, c, wind,
+                        max_range, min_range, many, f_silent, f_confirm, n_min):
+    """:func:`evidence_codes` at hypotheses whose only member is the seed's node (``seed_row`` among
+    ``nodes``), pending nodes with a matching onset counted as members, no node unheard: a recent place's
+    or a refused place's hypotheses (:func:`repeat_candidates`, :func:`refused_again`)."""
+    p_n = xs.shape[0]
+    member, n_mem, _ = member_matrix(nodes, np.empty(0, dtype=np.int64), seed_row, np.empty((0, p_n), dtype=np.bool_))
+    return evidence_codes(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind,
+                          max_range, min_range, many, n_mem, np.zeros(p_n, dtype=np.int64), True, f_silent,
+                          f_confirm, n_min)
+
+
 @njit(cache=True)
 def repeat_candidates(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_places, within, tol_fine,
                       tol_attach, watermark, z, xyz, nodes, seed_row, onsets, n_on, held, n_held, wind, max_range,
@@ -1184,10 +1197,9 @@ def repeat_candidates(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, 
     """The places worth trying a pick at as another round (``Associator._repeat_place``), one call: the
     places of :func:`repeat_places` (its arguments, in its order), the tolerance (s) of their hypotheses,
     the smaller of ``tol_fine`` and ``tol_attach`` plus the shots' widest attach window (twice their
-    largest CEP95 over ``c``, at most 20 ms), and the negative evidence at each (:func:`evidence_codes`,
-    the seed's node the only member, pending nodes with a matching onset counted as members, no node
-    unheard; ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, the other
-    arguments as there). Returns the places whose verdict is accept, or wait with at least
+    largest CEP95 over ``c``, at most 20 ms), and the negative evidence at each (:func:`_seed_only_evidence`;
+    ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, the other arguments as
+    :func:`evidence_codes`'). Returns the places whose verdict is accept, or wait with at least
     ``wait_support`` supporting nodes, in order; the emission times (S,) s that put ``t_pick`` at every
     row's place; and the tolerance."""
     places, t0, cep = repeat_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_places, within)
@@ -1200,10 +1212,8 @@ def repeat_candidates(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, 
         xs[i] = xyt[places[i], 0]
         ys[i] = xyt[places[i], 1]
         t0s[i] = t0[places[i]]
-    member, n_mem, _ = member_matrix(nodes, np.empty(0, dtype=np.int64), seed_row, np.empty((0, p_n), dtype=np.bool_))
-    code, support = evidence_codes(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c,
-                                   wind, max_range, min_range, many, n_mem, np.zeros(p_n, dtype=np.int64), True,
-                                   f_silent, f_confirm, n_min)
+    code, support = _seed_only_evidence(xs, ys, t0s, tol, watermark, z, xyz, nodes, seed_row, onsets, n_on, held,
+                                        n_held, c, wind, max_range, min_range, many, f_silent, f_confirm, n_min)
     keep = np.empty(p_n, dtype=np.int64)
     n = 0
     for i in range(p_n):
@@ -1220,10 +1230,9 @@ def refused_again(places, rx, ry, dz2, t_pick, c, r2, memory_s, tol, watermark, 
     ``t_pick`` s is refused again at a place where searches keep refusing (``Associator._at_a_refused_place``),
     one call: ``places`` (K, 3) (east, north m, last refusal's emission s); a place within sqrt(``r2``) m
     of the node whose emission time for this pick is less than ``memory_s`` s from its last refusal's is
-    a hypothesis, its negative evidence counted (:func:`evidence_codes` at tolerance ``tol`` s, the seed's
-    node the only member, pending nodes with a matching onset counted as members, no node unheard;
+    a hypothesis, its negative evidence counted (:func:`_seed_only_evidence` at tolerance ``tol`` s;
     ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, the other arguments as
-    there). True when one is refused with at least ``n_support`` supporting nodes."""
+    :func:`evidence_codes`'). True when one is refused with at least ``n_support`` supporting nodes."""
     k_n = places.shape[0]
     xs = np.empty(k_n)
     ys = np.empty(k_n)
@@ -1241,10 +1250,8 @@ def refused_again(places, rx, ry, dz2, t_pick, c, r2, memory_s, tol, watermark, 
             n += 1
     if n == 0:
         return False
-    member, n_mem, _ = member_matrix(nodes, np.empty(0, dtype=np.int64), seed_row, np.empty((0, n), dtype=np.bool_))
-    code, support = evidence_codes(xs[:n], ys[:n], z, t0s[:n], tol, watermark, xyz, nodes, member, onsets, n_on, held,
-                                   n_held, c, wind, max_range, min_range, many, n_mem, np.zeros(n, dtype=np.int64),
-                                   True, f_silent, f_confirm, n_min)
+    code, support = _seed_only_evidence(xs[:n], ys[:n], t0s[:n], tol, watermark, z, xyz, nodes, seed_row, onsets, n_on,
+                                        held, n_held, c, wind, max_range, min_range, many, f_silent, f_confirm, n_min)
     for i in range(n):
         if code[i] == 0 and support[i] >= n_support:
             return True
@@ -1551,8 +1558,9 @@ _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 #: The argument types the associator passes to each kernel (one specialisation each; :func:`evidence_codes` (with
 #: :func:`silent_counts` and :func:`verdict_codes`) and :func:`member_matrix` or :func:`member_row` are compiled
 #: inside :func:`evidence_of_sets` and :func:`evidence_of_set`, :func:`triplet_points` inside
-#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places` (and it with
-#: :func:`evidence_codes` inside :func:`repeat_candidates`; :func:`evidence_codes` inside :func:`refused_again` too),
+#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places` (and it,
+#: with :func:`evidence_codes` through :func:`_seed_only_evidence`, inside :func:`repeat_candidates`; that
+#: evidence inside :func:`refused_again` too),
 #: :func:`shots_near_arrival` inside :func:`shots_to_attach` too (and alone for picks without trusted time or
 #: in wind), and
 #: :func:`support_table`, :func:`support_points`, :func:`best_points`, :func:`split_cells` and :func:`candidate_sets`
