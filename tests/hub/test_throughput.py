@@ -1976,3 +1976,32 @@ def test_refused_places_in_one_call_decide_as_the_places_then_their_evidence(mon
     monkeypatch.setattr(Associator, "_at_a_refused_place", keep_pick)
     bench.play(bench.dense_scene(8.0, seed=1))
     assert len(compared) >= 50 and 0 < sum(compared) < len(compared)
+
+
+def test_a_pick_is_kept_from_expiry_exactly_while_a_waiting_set_holds_it(monkeypatch):
+    """Whether an old pick stays because a set that waits holds it is asked of the seeds that took it into a
+    set (``Pick.in_sets_of``); it answers as the set of every member of every waiting seed's sets does. With a
+    wait window of 1.5 s, far shorter than the dense scene's network needs, members come of age while their
+    seeds still wait, so both answers occur."""
+    from pathlib import Path
+
+    from shotline.hub.associate import Associator
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
+    import bench_association as bench
+
+    answers = []
+    real = Associator._held_by_a_waiting_set
+
+    def spy(self, p):
+        got = real(self, p)
+        held = {id(q) for s in self._seeds_waiting.values() if s.waiting is not None and s.pooled
+                for w in s.waiting[0] for q in w[0]}
+        assert got == (id(p) in held)
+        answers.append(got)
+        return got
+
+    monkeypatch.setattr(Associator, "_held_by_a_waiting_set", spy)
+    monkeypatch.setattr(Associator, "horizon_s", lambda self: 1.5)
+    bench.play(bench.dense_scene(8.0, seed=1))
+    assert len(answers) >= 100 and 0 < sum(answers) < len(answers)
