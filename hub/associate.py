@@ -1655,8 +1655,6 @@ class Associator:
         evidence's arrays and verdicts in Python, then its call, it cost 5 % more of the dense scene's CPU
         (paired rounds, ``scripts/bench/ab_hub.py``).
         """
-        if not (self._retrying or self._unheard_over_now()):
-            return self._repeat_candidates_while_unheard(pick, r)
         a, st = self.cfg.association, self.onsets
         places, t0, tol = grid_kernels.repeat_candidates(
             self._shot_xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
@@ -1665,27 +1663,8 @@ class Associator:
             self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, self._rows()[0],
             self._near_seed_rows(pick.node_id), st.row[pick.node_id], st.onsets, st.n, st.held, st.n_held,
             self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,  # (the evidence's inputs
-            *self._evidence_rule(), self.REPEAT_WAIT_SUPPORT)  # but c, given above)
+            self._unheard_near_seed(pick.node_id), *self._evidence_rule(), self.REPEAT_WAIT_SUPPORT)  # but c, above)
         return places.tolist(), t0, tol
-
-    def _repeat_candidates_while_unheard(self, pick: Pick, r: np.ndarray) -> tuple[list[int], np.ndarray, float]:
-        """:meth:`_repeat_candidates` while nodes that never reported count as pending
-        (:meth:`_unheard_in_range`, the first wait window after the hub starts; a count its kernel does
-        not make): the places and the tolerance, then the evidence at each with those nodes."""
-        a = self.cfg.association
-        xyt = self._shot_xyt
-        places, t0, cep95 = grid_kernels.repeat_places(
-            xyt, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c), a.max_range_m**2,
-            self.FRAGMENT_T0_S, self.REPEAT_MEMORY_S, 2 * a.min_nodes, self.REPEAT_MAX_PLACES, 1.0)
-        tol = min(self._fine_tol_s(), 5 * self._sigma_max + a.match_tolerance_s + min(2.0 * cep95 / self.c, 0.02))
-        if not len(places):
-            return [], t0, tol
-        cand = places.tolist()
-        verdicts, support = self._evidence_many(xyt[cand, :2], t0[cand], np.zeros(0, dtype=np.intp),
-                                                np.zeros((0, len(cand)), dtype=np.bool_), pick.node_id, tol,
-                                                matched_join=True, with_support=True)
-        return [k for k, ev, n_sup in zip(cand, verdicts, support, strict=True)
-                if ev == "accept" or (ev == "wait" and n_sup >= self.REPEAT_WAIT_SUPPORT)], t0, tol
 
     #: A pick is tried as another round from the places of the shots emitted up to this long (s) before
     #: it would have been (and more than ``FRAGMENT_T0_S`` before: within that it is the same shot) ...
@@ -1799,44 +1778,20 @@ class Associator:
             return False
         a, st = self.cfg.association, self.onsets
         r = self.registry.enu(pick.node_id)
-        args = (self._refused_known, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c),
-                a.max_range_m**2, self.REFUSED_MEMORY_S, self._fine_tol_s())
-        if self._retrying or self._unheard_over_now():
-            # One compiled call, the places' emission times and their evidence (as the places in Python, then
-            # the evidence's arrays, verdicts and call, the dense scene took ~7 % more CPU: paired rounds of
-            # scripts/bench/ab_hub.py, ratios 0.906 and 0.934 in two runs of 24).
-            refused = grid_kernels.refused_again(
-                *args, self.watermark_s - self.DELIVERY_MARGIN_S, self.source_z_m, self._rows()[0],
-                self._near_seed_rows(pick.node_id), st.row[pick.node_id], st.onsets, st.n, st.held, st.n_held,
-                self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,  # (the evidence's
-                *self._evidence_rule(), 2 * a.min_nodes)  # inputs but c, given above)
-        else:
-            refused = self._refused_again_while_unheard(pick, *args)
+        # One compiled call, the places' emission times and their evidence (as the places in Python, then
+        # the evidence's arrays, verdicts and call, the dense scene took ~7 % more CPU: paired rounds of
+        # scripts/bench/ab_hub.py, ratios 0.906 and 0.934 in two runs of 24).
+        refused = grid_kernels.refused_again(
+            self._refused_known, float(r[0]), float(r[1]), self._dz2_at(r), pick.t_s, float(self.c),
+            a.max_range_m**2, self.REFUSED_MEMORY_S, self._fine_tol_s(), self.watermark_s - self.DELIVERY_MARGIN_S,
+            self.source_z_m, self._rows()[0], self._near_seed_rows(pick.node_id), st.row[pick.node_id], st.onsets, st.n, st.held, st.n_held,
+            self._kernel_wind(), a.max_range_m, a.min_audible_range_m, 2 * a.min_nodes,  # (the evidence's
+            self._unheard_near_seed(pick.node_id), *self._evidence_rule(), 2 * a.min_nodes)  # inputs but c, above)
         if refused:
             self.n_refused_places += 1
             if self._retrying:
                 pick.undecided = False
         return refused
-
-    def _refused_again_while_unheard(self, pick: Pick, places: np.ndarray, rx: float, ry: float, dz2: float,
-                                     t_pick: float, c: float, r2: float, memory_s: float, tol: float) -> bool:
-        """:func:`grid_kernels.refused_again` (its first arguments) while nodes that never reported count
-        as pending (:meth:`_unheard_in_range`, the first wait window after the hub starts; a count its
-        kernel does not make): the places in Python, then :meth:`_evidence_many` at them."""
-        xy, t0 = [], []
-        for x, y, t_last in places.tolist():
-            d2 = (x - rx) * (x - rx) + (y - ry) * (y - ry)  # (as the kernel and numpy square: not pow)
-            t0_here = t_pick - math.sqrt(d2 + dz2) / c
-            if d2 <= r2 and abs(t0_here - t_last) < memory_s:
-                xy.append((x, y))
-                t0.append(t0_here)
-        if not xy:
-            return False
-        verdicts, support = self._evidence_many(np.array(xy), np.array(t0), np.zeros(0, dtype=np.intp),
-                                                np.zeros((0, len(xy)), dtype=np.bool_), pick.node_id, tol,
-                                                matched_join=True, with_support=True)
-        n_min = self.cfg.association.min_nodes
-        return any(ev == "reject" and n_sup >= 2 * n_min for ev, n_sup in zip(verdicts, support, strict=True))
 
     def _complete_set(self, members: list[Pick], xy: np.ndarray, t0_s: float, tol_s: float) -> list[Pick]:
         """``members`` and, at each other node in range of a hypothesis (source ``xy`` m, emission
@@ -2384,13 +2339,29 @@ class Associator:
         then has arrived, and a node still unheard is quiet, deaf or broken
         (counted pending, it held every hypothesis near it back until retry).
         """
-        if self._unheard_over_now() or not len(xy) or self._t_first_s is None:
+        if not len(xy):
+            return np.zeros(0, dtype=np.int64)
+        r = self.cfg.association.max_range_m
+        # The points lie close together (one search's candidates): the nodes near them all, at once,
+        # rather than every unheard node of a city (10,000-node bench: 7 % of the CPU).
+        centre = xy.mean(axis=0)
+        spread = float(np.sqrt(np.max(np.sum((xy - centre) ** 2, axis=1)))) if len(xy) > 1 else 0.0
+        xy_n = self._unheard_near(float(centre[0]), float(centre[1]), r + spread)
+        if not len(xy_n):
             return np.zeros(len(xy), dtype=np.int64)
+        d2 = (xy_n[None, :, 0] - xy[:, 0, None]) ** 2 + (xy_n[None, :, 1] - xy[:, 1, None]) ** 2
+        return np.count_nonzero(d2 <= r * r, axis=1)
+
+    def _unheard_near(self, x: float, y: float, reach_m: float) -> np.ndarray:
+        """Positions (U, 2) m of the located nodes never heard from that :meth:`_unheard_in_range` counts,
+        among those within ``reach_m`` of (``x``, ``y``) m (and some farther: the index's buckets); (0, 2)
+        once its wait window is over or when every node has reported."""
+        if self._unheard_over_now() or self._t_first_s is None:
+            return _NO_POINTS
         if self.watermark_s - self._t_first_s > self.horizon_s():
             # (the watermark only grows; a new node or another speed of sound may widen the window)
             self._unheard_over = (self.registry.version, self.c)
-            return np.zeros(len(xy), dtype=np.int64)
-        r = self.cfg.association.max_range_m
+            return _NO_POINTS
         c = self._unheard_cache
         if c is None or c.version != self.registry.version:
             ids, xy_all = self._located_nodes()
@@ -2407,17 +2378,18 @@ class Associator:
             c.n_unheard = int(np.count_nonzero(~c.heard))
         if not c.n_unheard:
             # Every located node has reported (a small network soon after the start): none to count.
-            return np.zeros(len(xy), dtype=np.int64)
-        # The points lie close together (one search's candidates): the nodes near them all, at once,
-        # rather than every unheard node of a city (10,000-node bench: 7 % of the CPU).
-        centre = xy.mean(axis=0)
-        spread = float(np.sqrt(np.max(np.sum((xy - centre) ** 2, axis=1)))) if len(xy) > 1 else 0.0
-        rows = self._located_index().near(float(centre[0]), float(centre[1]), r + spread)
-        xy_n = c.xy[rows[~c.heard[rows]]]
-        if not len(xy_n):
-            return np.zeros(len(xy), dtype=np.int64)
-        d2 = (xy_n[None, :, 0] - xy[:, 0, None]) ** 2 + (xy_n[None, :, 1] - xy[:, 1, None]) ** 2
-        return np.count_nonzero(d2 <= r * r, axis=1)
+            return _NO_POINTS
+        rows = self._located_index().near(x, y, reach_m)
+        return np.ascontiguousarray(c.xy[rows[~c.heard[rows]]], dtype=float)
+
+    def _unheard_near_seed(self, seed_id: str) -> np.ndarray:
+        """:meth:`_unheard_near` a seed's node within 2 ``max_range_m`` (its hypotheses' nodes all are), for the
+        kernels that count them (:func:`grid_kernels.repeat_candidates`, :func:`grid_kernels.refused_again`);
+        none when retrying (at :meth:`retry` a node never heard from is not evidence)."""
+        if self._retrying or self._unheard_over_now():
+            return _NO_POINTS
+        r_seed = self.registry.enu(seed_id)
+        return self._unheard_near(float(r_seed[0]), float(r_seed[1]), 2 * self.cfg.association.max_range_m)
 
     def _silent_nodes_agree(self, sol: Solution, members: set[str]) -> str:
         """:meth:`_evidence` at a located solution."""

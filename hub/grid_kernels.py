@@ -1178,28 +1178,47 @@ def repeat_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_
 
 
 @njit(cache=True, inline="always")
+def _unheard_counts(xs, ys, unheard_xy, max_range):
+    """Per point (``xs``, ``ys``) m, the nodes at ``unheard_xy`` (U, 2) m within ``max_range`` m of it
+    (``Associator._unheard_in_range``'s count, the same arithmetic: squared differences summed, then held
+    against ``max_range`` squared)."""
+    r2 = max_range * max_range
+    out = np.zeros(xs.shape[0], dtype=np.int64)
+    for i in range(xs.shape[0]):
+        for u in range(unheard_xy.shape[0]):
+            dx = unheard_xy[u, 0] - xs[i]
+            dy = unheard_xy[u, 1] - ys[i]
+            if dx * dx + dy * dy <= r2:
+                out[i] += 1
+    return out
+
+
+@njit(cache=True, inline="always")
 def _seed_only_evidence(xs, ys, t0s, tol, watermark, z, xyz, nodes, seed_row, onsets, n_on, held, n_held, c, wind,
-                        max_range, min_range, many, f_silent, f_confirm, n_min):
+                        max_range, min_range, many, unheard_xy, f_silent, f_confirm, n_min):
     """:func:`evidence_codes` at hypotheses whose only member is the seed's node (``seed_row`` among
-    ``nodes``), pending nodes with a matching onset counted as members, no node unheard: a recent place's
-    or a refused place's hypotheses (:func:`repeat_candidates`, :func:`refused_again`)."""
+    ``nodes``), pending nodes with a matching onset counted as members, and as pending the nodes at
+    ``unheard_xy`` (U, 2) m within range (never heard from; U is 0 once the hub's first wait window is
+    over): a recent place's or a refused place's hypotheses (:func:`repeat_candidates`,
+    :func:`refused_again`)."""
     p_n = xs.shape[0]
     member, n_mem, _ = member_matrix(nodes, np.empty(0, dtype=np.int64), seed_row, np.empty((0, p_n), dtype=np.bool_))
     return evidence_codes(xs, ys, z, t0s, tol, watermark, xyz, nodes, member, onsets, n_on, held, n_held, c, wind,
-                          max_range, min_range, many, n_mem, np.zeros(p_n, dtype=np.int64), True, f_silent,
-                          f_confirm, n_min)
+                          max_range, min_range, many, n_mem, _unheard_counts(xs, ys, unheard_xy, max_range), True,
+                          f_silent, f_confirm, n_min)
 
 
 @njit(cache=True)
 def repeat_candidates(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_places, within, tol_fine,
                       tol_attach, watermark, z, xyz, nodes, seed_row, onsets, n_on, held, n_held, wind, max_range,
-                      min_range, many, f_silent, f_confirm, n_min, wait_support):
+                      min_range, many, unheard_xy, f_silent, f_confirm, n_min, wait_support):
     """The places worth trying a pick at as another round (``Associator._repeat_place``), one call: the
     places of :func:`repeat_places` (its arguments, in its order), the tolerance (s) of their hypotheses,
     the smaller of ``tol_fine`` and ``tol_attach`` plus the shots' widest attach window (twice their
     largest CEP95 over ``c``, at most 20 ms), and the negative evidence at each (:func:`_seed_only_evidence`;
-    ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, the other arguments as
-    :func:`evidence_codes`'). Returns the places whose verdict is accept, or wait with at least
+    ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, ``unheard_xy`` the nodes
+    never heard from near it, the other arguments as :func:`evidence_codes`'). Returns the places whose
+    verdict is accept, or wait with at least
     ``wait_support`` supporting nodes, in order; the emission times (S,) s that put ``t_pick`` at every
     row's place; and the tolerance."""
     places, t0, cep = repeat_places(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, max_places, within)
@@ -1213,7 +1232,8 @@ def repeat_candidates(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, 
         ys[i] = xyt[places[i], 1]
         t0s[i] = t0[places[i]]
     code, support = _seed_only_evidence(xs, ys, t0s, tol, watermark, z, xyz, nodes, seed_row, onsets, n_on, held,
-                                        n_held, c, wind, max_range, min_range, many, f_silent, f_confirm, n_min)
+                                        n_held, c, wind, max_range, min_range, many, unheard_xy, f_silent, f_confirm,
+                                        n_min)
     keep = np.empty(p_n, dtype=np.int64)
     n = 0
     for i in range(p_n):
@@ -1225,14 +1245,15 @@ def repeat_candidates(xyt, rx, ry, dz2, t_pick, c, r2, gap_min, gap_max, n_big, 
 
 @njit(cache=True)
 def refused_again(places, rx, ry, dz2, t_pick, c, r2, memory_s, tol, watermark, z, xyz, nodes, seed_row, onsets, n_on,
-                  held, n_held, wind, max_range, min_range, many, f_silent, f_confirm, n_min, n_support):
+                  held, n_held, wind, max_range, min_range, many, unheard_xy, f_silent, f_confirm, n_min, n_support):
     """Whether a pick at a node (``rx``, ``ry`` m, ``dz2`` m^2 its squared height above the source height) at
     ``t_pick`` s is refused again at a place where searches keep refusing (``Associator._at_a_refused_place``),
     one call: ``places`` (K, 3) (east, north m, last refusal's emission s); a place within sqrt(``r2``) m
     of the node whose emission time for this pick is less than ``memory_s`` s from its last refusal's is
     a hypothesis, its negative evidence counted (:func:`_seed_only_evidence` at tolerance ``tol`` s;
-    ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, the other arguments as
-    :func:`evidence_codes`'). True when one is refused with at least ``n_support`` supporting nodes."""
+    ``nodes`` the onset-store rows near the seed's node, ``seed_row`` its row, ``unheard_xy`` the nodes
+    never heard from near it, the other arguments as :func:`evidence_codes`'). True when one is refused
+    with at least ``n_support`` supporting nodes."""
     k_n = places.shape[0]
     xs = np.empty(k_n)
     ys = np.empty(k_n)
@@ -1251,7 +1272,8 @@ def refused_again(places, rx, ry, dz2, t_pick, c, r2, memory_s, tol, watermark, 
     if n == 0:
         return False
     code, support = _seed_only_evidence(xs[:n], ys[:n], t0s[:n], tol, watermark, z, xyz, nodes, seed_row, onsets, n_on,
-                                        held, n_held, c, wind, max_range, min_range, many, f_silent, f_confirm, n_min)
+                                        held, n_held, c, wind, max_range, min_range, many, unheard_xy, f_silent,
+                                        f_confirm, n_min)
     for i in range(n):
         if code[i] == 0 and support[i] >= n_support:
             return True
@@ -1558,9 +1580,9 @@ _I8, _I8_3 = nt.int64[::1], nt.int64[:, :, ::1]
 #: The argument types the associator passes to each kernel (one specialisation each; :func:`evidence_codes` (with
 #: :func:`silent_counts` and :func:`verdict_codes`) and :func:`member_matrix` or :func:`member_row` are compiled
 #: inside :func:`evidence_of_sets` and :func:`evidence_of_set`, :func:`triplet_points` inside
-#: :func:`seed_partners`, :func:`recent_places` and :func:`first_of_places` inside :func:`repeat_places` (and it,
-#: with :func:`evidence_codes` through :func:`_seed_only_evidence`, inside :func:`repeat_candidates`; that
-#: evidence inside :func:`refused_again` too),
+#: :func:`seed_partners`, :func:`repeat_places` (with :func:`recent_places` and :func:`first_of_places`) and
+#: :func:`evidence_codes` through :func:`_seed_only_evidence` (with :func:`_unheard_counts`) inside
+#: :func:`repeat_candidates`, that evidence inside :func:`refused_again` too,
 #: :func:`shots_near_arrival` inside :func:`shots_to_attach` too (and alone for picks without trusted time or
 #: in wind), and
 #: :func:`support_table`, :func:`support_points`, :func:`best_points`, :func:`split_cells` and :func:`candidate_sets`
@@ -1583,12 +1605,12 @@ SIGNATURES = (
                                           nt.int64)),
     (quick_fit, (_F8_2, _F8, _F8, _F8) + (nt.float64,) * 4 + (_F8,)),
     (sets_near_arrival, (_F8_2, nt.int64) + (nt.float64,) * 6),
-    (repeat_places, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64, nt.float64)),
     (refused_again, (_F8_2,) + (nt.float64,) * 10 + (_F8_2, _I8, nt.int64, _F8_2, _I8, _F8_2, _I8, _F8, nt.float64,
-                                                   nt.float64, nt.int64, nt.float64, nt.float64, nt.int64, nt.int64)),
+                                                   nt.float64, nt.int64, _F8_2, nt.float64, nt.float64, nt.int64,
+                                                   nt.int64)),
     (repeat_candidates, (_F8_2,) + (nt.float64,) * 8 + (nt.int64, nt.int64) + (nt.float64,) * 5
-     + (_F8_2, _I8, nt.int64, _F8_2, _I8, _F8_2, _I8, _F8, nt.float64, nt.float64, nt.int64, nt.float64, nt.float64,
-        nt.int64, nt.int64)),
+     + (_F8_2, _I8, nt.int64, _F8_2, _I8, _F8_2, _I8, _F8, nt.float64, nt.float64, nt.int64, _F8_2, nt.float64,
+        nt.float64, nt.int64, nt.int64)),
     (trim_rows, (_F8_2, _I8, nt.int64, nt.float64)),
     (insert_row, (_F8_2, _I8, nt.int64, nt.float64)),
     (delete_at, (_F8_2, _I8, nt.int64, nt.int64)),

@@ -1340,7 +1340,7 @@ def test_kernels_are_compiled_when_the_hub_starts_and_streaming_adds_no_other_sp
     assert sum(i.rounds for i in incs) == 3
     _stream(p_corner, corner)
     # Three rounds 4 s apart, ticked: the third comes after the hub's first wait window, when nodes that
-    # never reported no longer count as pending and a recent place's evidence is one call.
+    # never reported no longer count as pending.
     rounds = [d for k in range(3) for d in arrivals(nodes, (100.0, 50.0, 1.5), T0_NS + k * 4_000_000_000, rng)]
     _stream(p_late, sorted(rounds, key=lambda d: d[1]))
     assert p_late.assoc.n_repeat_waits >= 2 and p_late.stats.shots == 3  # the later rounds, tried at the first's place
@@ -1912,70 +1912,131 @@ def test_a_shot_takes_a_pick_at_a_node_only_in_place_of_a_farther_one():
     assert not Associator._node_takes(ShotState("s1", {}, None, np.zeros(3), 0.0, 0, 0), nearer, 1.0004, 0.0001)
 
 
+def _dense_bench_module(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
+    import bench_association
+
+    return bench_association
+
+
+def _dense_with_deaf_nodes(bench):
+    """The dense scene's first 8 s with every 10th node deaf (located, never reporting): in the hub's first
+    wait window those count as pending, and a wall's ghost is refused round after round."""
+    sc = bench.dense_scene(8.0, seed=1)
+    deaf = set(list(sc.nodes)[::10])
+    sc.dets = [d for d in sc.dets if d[0] not in deaf]
+    return sc
+
+
+def _unheard_now(a, pick) -> bool:
+    """Whether nodes never heard from near the pick's node count as pending for its hypotheses now."""
+    return len(a._unheard_near_seed(pick.node_id)) > 0
+
+
+def _recent_places_then_evidence(a, pick, r):
+    """What :meth:`Associator._repeat_candidates` gives, as separate steps: the places' kernel, the tolerance,
+    then :meth:`Associator._evidence_many` at each place (the seed the only member, matching pending nodes
+    counted as members, never-heard nodes as pending while they count)."""
+    from shotline.hub import grid_kernels
+
+    c = a.cfg.association
+    xyt = a._shot_xyt
+    places, t0, cep95 = grid_kernels.repeat_places(
+        xyt, float(r[0]), float(r[1]), a._dz2_at(r), pick.t_s, float(a.c), c.max_range_m**2, a.FRAGMENT_T0_S,
+        a.REPEAT_MEMORY_S, 2 * c.min_nodes, a.REPEAT_MAX_PLACES, 1.0)
+    tol = min(a._fine_tol_s(), 5 * a._sigma_max + c.match_tolerance_s + min(2.0 * cep95 / a.c, 0.02))
+    if not len(places):
+        return [], t0, tol
+    cand = places.tolist()
+    verdicts, support = a._evidence_many(xyt[cand, :2], t0[cand], np.zeros(0, dtype=np.intp),
+                                         np.zeros((0, len(cand)), dtype=np.bool_), pick.node_id, tol,
+                                         matched_join=True, with_support=True)
+    return [k for k, ev, n_sup in zip(cand, verdicts, support, strict=True)
+            if ev == "accept" or (ev == "wait" and n_sup >= a.REPEAT_WAIT_SUPPORT)], t0, tol
+
+
 def test_recent_places_in_one_call_are_those_of_the_places_then_their_evidence(monkeypatch):
-    """Once the first wait window is over, a pick's recent places worth trying come from one compiled call
-    (``Associator._repeat_candidates``); they are exactly those of the places' kernel followed by the
-    evidence at each (``_repeat_candidates_while_unheard``, which the hub uses before then): the same
-    shot-table rows, emission times and tolerance, on a stream of rounds from two places."""
+    """A pick's recent places worth trying come from one compiled call (``Associator._repeat_candidates``,
+    which counts the nodes never heard from as pending in the hub's first wait window); they are exactly
+    those of the places' kernel followed by the evidence at each (``_evidence_many``): the same shot-table
+    rows, emission times and tolerance, on the dense scene's first seconds (two shooters' automatic fire)
+    with deaf nodes, while never-heard nodes count and after."""
     from shotline.hub.associate import Associator
 
+    bench = _dense_bench_module(monkeypatch)
     compared = []
     repeat_place = Associator._repeat_place
 
     def spy(self, pick):
-        if len(self._shot_xyt) and self._unheard_over_now():
+        if len(self._shot_xyt):
             r = self.registry.enu(pick.node_id)
-            fast, slow = self._repeat_candidates(pick, r), self._repeat_candidates_while_unheard(pick, r)
+            unheard = _unheard_now(self, pick)
+            fast, slow = self._repeat_candidates(pick, r), _recent_places_then_evidence(self, pick, r)
             assert fast[0] == slow[0] and fast[2] == slow[2]
             np.testing.assert_array_equal(fast[1], slow[1])
-            compared.append(len(fast[0]))
+            compared.append((unheard, len(fast[0])))
         return repeat_place(self, pick)
 
     monkeypatch.setattr(Associator, "_repeat_place", spy)
-    nodes = grid(4, 3)
-    rng = np.random.default_rng(11)
-    dets = [d for k in range(6) for src, dt in (((100.0, 50.0, 1.5), 0), ((-200.0, -90.0, 1.5), 1_300_000_000))
-            for d in arrivals(nodes, src, T0_NS + dt + k * 3_000_000_000, rng)]
-    p = make_pipeline(nodes)
-    _stream(p, sorted(dets, key=lambda d: d[1]))
-    assert len(compared) >= 10 and sum(compared) >= 5, compared  # asked often, places worth trying
-    assert p.stats.shots == 12
+    bench.play(_dense_with_deaf_nodes(bench))
+    for unheard in (True, False):  # asked often in both regimes, places worth trying among them
+        got = [n for u, n in compared if u == unheard]
+        assert len(got) >= 10 and sum(got) >= 5, (unheard, got)
+
+
+def _refused_places_then_evidence(a, pick, places, rx, ry, dz2, t_pick, c, r2, memory_s, tol) -> bool:
+    """What ``grid_kernels.refused_again`` decides (its first arguments), as separate steps: the places in
+    Python, then :meth:`Associator._evidence_many` at them."""
+    xy, t0 = [], []
+    for x, y, t_last in places.tolist():
+        d2 = (x - rx) * (x - rx) + (y - ry) * (y - ry)  # (as the kernel and numpy square: not pow)
+        t0_here = t_pick - math.sqrt(d2 + dz2) / c
+        if d2 <= r2 and abs(t0_here - t_last) < memory_s:
+            xy.append((x, y))
+            t0.append(t0_here)
+    if not xy:
+        return False
+    verdicts, support = a._evidence_many(np.array(xy), np.array(t0), np.zeros(0, dtype=np.intp),
+                                         np.zeros((0, len(xy)), dtype=np.bool_), pick.node_id, tol,
+                                         matched_join=True, with_support=True)
+    n_min = a.cfg.association.min_nodes
+    return any(ev == "reject" and n_sup >= 2 * n_min for ev, n_sup in zip(verdicts, support, strict=True))
 
 
 def test_refused_places_in_one_call_decide_as_the_places_then_their_evidence(monkeypatch):
-    """Once the first wait window is over, whether a pick is refused again at a refused place is one compiled
-    call (``grid_kernels.refused_again``); it decides as the places in Python followed by the evidence at
-    each (``_refused_again_while_unheard``, which the hub uses before then), on the dense scene's first
-    seconds (a wall's ghost refused round after round)."""
-    from pathlib import Path
-
+    """Whether a pick is refused again at a refused place is one compiled call (``grid_kernels.refused_again``,
+    which counts the nodes never heard from as pending in the hub's first wait window); it decides as the
+    places in Python followed by the evidence at each (``_evidence_many``), on the dense scene's first
+    seconds with deaf nodes (a wall's ghost refused round after round), while never-heard nodes count and
+    after."""
     from shotline.hub import grid_kernels
     from shotline.hub.associate import Associator
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-    import bench_association as bench
-
+    bench = _dense_bench_module(monkeypatch)
     compared = []
     real = grid_kernels.refused_again
 
     def spy(*args):
         got = real(*args)
-        a = spy.assoc
-        pick = spy.pick
-        assert got == a._refused_again_while_unheard(pick, *args[:9])
-        compared.append(got)
+        a, pick = spy.assoc, spy.pick
+        assert got == _refused_places_then_evidence(a, pick, *args[:9])
+        compared.append((spy.unheard, got))
         return got
 
     at_refused = Associator._at_a_refused_place
 
     def keep_pick(self, pick):
-        spy.assoc, spy.pick = self, pick
+        spy.assoc, spy.pick, spy.unheard = self, pick, _unheard_now(self, pick)
         return at_refused(self, pick)
 
     monkeypatch.setattr(grid_kernels, "refused_again", spy)
     monkeypatch.setattr(Associator, "_at_a_refused_place", keep_pick)
-    bench.play(bench.dense_scene(8.0, seed=1))
-    assert len(compared) >= 50 and 0 < sum(compared) < len(compared)
+    bench.play(_dense_with_deaf_nodes(bench))
+    for unheard in (True, False):
+        got = [r for u, r in compared if u == unheard]
+        assert len(got) >= 10 and 0 < sum(got) < len(got), (unheard, got)
 
 
 def test_a_pick_is_kept_from_expiry_exactly_while_a_waiting_set_holds_it(monkeypatch):
@@ -1983,13 +2044,9 @@ def test_a_pick_is_kept_from_expiry_exactly_while_a_waiting_set_holds_it(monkeyp
     set (``Pick.in_sets_of``); it answers as the set of every member of every waiting seed's sets does. With a
     wait window of 1.5 s, far shorter than the dense scene's network needs, members come of age while their
     seeds still wait, so both answers occur."""
-    from pathlib import Path
-
     from shotline.hub.associate import Associator
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-    import bench_association as bench
-
+    bench = _dense_bench_module(monkeypatch)
     answers = []
     real = Associator._held_by_a_waiting_set
 
