@@ -39,6 +39,7 @@ import heapq
 import itertools
 import logging
 import math
+import operator
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 
 _NO_WIND = np.zeros(3)
 _NO_POINTS = np.zeros((0, 2))
+_PEAK = operator.itemgetter(1)
+"""The peak (dBFS) of a node's (onset s, peak dBFS) history entry (:meth:`Associator._is_tail`)."""
 _ZEROS = np.zeros(64, dtype=np.int64)
 
 
@@ -540,6 +543,8 @@ class Associator:
         """Picks put off or not searched: a set at a refused place holds them and is refused again."""
         self._onset_sigma_max = 0.0
         """Largest ``onset_sigma_s`` of any detection taken (s)."""
+        self._horizon: tuple[tuple, float] | None = None
+        """(what it depends on, :meth:`horizon_s`) when last computed."""
         self._t_first_s: float | None = None
         """Onset of the first pick taken (s): the hub's start, for :meth:`_unheard_in_range`."""
         # The kernels compile (or load from numba's cache) now, not on the first detection.
@@ -568,10 +573,16 @@ class Associator:
         twice ``max_range_m``, over the speed of sound, plus 1 s for delivery)
         unless ``association.pending_s`` sets it.
         """
-        if self.cfg.association.pending_s is not None:
-            return self.cfg.association.pending_s
-        extent = min(self.registry.extent_m(), 2 * self.cfg.association.max_range_m)
-        return extent / self.c + 1.0
+        a = self.cfg.association
+        if a.pending_s is not None:
+            return a.pending_s
+        # Kept until a position, c or the range moves (asked ~12,000 times a dense play: on every detection).
+        key = (self.registry.version, self.c, a.max_range_m)
+        got = self._horizon
+        if got is None or got[0] != key:
+            extent = min(self.registry.extent_m(), 2 * a.max_range_m)
+            got = self._horizon = (key, extent / self.c + 1.0)
+        return got[1]
 
     @property
     def source_z_m(self) -> float:
@@ -699,13 +710,16 @@ class Associator:
                 k = bisect.bisect_left(lv, (t, -math.inf))
         if a.reverb_s <= 0:
             return False
+        # The picks of the last reverb_s before this one: most picks have none that much louder, which
+        # their loudest tells at C speed (a - peak grows with a); otherwise the latest such is found.
+        lo = bisect.bisect_right(lv, (t - a.reverb_s, math.inf))
+        if lo >= k or max(lv[lo:k], key=_PEAK)[1] - peak < a.reverb_drop_db:
+            return False
         j = k - 1
-        while j >= 0 and lv[j][0] > t - a.reverb_s:
-            if lv[j][1] - peak >= a.reverb_drop_db:
-                pick.tail_lag_s = t - lv[j][0]
-                return True
+        while lv[j][1] - peak < a.reverb_drop_db:
             j -= 1
-        return False
+        pick.tail_lag_s = t - lv[j][0]
+        return True
 
     def take_final(self, everything: bool = False) -> list[tuple[ShotState, dict[str, float]]]:
         """The shots :meth:`expire` has dropped since the last call, with their :meth:`nearby_residuals`;
@@ -720,8 +734,10 @@ class Associator:
         predicted arrival, within ``window_s`` (a clock or position error too large for the fit)."""
         out = {}
         for nid in self._nodes_within_range(shot.enu_m):
+            if nid in shot.picks:
+                continue
             times = self.onsets.times(nid)
-            if nid in shot.picks or not len(times):
+            if not len(times):
                 continue
             pred = shot.t0_s + self._travel(shot.enu_m, self.registry.enu(nid))
             j = int(times.searchsorted(pred))
@@ -1058,7 +1074,8 @@ class Associator:
             return self._held_by_a_waiting_set(p)
 
         self.n_expired_unassociated += self.pool.drop_older(w - horizon, keep)
-        keep = [s.dirty or s.t0_s > w - horizon - self.cfg.association.max_range_m / self.c for s in self.shots]
+        t_keep = w - horizon - self.cfg.association.max_range_m / self.c
+        keep = [s.dirty or s.t0_s > t_keep for s in self.shots]
         if not all(keep):
             self._final += [(s, self.nearby_residuals(s)) for s, k in zip(self.shots, keep, strict=True) if not k]
             self.shots = [s for s, k in zip(self.shots, keep, strict=True) if k]
@@ -2425,7 +2442,8 @@ class Associator:
         # In the associator's reference: seconds since its first whole second (the locator solves relative to
         # the earliest pick, and its solution's time comes back in this reference).
         t = np.array([p.t_s for p in picks])
-        sig = np.array([self._sigma(p) for p in picks])
+        floor = loc.timing_sigma_s
+        sig = np.array([max(floor, p.det.onset_sigma_s) for p in picks])  # (:meth:`_sigma` of each, inline)
         dims, pos_used, height = self._dims_for(pos)
         wind = self.wind_enu_mps
         if wind is not None and pos_used.shape[1] == 2:

@@ -2062,3 +2062,36 @@ def test_a_pick_is_kept_from_expiry_exactly_while_a_waiting_set_holds_it(monkeyp
     monkeypatch.setattr(Associator, "horizon_s", lambda self: 1.5)
     bench.play(bench.dense_scene(8.0, seed=1))
     assert len(answers) >= 100 and 0 < sum(answers) < len(answers)
+
+
+def _is_tail_by_walk(history: list[tuple[float, float]], t: float, peak: float, reverb_s: float,
+                     drop_db: float) -> float | None:
+    """The reverberation rule as a plain walk back over a node's sorted (onset s, peak dBFS) history, the
+    entries before ``t``: the lag (s) after the latest entry within ``reverb_s`` that is ``drop_db`` louder,
+    or None."""
+    for t_j, pk_j in reversed([e for e in history if e[0] < t]):
+        if t_j <= t - reverb_s:
+            return None
+        if pk_j - peak >= drop_db:
+            return t - t_j
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(-60, 0)), min_size=1, max_size=120))
+def test_a_tail_is_the_latest_louder_pick_within_the_reverberation_as_a_walk_back_finds_it(picks):
+    """``Associator._is_tail`` (the loudest pick of the window first, then the latest loud enough) marks
+    the same picks with the same lag as a walk back over the node's history, picks arriving in any order,
+    with equal onsets and levels."""
+    a = make_pipeline({"n0": np.array([0.0, 0.0, 5.0])}).assoc
+    r, drop = a.cfg.association.reverb_s, a.cfg.association.reverb_drop_db
+    assert r > 0
+    history: list[tuple[float, float]] = []
+    for k, (t_ms, peak) in enumerate(picks):
+        t, pk = t_ms * 0.01, float(peak)  # 10 ms steps over 4 s: many within a 1 s reverberation
+        want = _is_tail_by_walk(history, t, pk, r, drop)
+        p = _pick("n0", t, k, pk)
+        assert a._is_tail(p) == (want is not None)
+        if want is not None:
+            assert p.tail_lag_s == want
+        history = sorted(history + [(t, pk)], key=lambda e: e[0])
