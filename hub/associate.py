@@ -39,7 +39,6 @@ import heapq
 import itertools
 import logging
 import math
-import operator
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -58,8 +57,6 @@ log = logging.getLogger(__name__)
 
 _NO_WIND = np.zeros(3)
 _NO_POINTS = np.zeros((0, 2))
-_PEAK = operator.itemgetter(1)
-"""The peak (dBFS) of a node's (onset s, peak dBFS) history entry (:meth:`Associator._is_tail`)."""
 _ZEROS = np.zeros(64, dtype=np.int64)
 
 
@@ -710,16 +707,13 @@ class Associator:
                 k = bisect.bisect_left(lv, (t, -math.inf))
         if a.reverb_s <= 0:
             return False
-        # The picks of the last reverb_s before this one: most picks have none that much louder, which
-        # their loudest tells at C speed (a - peak grows with a); otherwise the latest such is found.
-        lo = bisect.bisect_right(lv, (t - a.reverb_s, math.inf))
-        if lo >= k or max(lv[lo:k], key=_PEAK)[1] - peak < a.reverb_drop_db:
-            return False
         j = k - 1
-        while lv[j][1] - peak < a.reverb_drop_db:
+        while j >= 0 and lv[j][0] > t - a.reverb_s:
+            if lv[j][1] - peak >= a.reverb_drop_db:
+                pick.tail_lag_s = t - lv[j][0]
+                return True
             j -= 1
-        pick.tail_lag_s = t - lv[j][0]
-        return True
+        return False
 
     def take_final(self, everything: bool = False) -> list[tuple[ShotState, dict[str, float]]]:
         """The shots :meth:`expire` has dropped since the last call, with their :meth:`nearby_residuals`;

@@ -2079,10 +2079,10 @@ def _is_tail_by_walk(history: list[tuple[float, float]], t: float, peak: float, 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), st.integers(-60, 0)), min_size=1, max_size=120))
-def test_a_tail_is_the_latest_louder_pick_within_the_reverberation_as_a_walk_back_finds_it(picks):
-    """``Associator._is_tail`` (the loudest pick of the window first, then the latest loud enough) marks
-    the same picks with the same lag as a walk back over the node's history, picks arriving in any order,
-    with equal onsets and levels."""
+def test_a_tail_is_the_latest_louder_pick_within_the_reverberation(picks):
+    """``Associator._is_tail`` (over a node's history kept sorted as picks arrive) marks the same picks with
+    the same lag as a walk back over the whole history, picks arriving in any order, with equal onsets and
+    levels."""
     a = make_pipeline({"n0": np.array([0.0, 0.0, 5.0])}).assoc
     r, drop = a.cfg.association.reverb_s, a.cfg.association.reverb_drop_db
     assert r > 0
