@@ -102,6 +102,8 @@ class IncidentState:
     revision: int = 0
     n_shooters_logged: int = 1
     review: m.Review | None = None
+    published_ns: int = 0
+    """Stream time (ns) of its last publication by :meth:`IncidentBuilder.on_shots` (or its refinements)."""
     _view: _ShotsView | None = field(default=None, init=False, repr=False, compare=False)
     _summary: tuple[tuple[int, int], float, np.ndarray] | None = field(default=None, init=False, repr=False,
                                                                       compare=False)
@@ -654,6 +656,8 @@ class IncidentBuilder:
         self._shot_cache: dict[str, tuple[tuple[str, int], m.Shot]] = {}
         self.recent_closed: OrderedDict[str, m.Incident] = OrderedDict()
         """The last ``RECENT_CLOSED`` closed incidents, each as its latest message, for :meth:`on_review`."""
+        self._refined: dict[int, IncidentState] = {}
+        """Open incidents whose refined shots wait to be published (``incidents.refine_interval_s``), by id."""
 
     @property
     def frame(self) -> LocalFrame:
@@ -665,7 +669,7 @@ class IncidentBuilder:
         """A shot was created or refined: return the incident message to publish."""
         return self.on_shots([shot])[0]
 
-    def on_shots(self, shots: list[ShotState]) -> list[m.Incident]:
+    def on_shots(self, shots: list[ShotState], now_ns: int | None = None) -> list[m.Incident]:
         """Shots created or refined at one moment (one detection, one tick): the message of each
         incident they touched, once each, in the order the incidents were first touched.
 
@@ -674,6 +678,7 @@ class IncidentBuilder:
         revision per shot published the incident again with only one of its rounds refined.
         """
         touched: dict[int, IncidentState] = {}
+        grew: set[int] = set()
         for shot in shots:
             inc = self._owner.get(shot.shot_id)
             if inc is None:
@@ -687,11 +692,34 @@ class IncidentBuilder:
                 inc.shots.append(shot)
                 self._index.add_shot(inc, shot)
                 self._owner[shot.shot_id] = inc
+                grew.add(id(inc))
             if id(inc) not in touched:
                 touched[id(inc)] = inc
                 if inc.revision:  # published before: not one this call opened
                     inc.state = "updated"
-        return [self._render(inc) for inc in touched.values()]
+        interval_ns = self.cfg.incidents.refine_interval_s * 1e9
+        out = []
+        for key, inc in touched.items():
+            if key in grew or now_ns is None or now_ns - inc.published_ns >= interval_ns:
+                out.append(self._publish(inc, now_ns))
+            else:
+                self._refined[key] = inc  # published with its next round, or once the interval is over
+        return out
+
+    def refinements_due(self, now_ns: int) -> list[m.Incident]:
+        """The messages of the incidents whose shots were refined since they were last published, at least
+        ``refine_interval_s`` ago (at ``now_ns``, stream time), in the order they were first held back."""
+        interval_ns = self.cfg.incidents.refine_interval_s * 1e9
+        due = [inc for inc in self._refined.values() if now_ns - inc.published_ns >= interval_ns]
+        return [self._publish(inc, now_ns) for inc in due]
+
+    def _publish(self, inc: IncidentState, now_ns: int | None) -> m.Incident:
+        """:meth:`_render` of an incident that is published now (``now_ns``, stream time, if known): it holds
+        back no refinement any more."""
+        self._refined.pop(id(inc), None)
+        if now_ns is not None:
+            inc.published_ns = now_ns
+        return self._render(inc)
 
     def _find(self, shot: ShotState) -> IncidentState | None:
         """The open incident the new ``shot`` joins: the nearest (first opened on a tie) of those with
@@ -762,6 +790,7 @@ class IncidentBuilder:
 
     def _close(self, inc: IncidentState) -> m.Incident:
         inc.state = "closed"
+        self._refined.pop(id(inc), None)  # (the closing message holds every refinement)
         self.open.remove(inc)
         self._index.remove(inc)
         self.n_closed += 1
