@@ -140,8 +140,8 @@ class IncidentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """A burst with a median cadence above this rate (rounds per second) is flagged automatic."""
     refine_interval_s: float = 1.0
     """An incident whose shots were only refined (re-located with more picks) is published again at most this
-    often, seconds of stream time; a new round publishes it at once, with every refinement so far, and so
-    does closing it. 0: publish every refinement."""
+    often, seconds of the hub's clock (its ticks); a new round publishes it at once, with every refinement so
+    far, and so does closing it. 0: publish every refinement."""
 
     def __post_init__(self) -> None:
         _positive(self, "gap_s", "radius_m", "automatic_rate_hz")

@@ -103,7 +103,7 @@ class IncidentState:
     n_shooters_logged: int = 1
     review: m.Review | None = None
     published_ns: int = 0
-    """Stream time (ns) of its last publication by :meth:`IncidentBuilder.on_shots` (or its refinements)."""
+    """The hub's clock (ns) at its last publication by :meth:`IncidentBuilder.on_shots` (or its refinements)."""
     _view: _ShotsView | None = field(default=None, init=False, repr=False, compare=False)
     _summary: tuple[tuple[int, int], float, np.ndarray] | None = field(default=None, init=False, repr=False,
                                                                       compare=False)
@@ -708,14 +708,14 @@ class IncidentBuilder:
 
     def refinements_due(self, now_ns: int) -> list[m.Incident]:
         """The messages of the incidents whose shots were refined since they were last published, at least
-        ``refine_interval_s`` ago (at ``now_ns``, stream time), in the order they were first held back."""
+        ``refine_interval_s`` before ``now_ns`` (the hub's clock), in the order they were first held back."""
         interval_ns = self.cfg.incidents.refine_interval_s * 1e9
         due = [inc for inc in self._refined.values() if now_ns - inc.published_ns >= interval_ns]
         return [self._publish(inc, now_ns) for inc in due]
 
     def _publish(self, inc: IncidentState, now_ns: int | None) -> m.Incident:
-        """:meth:`_render` of an incident that is published now (``now_ns``, stream time, if known): it holds
-        back no refinement any more."""
+        """:meth:`_render` of an incident that is published now (``now_ns``, the hub's clock, if known): it
+        holds back no refinement any more."""
         self._refined.pop(id(inc), None)
         if now_ns is not None:
             inc.published_ns = now_ns

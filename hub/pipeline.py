@@ -83,9 +83,10 @@ class HubPipeline:
         (the service records them in the store)."""
         self._last_flush_ns = 0
         self._last_timing_check_ns = 0
-        self._stream_ns = 0
-        """Stream time (ns): the latest detection onset or tick watermark seen (the refinements' interval,
-        ``incidents.refine_interval_s``, counts in it, so a replay publishes as the live hub did)."""
+        self._clock_ns = 0
+        """The hub's clock at its latest tick (ns: the wall clock live, the nodes' progress in a replay), in
+        which the refinements' interval counts (``incidents.refine_interval_s``): not a detection's own
+        time, which a node with a wrong clock could put far ahead."""
 
     def set_node_enu(self, node_id: str, enu_m) -> None:
         """Give a node's surveyed position in the hub's local ENU frame (metres); needs ``frame``."""
@@ -120,7 +121,6 @@ class HubPipeline:
         self.stats.detections += 1
         self.registry.saw_detection(det.node_id, received_ns)
         self._advance(det.node_id, det.onset_time_ns)
-        self._stream_ns = max(self._stream_ns, det.onset_time_ns)
         if self.registry.enu(det.node_id) is None:
             # Held until the node's status (with its position) arrives.
             self._held[det.node_id].append((det, received_ns))
@@ -148,7 +148,7 @@ class HubPipeline:
             if not shot.published:
                 shot.published = True
                 self.stats.shots += 1
-        out = [Output(msg, received_ns) for msg in self.incidents.on_shots(unique, self._stream_ns)]
+        out = [Output(msg, received_ns) for msg in self.incidents.on_shots(unique, self._clock_ns)]
         self.stats.incidents_published += len(out)
         return out
 
@@ -202,9 +202,9 @@ class HubPipeline:
                 self._held[node_id] = keep
             else:
                 del self._held[node_id]
-        self._stream_ns = max(self._stream_ns, watermark_ns)
+        self._clock_ns = max(self._clock_ns, watermark_ns)
         out = self._publish(self.assoc.retry(watermark_ns) + self.assoc.flush(), None)
-        refined = [Output(msg) for msg in self.incidents.refinements_due(self._stream_ns)]
+        refined = [Output(msg) for msg in self.incidents.refinements_due(self._clock_ns)]
         self.stats.incidents_published += len(refined)
         out += refined
         if watermark_ns - self._last_timing_check_ns >= self.TIMING_CHECK_S * 1e9:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import msgspec
 import numpy as np
 import pytest
 
@@ -298,3 +301,69 @@ def test_arrival_order_does_not_matter(order_seed):
     outs += p.finish()
     final = {o.incident.incident_id: o.incident for o in outs}
     assert [i.rounds for i in final.values()] == [2]
+
+
+def _stream_ticked(p, dets, tick_ns=100_000_000):
+    """Each (node, onset ns) handed over on arrival, ticks every ``tick_ns``, then the end: every output with
+    the hub's clock when it came (its latest tick; None: the end)."""
+    outs, next_tick, clock = [], T0_NS, 0
+    for nid, t in sorted(dets, key=lambda x: x[1]):
+        while t >= next_tick:
+            clock = next_tick
+            outs += [(clock, o) for o in p.tick(clock)]
+            next_tick += tick_ns
+        outs += [(clock, o) for o in p.handle(*detection(nid, t), received_ns=t)]
+    return outs + [(None, o) for o in p.finish()]
+
+
+def test_refinements_are_published_at_most_once_per_interval_and_the_last_state_as_without():
+    """A burst's rounds are re-located again and again as their picks come in. With ``refine_interval_s``
+    an incident whose shots were only refined is published at most that often by the hub's clock (its ticks;
+    a new round publishes it at once, with the refinements so far): fewer messages, every round published
+    as soon as without the interval, and the same last message of every shot and the same closing message."""
+    rng = np.random.default_rng(12)
+    nodes = grid(5, 4)
+    # Automatic fire, 8 rounds 120 ms apart, then one more round 3 s later: picks keep joining the shots.
+    dets = [d for k in range(8) for d in arrivals(nodes, (60.0, -40.0, 1.5), T0_NS + k * 120_000_000, rng)]
+    dets += arrivals(nodes, (60.0, -40.0, 1.5), T0_NS + 3_000_000_000, rng)
+    got = {}
+    for interval in (0.0, 1.0):
+        p = make_pipeline(nodes, incidents=IncidentSettings(refine_interval_s=interval))
+        got[interval] = _stream_ticked(p, dets)
+    every, held = got[0.0], got[1.0]
+    assert len(held) < len(every) - 3
+
+    def named(outs, data: bytes) -> bytes:
+        """``data`` with the ids of shots and incidents (numbered on from earlier pipelines) by rank."""
+        last = outs[-1][1].incident
+        for k, sh in enumerate(sorted(last.shots, key=lambda s: s.time_ns)):
+            data = data.replace(sh.shot_id.encode(), f"shot-{k}".encode())
+        return data.replace(last.incident_id.encode(), b"incident")
+
+    def last_shots(outs):
+        return sorted(named(outs, m.encode(s)) for s in {s.shot_id: s for _, o in outs for s in o.incident.shots}.values())
+
+    def first_seen(outs):
+        seen = {}
+        for t, o in outs:
+            for s in o.incident.shots:
+                seen.setdefault(named(outs, s.shot_id.encode()), t)
+        return seen
+
+    assert len({o.incident.incident_id for _, o in held}) == 1
+    assert last_shots(held) == last_shots(every)
+    assert first_seen(held) == first_seen(every)  # every round as soon as without the interval
+
+    def closing(outs):  # (its revision counts the messages before it, its time is the clock's, the
+        inc = outs[-1][1].incident  # config's hash differs)
+        assert inc.state == "closed"
+        return named(outs, m.encode(msgspec.structs.replace(inc, revision=0, published_ns=0, provenance=None)))
+
+    assert closing(held) == closing(every)
+    # A refinement-only message (no new round) comes at least 1 s of the hub's clock after the previous one.
+    refined = 0
+    for (t0, o0), (t, o) in itertools.pairwise(held):
+        if t is not None and o.incident.state == "updated" and o.incident.rounds == o0.incident.rounds:
+            assert t - t0 >= 1_000_000_000
+            refined += 1
+    assert refined >= 1
