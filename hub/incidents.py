@@ -671,7 +671,9 @@ class IncidentBuilder:
 
     def on_shots(self, shots: list[ShotState], now_ns: int | None = None) -> list[m.Incident]:
         """Shots created or refined at one moment (one detection, one tick): the message of each
-        incident they touched, once each, in the order the incidents were first touched.
+        incident they touched, once each, in the order the incidents were first touched; at ``now_ns``
+        (the hub's clock) an incident that gained no shot waits until ``incidents.refine_interval_s`` after
+        its last message (:meth:`refinements_due`; None: published now).
 
         A re-location pass refines several rounds of one burst at once (dense scene: 724 shot
         updates in 519 incident messages); one revision per incident then says it all, where a

@@ -138,9 +138,10 @@ class HubPipeline:
             self._last_flush_ns = received_ns
         return self._publish(shots, received_ns)
 
-    def _publish(self, shots, received_ns: int | None) -> list[Output]:
+    def _publish(self, shots, received_ns: int | None, at_once: bool = False) -> list[Output]:
         """The message of each incident that the shots created or refined touched, once each (a
-        shot listed twice counts once)."""
+        shot listed twice counts once); an incident only refined waits for ``incidents.refine_interval_s``
+        unless ``at_once``."""
         if not shots:
             return []  # most detections and ticks change no shot
         unique = list({shot.shot_id: shot for shot in shots}.values())
@@ -148,7 +149,7 @@ class HubPipeline:
             if not shot.published:
                 shot.published = True
                 self.stats.shots += 1
-        out = [Output(msg, received_ns) for msg in self.incidents.on_shots(unique, self._clock_ns)]
+        out = [Output(msg, received_ns) for msg in self.incidents.on_shots(unique, None if at_once else self._clock_ns)]
         self.stats.incidents_published += len(out)
         return out
 
@@ -182,8 +183,9 @@ class HubPipeline:
             self.stats.held_unknown_node -= 1
             self.stats.detections -= 1  # counted again by on_detection
             out += self.on_detection(det, rec)
-        # A batch released at once: publish its joins now rather than at the next tick.
-        return out + self._publish(self.assoc.flush(), None)
+        # A batch released at once: publish its joins now rather than at the next tick (or after the
+        # refinements' interval: the node's picks were held back until now).
+        return out + self._publish(self.assoc.flush(), None, at_once=True)
 
     def tick(self, watermark_ns: int) -> list[Output]:
         """Advance time: expire stale picks, drop long-held detections, close quiet incidents."""
