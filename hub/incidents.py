@@ -778,7 +778,7 @@ class IncidentBuilder:
         inc = next((i for i in self.open if i.incident_id == incident_id), None)
         if inc is not None:
             inc.review = review
-            return self._render(inc)
+            return self._publish(inc, None)  # (with the refinements held back so far)
         last = self.recent_closed.get(incident_id)
         if last is None:
             return None
