@@ -2048,20 +2048,22 @@ def test_a_pick_is_kept_from_expiry_exactly_while_a_waiting_set_holds_it(monkeyp
     from shotline.hub.associate import Associator
 
     bench = _dense_bench_module(monkeypatch)
-    answers = []
+    answers, wrong = [], []
     real = Associator._held_by_a_waiting_set
 
     def spy(self, p):
+        # Recorded, not asserted here: an exception inside the play would be counted and dropped by the hub.
         got = real(self, p)
-        held = {id(q) for s in self._seeds_waiting.values() if s.waiting is not None and s.pooled
-                for w in s.waiting[0] for q in w[0]}
-        assert got == (id(p) in held)
+        held = {id(q) for s in self.pool if s.waiting is not None for w in s.waiting[0] for q in w[0]}
         answers.append(got)
+        if got != (id(p) in held):
+            wrong.append(got)
         return got
 
     monkeypatch.setattr(Associator, "_held_by_a_waiting_set", spy)
     monkeypatch.setattr(Associator, "horizon_s", lambda self: 1.5)
     bench.play(bench.dense_scene(8.0, seed=1))
+    assert not wrong, f"{len(wrong)} of {len(answers)} answers differ"
     assert len(answers) >= 100 and 0 < sum(answers) < len(answers)
 
 
