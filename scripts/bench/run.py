@@ -49,7 +49,7 @@ BUDGETS: dict[str, tuple[str, float, str, str]] = {
     "pittsburgh_audio_median_m": ("<", 5.0, "m", "Pittsburgh dev split from audio: median 2-D error"),
 }
 
-SUITES = ("trigger", "sensor", "locate", "classifier", "association", "store", "demo", "pittsburgh_pulses",
+SUITES = ("machine", "trigger", "sensor", "locate", "classifier", "association", "store", "demo", "pittsburgh_pulses",
           "pittsburgh_picks", "pittsburgh_audio")
 
 
