@@ -41,6 +41,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -516,6 +517,9 @@ class Associator:
         as unheard any more, :meth:`_unheard_in_range`)."""
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
+        self.adopt_shot_id: Callable[[list[str]], str | None] | None = None
+        """While a restarted hub replays its journal (:mod:`shotline.hub.recovery`): given a new shot's detection
+        ids, the id of the stored shot they made before the hub was stopped, if any (the shot keeps it)."""
         self._waiting_sets: list[_WaitingSet] = []
         """Candidate sets of recent searches that waited for pending nodes (:meth:`_join_waiting`)."""
         self._waiting_table = np.zeros((16, 4))
@@ -2158,6 +2162,15 @@ class Associator:
                 bad = True  # lines up at some members, clearly absent at all the others
         return bad
 
+    def _new_shot_id(self, members: list[Pick]) -> str:
+        """A new shot's id: the next of the counter, or, while a restarted hub replays its journal, the stored
+        shot that these picks made before (:attr:`adopt_shot_id`)."""
+        if self.adopt_shot_id is not None:
+            got = self.adopt_shot_id([p.det.detection_id for p in members])
+            if got is not None:
+                return got
+        return f"s{next(self._ids):06d}"
+
     def _create(self, members: list[Pick], sol: Solution) -> ShotState | None:
         """Make a shot of a fitted set, take its picks out of the pool, attach pooled picks that fit."""
         explained = self._explained_by(members, sol)
@@ -2173,7 +2186,7 @@ class Associator:
             return None
         picks = {p.node_id: p for p in members}
         shot = ShotState(
-            shot_id=f"s{next(self._ids):06d}",
+            shot_id=self._new_shot_id(members),
             picks={},
             solution=sol,
             enu_m=np.zeros(3),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -169,11 +170,29 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keep_deliveries_days: float | None = 90.0
     """Retention: sink deliveries delivered or given up longer ago than this many days (pending ones stay).
     0: kept for ever."""
+    journal_keep_s: float = 3600.0
+    """A file store keeps every message the hub takes in, on disk before it is handled, in the folder
+    ``<path>.journal`` for this many seconds; a restarted hub replays it (docs/hub-store-and-sinks.md,
+    "Restart"). 0: no journal (a hub killed then loses the detections it had not yet made a shot of)."""
+    recover_s: float = 60.0
+    """How far back (s of receive time) a restarted hub replays its journal, and at least from the first shot of
+    every incident the store holds open. Longer than the association's wait window."""
+
+    def journal_path(self) -> Path | None:
+        """The journal's folder, or None (a store in memory, or ``journal_keep_s = 0``)."""
+        if self.path == ":memory:" or not self.journal_keep_s:
+            return None
+        return Path(self.path + ".journal")
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("path must not be empty (use \":memory:\" for a store that keeps nothing)")
         _positive(self, "detection_cache_s")
+        for name in ("journal_keep_s", "recover_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if self.journal_keep_s and self.journal_keep_s < self.recover_s:
+            raise ValueError(f"journal_keep_s ({self.journal_keep_s}) must be at least recover_s ({self.recover_s})")
         for name in ("keep_incidents_days", "keep_detections_days", "keep_deliveries_days"):
             days = getattr(self, name)
             if days is not None and not days >= 0:

@@ -13,6 +13,7 @@ import logging
 import math
 import operator
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -658,6 +659,9 @@ class IncidentBuilder:
         """The last ``RECENT_CLOSED`` closed incidents, each as its latest message, for :meth:`on_review`."""
         self._refined: dict[int, IncidentState] = {}
         """Open incidents whose refined shots wait to be published (``incidents.refine_interval_s``), by id."""
+        self.adopt_incident: Callable[[str], tuple[str, int] | None] | None = None
+        """While a restarted hub replays its journal (:mod:`shotline.hub.recovery`): given a new shot's id,
+        (incident id, stored revision) of the stored incident that holds that shot, if any."""
 
     @property
     def frame(self) -> LocalFrame:
@@ -684,13 +688,12 @@ class IncidentBuilder:
         for shot in shots:
             inc = self._owner.get(shot.shot_id)
             if inc is None:
-                inc = self._find(shot)
+                inc = self._stored_incident(shot) if self.adopt_incident is not None else None
                 if inc is None:
-                    # Named by its first shot's UTC time: readable, and the same in a replay.
-                    stamp = ns_to_iso(self.assoc.abs_ns(shot.t0_s))[:19].replace("-", "").replace(":", "")
-                    inc = IncidentState(f"{self.cfg.site}-{stamp}-{next(self._ids):04d}")
+                    inc = self._find(shot)
+                if inc is None:
+                    inc = self._new_incident(shot)
                     self.open.append(inc)
-                    inc.state = "new"
                 inc.shots.append(shot)
                 self._index.add_shot(inc, shot)
                 self._owner[shot.shot_id] = inc
@@ -707,6 +710,29 @@ class IncidentBuilder:
             else:
                 self._refined[key] = inc  # published with its next round, or once the interval is over
         return out
+
+    def _stored_incident(self, shot: ShotState) -> IncidentState | None:
+        """While a restarted hub replays its journal: the incident the store holds ``shot`` in
+        (:attr:`adopt_incident`), opened again (from its stored revision) if the replay has not yet; the
+        stored grouping wins over :meth:`_find`'s, so that no stored incident is made twice."""
+        got = self.adopt_incident(shot.shot_id)  # type: ignore[misc]
+        if got is None:
+            return None
+        inc = next((i for i in self.open if i.incident_id == got[0]), None)
+        if inc is None:
+            inc = IncidentState(got[0])
+            inc.revision = got[1]
+            inc.state = "updated"
+            self.open.append(inc)
+        return inc
+
+    def _new_incident(self, shot: ShotState) -> IncidentState:
+        """The incident a new ``shot`` opens: named by the shot's UTC time (readable, and the same in a replay)
+        and the next of the counter."""
+        stamp = ns_to_iso(self.assoc.abs_ns(shot.t0_s))[:19].replace("-", "").replace(":", "")
+        inc = IncidentState(f"{self.cfg.site}-{stamp}-{next(self._ids):04d}")
+        inc.state = "new"
+        return inc
 
     def refinements_due(self, now_ns: int) -> list[m.Incident]:
         """The messages of the incidents whose shots were refined since they were last published, at least

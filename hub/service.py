@@ -32,7 +32,9 @@ from shotline.core.transport import MqttTransport, OutMessage, Transport
 from .config import HubConfig
 from .health import DelayLog, LoadMeter
 from .incidents import reviewed_revision
+from .journal import MessageJournal
 from .pipeline import HubPipeline, Output
+from .recovery import replay, replay_since
 from .sinks.dispatch import SinkDispatcher
 from .store import DetectionRecorder, IncidentStore, PruneResult
 
@@ -75,6 +77,12 @@ class HubService:
         self.store = store if store is not None else IncidentStore(cfg.store.path, wal=cfg.store.wal)
         self._own_store = store is None
         self.recorder = DetectionRecorder(self.store, cfg.store.detections, cfg.store.detection_cache_s)
+        jpath = cfg.store.journal_path()
+        self.journal = MessageJournal(jpath, cfg.store.journal_keep_s) if jpath is not None else None
+        """Every message taken in, on disk before it is handled (a file store only; :mod:`shotline.hub.recovery`)."""
+        self._hold_ticks = False
+        """After a restart that replayed the journal: no clock tick until the persistent session's backlog is in."""
+        self._last_message_s = self._connected_s = time.monotonic()
         self.pipeline.on_accepted = self._accepted
         try:
             self.sinks = SinkDispatcher(cfg.sinks, self.store, base_dir=config_dir)
@@ -112,10 +120,17 @@ class HubService:
         self._health_sent_s = time.monotonic()
         """Monotonic s of the last health message (:meth:`_send_health_if_due`)."""
 
+    #: After a restart, the clock ticks wait until no message came for this long (s) ...
+    BACKLOG_QUIET_S = 0.5
+    #: ... or at most this long (s) after connecting.
+    BACKLOG_MAX_S = 10.0
+
     def start(self, timeout_s: float = 10.0) -> None:
-        """Subscribe and connect, then start the clock tick."""
+        """Take up where a killed hub stopped (:meth:`recover`), subscribe and connect, then start the clock tick."""
+        self.recover()
         self.transport.subscribe(topics.node_filter(self.cfg.site), self._on_message, qos=1)
         self.transport.start(timeout_s)
+        self._connected_s = self._last_message_s = time.monotonic()
         self.sinks.start()
         self._ticker = threading.Thread(target=self._tick_loop, name="hub-tick", daemon=True)
         self._ticker.start()
@@ -146,6 +161,8 @@ class HubService:
         self.sinks.stop(drain_s)
         if self._own_store:
             self.store.close()
+        if self.journal is not None:
+            self.journal.close()
 
     def publish_review(self, incident_id: str, review) -> m.Incident | None:
         """Publish an operator's review (a stored :class:`~shotline.hub.store.Review`) downstream.
@@ -184,7 +201,12 @@ class HubService:
     def _on_message(self, topic: str, payload: bytes) -> None:
         received = self.clock()
         with self._lock:
-            t0 = time.monotonic()
+            t0 = self._last_message_s = time.monotonic()
+            if self.journal is not None:
+                try:
+                    self.journal.append(topic, payload, received)
+                except OSError:
+                    log.exception("journal write failed (a restart now would lose this message)")
             self._publish(self.pipeline.handle(topic, payload, received))
             self._load.add(t0, time.monotonic())
 
@@ -193,18 +215,57 @@ class HubService:
         self.recorder.add(det, received_ns)
         self._delays.add(received_ns, det.onset_time_ns)
 
+    def recover(self) -> None:
+        """Replay the journal of a hub that was stopped or killed, taking its stored ids over, and publish
+        what the store does not hold yet (:mod:`shotline.hub.recovery`). Nothing without a journal."""
+        # Ids count on from the store's (a restarted hub's counters start again; a stored id given twice
+        # would merge two shots in the store's tables).
+        shot_n, inc_n = self.store.largest_ids()
+        self.pipeline.assoc._ids = itertools.count(shot_n + 1)
+        self.pipeline.incidents._ids = itertools.count(inc_n + 1)
+        if self.journal is None:
+            return
+        now = self.clock()
+        records = list(self.journal.read_since(replay_since(self.store, now, self.cfg.store.recover_s)))
+        if not records:
+            return
+        t = time.monotonic()
+        with self._lock:
+            accepted, self.pipeline.on_accepted = self.pipeline.on_accepted, self.recorder.add
+            try:
+                due = replay(self.pipeline, self.store, records, self.tick_s, self.watermark == "data")
+            finally:
+                self.pipeline.on_accepted = accepted
+            self._publish(due)
+            self._hold_ticks = True
+        log.info("restart: replayed %d journalled message(s) in %.2f s; %d incident(s) open",
+                 len(records), time.monotonic() - t, len(self.pipeline.incidents.open))
+
+    def _backlog_in(self, now_s: float) -> bool:
+        """Whether the persistent session's backlog after a restart is in (ticks may resume)."""
+        if not self._hold_ticks:
+            return True
+        if now_s - self._last_message_s >= self.BACKLOG_QUIET_S or now_s - self._connected_s >= self.BACKLOG_MAX_S:
+            self._hold_ticks = False
+        return not self._hold_ticks
+
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_s):
-            with self._lock:
-                t0 = time.monotonic()
-                now = self.clock() if self.watermark == "wall" else self.pipeline.data_watermark_ns()
-                self._publish(self.pipeline.tick(now))
-                self._flush_detections()
-                t1 = time.monotonic()
-                self._load.add(t0, t1)
-                self._warn_if_overloaded(t1)
-                self._log_health_if_due(t1)
-            self._send_health_if_due(t1)
+            if self._backlog_in(time.monotonic()):
+                self.tick()
+
+    def tick(self) -> None:
+        """One clock tick (the tick thread's, every ``tick_s``): decide, expire, close and publish what is due."""
+        with self._lock:
+            t0 = time.monotonic()
+            now = self.clock() if self.watermark == "wall" else self.pipeline.data_watermark_ns()
+            self._publish(self.pipeline.tick(now))
+            self._flush_detections()
+            t1 = time.monotonic()
+            self._load.add(t0, t1)
+            self._warn_if_overloaded(t1)
+            self._log_health_if_due(t1)
+        self._send_health_if_due(t1)
 
     #: How often (s) the store's retention rules run (``[store] keep_*_days``); also once as the hub starts.
     RETENTION_EVERY_S = 3600.0

@@ -564,6 +564,38 @@ class IncidentStore:
             n_revisions=int(n_rev),
         )
 
+    def shots_of_detections(self, detection_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(detection id, shot id, incident id) of every stored shot that references one of ``detection_ids``
+        (a restarted hub's replay takes the stored ids over: :mod:`shotline.hub.recovery`)."""
+        out: list[tuple[str, str, str]] = []
+        ids = list(detection_ids)
+        with self._lock:
+            for k in range(0, len(ids), 500):  # (SQLite's limit on bound parameters)
+                chunk = ids[k:k + 500]
+                out += self._conn.execute(
+                    "SELECT r.detection_id, s.shot_id, s.incident_id FROM residuals r"
+                    f" JOIN shots s ON s.shot_id = r.shot_id WHERE r.detection_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+        return out
+
+    def largest_ids(self) -> tuple[int, int]:
+        """The largest counters in the stored ids: shot ids ``s<counter>`` and incident ids ``<site>-<stamp>-<counter>``
+        (0 when none): a restarted hub counts on from them, so that no id of an earlier run is given again."""
+        with self._lock:
+            shot_n = self._conn.execute(
+                "SELECT MAX(CAST(SUBSTR(shot_id, 2) AS INTEGER)) FROM shots WHERE shot_id GLOB 's[0-9]*'").fetchone()[0]
+            incidents = self._conn.execute("SELECT incident_id FROM incidents").fetchall()
+        inc_n = max((int(r[0].rsplit("-", 1)[1]) for r in incidents if r[0].rsplit("-", 1)[-1].isdigit()), default=0)
+        return int(shot_n or 0), inc_n
+
+    def open_incidents(self) -> list[m.Incident]:
+        """The latest message of every incident not closed, by first shot time."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT message FROM incidents WHERE state != 'closed' ORDER BY first_shot_ns").fetchall()
+        return [_incident_dec.decode(r[0]) for r in rows]
+
     def revisions(self, incident_id: str) -> list[m.Incident]:
         """Every stored revision of an incident, oldest first."""
         with self._lock:

@@ -1,0 +1,195 @@
+"""A hub killed mid-stream restarts from its journal, its store and its persistent session without losing or
+duplicating an incident (hub/journal.py, hub/recovery.py, HubService.recover)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+from test_health import _Loopback
+from test_pipeline import SITE, T0_NS, arrivals, detection, grid, status
+
+from shotline.core import messages as m
+from shotline.hub.config import HubConfig, LocationSettings, StoreSettings
+from shotline.hub.journal import MessageJournal
+from shotline.hub.service import HubService
+from shotline.hub.store import IncidentStore
+
+S = 10**9
+
+
+# -- the journal ---------------------------------------------------------------------------------
+def test_the_journal_gives_back_what_was_written_since_a_time_and_skips_a_record_cut_short(tmp_path):
+    j = MessageJournal(tmp_path / "j", keep_s=100.0, segment_s=10.0)
+    written = [(f"t/{k}", bytes([k % 256]) * (k % 7), k * S) for k in range(40)]  # 40 s: four segments
+    for topic, payload, rec in written:
+        j.append(topic, payload, rec)
+    j.close()
+    assert len(list((tmp_path / "j").glob("*.seg"))) == 4
+    assert list(MessageJournal(tmp_path / "j", 100.0).read_since(0)) == written
+    assert list(MessageJournal(tmp_path / "j", 100.0).read_since(25 * S)) == written[25:]
+    last = max((tmp_path / "j").glob("*.seg"), key=lambda p: int(p.stem))
+    with open(last, "ab") as f:  # killed while writing: a header, its topic and 2 of its 100 payload bytes
+        f.write(struct.pack("<qHI", 41 * S, 1, 100) + b"t" + b"xy")
+    assert list(MessageJournal(tmp_path / "j", 100.0).read_since(0)) == written
+
+
+def test_the_journal_keeps_the_segments_that_hold_its_last_keep_s(tmp_path):
+    j = MessageJournal(tmp_path / "j", keep_s=25.0, segment_s=10.0)
+    for k in range(60):
+        j.append("t", b"x", k * S)
+    j.close()
+    got = list(MessageJournal(tmp_path / "j", 25.0).read_since(0))
+    # Pruned as each segment starts: at 50 s, the last 25 s (from 25 s) are in the segments from 20 s on, and
+    # the older ones went. (So a journal holds at most keep_s + segment_s.)
+    assert got[0][2] == 20 * S and got[-1][2] == 59 * S and len(got) == 40
+    with pytest.raises(ValueError):
+        MessageJournal(tmp_path / "k", keep_s=0.0)
+
+
+# -- the hub ------------------------------------------------------------------------------------
+SOURCE = (40.0, 10.0, 1.5)
+
+
+class _Clock:
+    def __init__(self, t_ns: int) -> None:
+        self.t = t_ns
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def _service(db, clock, journal: bool):
+    cfg = HubConfig(site=SITE, location=LocationSettings(speed_of_sound_mps=340.0, source_height_m=1.5),
+                    store=StoreSettings(path=str(db), journal_keep_s=3600.0 if journal else 0.0))
+    tr = _Loopback()
+    svc = HubService(cfg, tr, tick_s=3600.0, clock=clock)  # the test ticks (svc.tick), not the thread
+    return svc, tr
+
+
+def _feed(svc, clock, dets, tick_every_s=0.2):
+    """Hand each (node, onset ns) to the hub 0.1 s after its onset, ticking as a live hub does."""
+    for nid, t in sorted(dets, key=lambda x: x[1]):
+        while clock.t + tick_every_s * S < t + S // 10:
+            clock.t += int(tick_every_s * S)
+            svc.tick()
+        clock.t = max(clock.t, t + S // 10)
+        svc._on_message(*detection(nid, t))
+
+
+def _wait(svc, clock, seconds):
+    for _ in range(int(seconds / 0.2)):
+        clock.t += S // 5
+        svc.tick()
+
+
+def _incident_messages(tr):
+    return [m.decode(o.payload, m.Incident) for o in tr.published if o.topic.endswith("/incident")]
+
+
+def _kill_and_restart(tmp_path, journal: bool):
+    """Round 1 (every node) is published; round 2 is heard by five nodes, three of them reported when the hub
+    is killed, two while it is down (queued by the broker); round 3 comes after the restart. Returns the
+    store, and the incident messages of the hub before and after the kill."""
+    nodes = grid()
+    rng = np.random.default_rng(3)
+    clock = _Clock(T0_NS - S)
+    db = tmp_path / "hub.sqlite"
+    svc1, tr1 = _service(db, clock, journal)
+    svc1.start()
+    for nid, r in nodes.items():
+        svc1._on_message(*status(nid, r))
+    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS, rng))
+    _wait(svc1, clock, 4.0)
+    near = sorted(arrivals(nodes, SOURCE, T0_NS + 6 * S, rng), key=lambda x: x[1])[:5]
+    _feed(svc1, clock, near[:3])
+    # Killed: no stop(), nothing flushed or closed; its store connection is left as it was.
+    clock.t += 5 * S
+    svc2, tr2 = _service(db, clock, journal)
+    svc2.start()
+    for nid, r in nodes.items():  # the retained statuses, as the broker sends them on subscribing
+        svc2._on_message(*status(nid, r))
+    for nid, t in near[3:]:  # the persistent session's backlog
+        svc2._on_message(*detection(nid, t))
+    _wait(svc2, clock, 1.0)
+    _feed(svc2, clock, arrivals(nodes, SOURCE, T0_NS + 14 * S, rng))
+    _wait(svc2, clock, 30.0)  # the incident closes (gap_s 20 s)
+    svc2.stop(close_incidents=True, drain_s=0.0)
+    store = IncidentStore(db)
+    return store, _incident_messages(tr1), _incident_messages(tr2)
+
+
+def test_a_killed_hub_restarts_without_losing_or_duplicating_an_incident(tmp_path):
+    store, before, after = _kill_and_restart(tmp_path, journal=True)
+    rows = store.list_incidents()
+    assert len(rows) == 1, [r.incident.incident_id for r in rows]  # one burst, one incident, across the kill
+    inc = rows[0].incident
+    assert inc.state == "closed" and inc.rounds == 3
+    # Round 2: the three picks the killed hub had taken in and the two queued while it was down.
+    assert sorted(s.n_nodes for s in inc.shots)[0] == 5
+    assert {i.incident_id for i in before} == {i.incident_id for i in after} == {inc.incident_id}
+    revs = [i.revision for i in before + after]
+    assert revs == list(range(1, len(revs) + 1))  # each revision once, none skipped
+    # A shot keeps its id across the kill; no id is given twice.
+    first = before[-1].shots[0]
+    assert [s.shot_id for s in inc.shots][0] == first.shot_id
+    assert len({s.shot_id for s in inc.shots}) == 3
+    assert len(store.revisions(inc.incident_id)) == len(revs)
+
+
+def test_without_the_journal_the_same_kill_loses_a_round_and_splits_the_incident(tmp_path):
+    """The control: what the journal (``[store] journal_keep_s``) buys in the test above."""
+    store, before, after = _kill_and_restart(tmp_path, journal=False)
+    rows = store.list_incidents()
+    assert len(rows) == 2  # the burst's third round opened a second incident
+    assert sum(r.incident.rounds for r in rows) == 2  # round 2 (two picks after the kill) was lost
+    assert not list(tmp_path.glob("*.journal"))
+
+
+def test_a_cleanly_stopped_hub_restarts_without_publishing_again(tmp_path):
+    """The journal replayed after a clean stop finds every incident stored as it is: nothing is published,
+    and the next shot starts a new incident with ids after the stored ones."""
+    nodes = grid()
+    rng = np.random.default_rng(4)
+    clock = _Clock(T0_NS - S)
+    db = tmp_path / "hub.sqlite"
+    svc1, tr1 = _service(db, clock, True)
+    svc1.start()
+    for nid, r in nodes.items():
+        svc1._on_message(*status(nid, r))
+    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS, rng))
+    _wait(svc1, clock, 4.0)
+    svc1.stop(close_incidents=True, drain_s=0.0)
+    first = _incident_messages(tr1)[-1]
+    assert first.state == "closed"
+    clock.t += 2 * S
+    svc2, tr2 = _service(db, clock, True)
+    svc2.start()
+    assert _incident_messages(tr2) == []
+    for nid, r in nodes.items():
+        svc2._on_message(*status(nid, r))
+    _feed(svc2, clock, arrivals(nodes, (-200.0, 100.0, 1.5), clock.t + S, rng))
+    _wait(svc2, clock, 4.0)
+    svc2.stop(close_incidents=True, drain_s=0.0)
+    new = _incident_messages(tr2)
+    assert {i.incident_id for i in new} != {first.incident_id}
+    assert int(new[0].incident_id.rsplit("-", 1)[1]) > int(first.incident_id.rsplit("-", 1)[1])
+    assert int(new[0].shots[0].shot_id[1:]) > int(first.shots[0].shot_id[1:])
+    assert len(IncidentStore(db).list_incidents()) == 2
+
+
+def test_after_a_restart_the_clock_ticks_wait_for_the_backlog(tmp_path, monkeypatch):
+    svc, _ = _service(tmp_path / "hub.sqlite", _Clock(T0_NS), True)
+    assert svc._backlog_in(0.0)  # no restart replay: ticks as usual
+    svc._hold_ticks = True
+    svc._connected_s = svc._last_message_s = 100.0
+    assert not svc._backlog_in(100.2)
+    svc._last_message_s = 100.3  # messages keep coming
+    assert not svc._backlog_in(100.6)
+    assert svc._backlog_in(100.9)  # quiet for 0.5 s
+    svc._hold_ticks = True
+    svc._last_message_s = 109.8
+    assert svc._backlog_in(110.0)  # at most 10 s after connecting
+    assert os.path.isdir(str(tmp_path / "hub.sqlite") + ".journal")
