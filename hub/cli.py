@@ -242,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     from .sinks.geofence import GeofenceError
     from .store import StoreError
 
+    # A SIGTERM (systemd's stop) while the hub is still starting (its replay, the review page) stops it
+    # cleanly once started, instead of killing it half way.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         svc = HubService(cfg, config_dir=Path(args.config).parent)
     except (StoreError, GeofenceError, ValueError) as exc:
@@ -278,8 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     # budget is 100 ms); with the heap frozen it visits the hub's own objects only.
     gc.collect()
     gc.freeze()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
