@@ -22,6 +22,10 @@ Figures:
   ``store_prune_max_batch_ms``, the longest the store's lock was held in one
   go (the hub's writes wait that long at most; from ``prune``'s ``stop``
   callback, called between batches).
+* ``journal_us_per_message``: CPU us to write one detection message (~400 bytes) to the hub's journal
+  (``[store] journal_keep_s``: every message on disk before it is handled; docs/hub-store-and-sinks.md,
+  "Restart"), and ``journal_replay_us_per_message``: to read it back at a restart (the replay through the
+  pipeline costs what the live path does).
 
 Run: ``.venv/bin/python scripts/bench/bench_store.py [--quick]``.
 """
@@ -38,6 +42,7 @@ import numpy as np
 
 from shotline.core import messages as m
 from shotline.hub.config import GeofenceSettings, SinkSettings, WebhookSink
+from shotline.hub.journal import MessageJournal
 from shotline.hub.sinks.dispatch import SinkDispatcher
 from shotline.hub.store import IncidentStore
 
@@ -146,13 +151,34 @@ def run(quick: bool = False) -> dict[str, float]:
         sink_s = time.perf_counter() - t
         store.close()
         prune = _prune_figures(Path(tmp), PRUNE_INCIDENTS // (10 if quick else 1))
+        journal = _journal_figures(Path(tmp), 20_000 if quick else 200_000)
     ms = np.array(times) * 1e3
     return {
         "store_ms_per_incident": float(ms.mean()),
         "store_p99_ms_per_incident": float(np.percentile(ms, 99)),
         "sink_queue_ms_per_incident": sink_s * 1e3 / n,
         **prune,
+        **journal,
     }
+
+
+def _journal_figures(tmp: Path, n: int) -> dict[str, float]:
+    """:class:`MessageJournal` append and read-back cost per message (CPU us), ``n`` detection messages."""
+    payload = m.encode(m.Detection(detection_id="N00001-123456789012", site="bench", node_id="N00001",
+                                   onset_time_ns=1_800_000_000_000_000_000, onset_sigma_s=5e-5, time_quality="pps",
+                                   peak_dbfs=-20.0, snr_db=40.0, noise_floor_dbfs=-60.0))
+    topic = "shotline/v1/bench/node/N00001/detection"
+    j = MessageJournal(tmp / "journal", keep_s=3600.0)
+    t = time.process_time()
+    for k in range(n):
+        j.append(topic, payload, 1_800_000_000_000_000_000 + k * 1_000_000)  # 1,000 messages a second
+    write_s = time.process_time() - t
+    j.close()
+    t = time.process_time()
+    got = sum(1 for _ in MessageJournal(tmp / "journal", keep_s=3600.0).read_since(0))
+    read_s = time.process_time() - t
+    assert got == n
+    return {"journal_us_per_message": write_s * 1e6 / n, "journal_replay_us_per_message": read_s * 1e6 / n}
 
 
 if __name__ == "__main__":
