@@ -9,9 +9,10 @@ brings back only what arrived while the hub was down. So, before it subscribes, 
    :meth:`shotline.hub.service.HubService.recover`);
 2. replays its journal (:mod:`shotline.hub.journal`) from ``[store] recover_s`` ago, and at least
    from the first shot of every incident its store holds open, through its pipeline, ticking at
-   the receive times as it did live, publishing nothing;
-3. while replaying, gives a shot made of detections that a stored shot references that stored
-   shot's id, and the incident such a shot opens the stored incident's id and revision
+   the receive times as it did live, publishing nothing: each node's latest status first (its
+   position), then the messages, less the detections of incidents the store holds closed;
+3. from then on gives a shot made of detections that a stored shot references that stored
+   shot's id, and puts it in the stored incident, with that incident's id and revision
    (:class:`StoredIdentities`), so the same incident is not made twice;
 4. then publishes what the store does not hold yet: an incident the killed hub made and never
    published, or a stored one whose replayed state has more (rounds, or its close), as its next

@@ -78,8 +78,10 @@ class HubService:
         self._own_store = store is None
         self.recorder = DetectionRecorder(self.store, cfg.store.detections, cfg.store.detection_cache_s)
         jpath = cfg.store.journal_path()
-        self.journal = MessageJournal(jpath, cfg.store.journal_keep_s) if jpath is not None else None
-        """Every message taken in, on disk before it is handled (a file store only; :mod:`shotline.hub.recovery`)."""
+        self.journal = MessageJournal(jpath, cfg.store.journal_keep_s, sticky=lambda t: t.endswith("/status")) \
+            if jpath is not None else None
+        """Every message taken in, on disk before it is handled (a file store only; :mod:`shotline.hub.recovery`); the
+        nodes' statuses (their positions) are sticky: a replay has each node's latest, however old."""
         self._hold_ticks = False
         """After a restart that replayed the journal: no clock tick until the persistent session's backlog is in."""
         self._last_message_s = self._connected_s = time.monotonic()
@@ -127,7 +129,16 @@ class HubService:
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Take up where a killed hub stopped (:meth:`recover`), subscribe and connect, then start the clock tick."""
-        self.recover()
+        try:
+            self.recover()
+        except Exception:
+            # A journal that cannot be replayed must not keep the hub from starting: it starts afresh.
+            log.exception("restart: the journal's replay failed; starting without it (open incidents may be split)")
+            with self._lock:
+                self.pipeline = HubPipeline(self.cfg)
+                self.pipeline.on_accepted = self._accepted
+                self._count_on_from_store()
+                self._hold_ticks = False
         self.transport.subscribe(topics.node_filter(self.cfg.site), self._on_message, qos=1)
         self.transport.start(timeout_s)
         self._connected_s = self._last_message_s = time.monotonic()
@@ -218,11 +229,7 @@ class HubService:
     def recover(self) -> None:
         """Replay the journal of a hub that was stopped or killed, taking its stored ids over, and publish
         what the store does not hold yet (:mod:`shotline.hub.recovery`). Nothing without a journal."""
-        # Ids count on from the store's (a restarted hub's counters start again; a stored id given twice
-        # would merge two shots in the store's tables).
-        shot_n, inc_n = self.store.largest_ids()
-        self.pipeline.assoc._ids = itertools.count(shot_n + 1)
-        self.pipeline.incidents._ids = itertools.count(inc_n + 1)
+        self._count_on_from_store()
         if self.journal is None:
             return
         now = self.clock()
@@ -240,6 +247,13 @@ class HubService:
             self._hold_ticks = True
         log.info("restart: replayed %d journalled message(s) in %.2f s; %d incident(s) open",
                  len(records), time.monotonic() - t, len(self.pipeline.incidents.open))
+
+    def _count_on_from_store(self) -> None:
+        """Shot and incident ids count on from the store's largest: a restarted hub's counters would start
+        again, and a stored id given twice would merge two shots in the store's tables."""
+        shot_n, inc_n = self.store.largest_ids()
+        self.pipeline.assoc._ids = itertools.count(shot_n + 1)
+        self.pipeline.incidents._ids = itertools.count(inc_n + 1)
 
     def _backlog_in(self, now_s: float) -> bool:
         """Whether the persistent session's backlog after a restart is in (ticks may resume)."""

@@ -49,6 +49,31 @@ def test_the_journal_keeps_the_segments_that_hold_its_last_keep_s(tmp_path):
         MessageJournal(tmp_path / "k", keep_s=0.0)
 
 
+def test_a_nodes_status_older_than_the_journal_keeps_is_replayed_first(tmp_path):
+    """A node's status (its position) may be days old: every segment starts with the latest of each sticky
+    topic, and a read from any time gives those first; a journal opened again (a restarted hub) goes on
+    writing them."""
+    def sticky(topic):
+        return topic.endswith("/status")
+
+    j = MessageJournal(tmp_path / "j", keep_s=120.0, segment_s=60.0, sticky=sticky)
+    j.append("n/A/status", b"A1", 0)
+    j.append("n/B/status", b"B1", 1 * S)
+    j.append("n/A/status", b"A2", 2 * S)
+    for k in range(3, 300):
+        j.append("n/A/detection", b"d", k * S)
+    j.close()
+    got = list(MessageJournal(tmp_path / "j", 120.0, 60.0, sticky).read_since(250 * S))
+    assert [(t, p) for t, p, _ in got[:2]] == [("n/A/status", b"A2"), ("n/B/status", b"B1")]
+    assert got[2] == ("n/A/detection", b"d", 250 * S) and len(got) == 2 + 50
+    again = MessageJournal(tmp_path / "j", 120.0, 60.0, sticky)
+    for k in range(600, 700):
+        again.append("n/A/detection", b"d", k * S)
+    again.close()
+    got = list(MessageJournal(tmp_path / "j", 120.0, 60.0, sticky).read_since(690 * S))
+    assert {p for t, p, _ in got if t.endswith("/status")} == {b"A2", b"B1"}
+
+
 # -- the hub ------------------------------------------------------------------------------------
 SOURCE = (40.0, 10.0, 1.5)
 
@@ -193,3 +218,28 @@ def test_after_a_restart_the_clock_ticks_wait_for_the_backlog(tmp_path, monkeypa
     svc._last_message_s = 109.8
     assert svc._backlog_in(110.0)  # at most 10 s after connecting
     assert os.path.isdir(str(tmp_path / "hub.sqlite") + ".journal")
+
+
+def test_a_replay_that_fails_does_not_keep_the_hub_from_starting(tmp_path, monkeypatch, caplog):
+    from shotline.hub import service
+
+    nodes = grid()
+    clock = _Clock(T0_NS - S)
+    db = tmp_path / "hub.sqlite"
+    svc1, _ = _service(db, clock, True)
+    svc1.start()
+    for nid, r in nodes.items():
+        svc1._on_message(*status(nid, r))
+    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS, np.random.default_rng(5)))
+    _wait(svc1, clock, 4.0)
+    monkeypatch.setattr(service, "replay", lambda *a, **k: 1 / 0)
+    svc2, tr2 = _service(db, clock, True)
+    svc2.start()
+    assert "the journal's replay failed" in caplog.text
+    for nid, r in nodes.items():
+        svc2._on_message(*status(nid, r))
+    _feed(svc2, clock, arrivals(nodes, (-200.0, 100.0, 1.5), clock.t + S, np.random.default_rng(6)))
+    _wait(svc2, clock, 4.0)
+    svc2.stop(close_incidents=True, drain_s=0.0)
+    new = _incident_messages(tr2)
+    assert new and int(new[-1].shots[0].shot_id[1:]) > 1  # working, and counting on from the store's ids
