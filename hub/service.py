@@ -128,9 +128,11 @@ class HubService:
     BACKLOG_MAX_S = 10.0
 
     def start(self, timeout_s: float = 10.0) -> None:
-        """Take up where a killed hub stopped (:meth:`recover`), subscribe and connect, then start the clock tick."""
+        """Take up where a killed hub stopped (:meth:`recover`), subscribe and connect (then publish what the
+        replay found missing from the store), then start the clock tick."""
+        due: list[Output] = []
         try:
-            self.recover()
+            due = self.recover()
         except Exception:
             # A journal that cannot be replayed must not keep the hub from starting: it starts afresh.
             log.exception("restart: the journal's replay failed; starting without it (open incidents may be split)")
@@ -142,6 +144,9 @@ class HubService:
         self.transport.subscribe(topics.node_filter(self.cfg.site), self._on_message, qos=1)
         self.transport.start(timeout_s)
         self._connected_s = self._last_message_s = time.monotonic()
+        if due:
+            with self._lock:
+                self._publish(due)
         self.sinks.start()
         self._ticker = threading.Thread(target=self._tick_loop, name="hub-tick", daemon=True)
         self._ticker.start()
@@ -226,16 +231,16 @@ class HubService:
         self.recorder.add(det, received_ns)
         self._delays.add(received_ns, det.onset_time_ns)
 
-    def recover(self) -> None:
-        """Replay the journal of a hub that was stopped or killed, taking its stored ids over, and publish
-        what the store does not hold yet (:mod:`shotline.hub.recovery`). Nothing without a journal."""
+    def recover(self) -> list[Output]:
+        """Replay the journal of a hub that was stopped or killed, taking its stored ids over; returns what the
+        store does not hold yet, to publish (:mod:`shotline.hub.recovery`). Nothing without a journal."""
         self._count_on_from_store()
         if self.journal is None:
-            return
+            return []
         now = self.clock()
         records = list(self.journal.read_since(replay_since(self.store, now, self.cfg.store.recover_s)))
         if not records:
-            return
+            return []
         t = time.monotonic()
         with self._lock:
             accepted, self.pipeline.on_accepted = self.pipeline.on_accepted, self.recorder.add
@@ -243,10 +248,10 @@ class HubService:
                 due = replay(self.pipeline, self.store, records, self.tick_s, self.watermark == "data")
             finally:
                 self.pipeline.on_accepted = accepted
-            self._publish(due)
             self._hold_ticks = True
         log.info("restart: replayed %d journalled message(s) in %.2f s; %d incident(s) open",
                  len(records), time.monotonic() - t, len(self.pipeline.incidents.open))
+        return due
 
     def _count_on_from_store(self) -> None:
         """Shot and incident ids count on from the store's largest: a restarted hub's counters would start

@@ -243,3 +243,33 @@ def test_a_replay_that_fails_does_not_keep_the_hub_from_starting(tmp_path, monke
     svc2.stop(close_incidents=True, drain_s=0.0)
     new = _incident_messages(tr2)
     assert new and int(new[-1].shots[0].shot_id[1:]) > 1  # working, and counting on from the store's ids
+
+
+def test_what_the_killed_hub_made_but_never_stored_is_published_after_the_restart(tmp_path, monkeypatch):
+    """Killed after it made round 2 but before storing it (here: its store refused the writes): the replay makes
+    round 2 again, the store holds one round, so the restarted hub publishes the incident's next revision."""
+    nodes = grid()
+    rng = np.random.default_rng(8)
+    clock = _Clock(T0_NS - S)
+    db = tmp_path / "hub.sqlite"
+    svc1, tr1 = _service(db, clock, True)
+    svc1.start()
+    for nid, r in nodes.items():
+        svc1._on_message(*status(nid, r))
+    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS, rng))
+    _wait(svc1, clock, 4.0)
+    stored = IncidentStore(db).list_incidents()[0].incident
+    monkeypatch.setattr(svc1.store, "put_incident", lambda *a, **k: False)
+    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS + 2 * S, rng))
+    _wait(svc1, clock, 4.0)
+    assert _incident_messages(tr1)[-1].rounds == 2 and stored.rounds == 1
+    clock.t += 3 * S
+    svc2, tr2 = _service(db, clock, True)
+    svc2.start()
+    sent = _incident_messages(tr2)
+    assert [(i.incident_id, i.rounds, i.state) for i in sent] == [(stored.incident_id, 2, "updated")]
+    assert sent[0].revision == IncidentStore(db).revisions(stored.incident_id)[-2].revision + 1
+    assert IncidentStore(db).list_incidents()[0].incident.rounds == 2
+    svc2.stop(close_incidents=True, drain_s=0.0)
+    closed = _incident_messages(tr2)[-1]
+    assert closed.state == "closed" and closed.revision == sent[0].revision + 1
