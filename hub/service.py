@@ -84,6 +84,8 @@ class HubService:
         nodes' statuses (their positions) are sticky: a replay has each node's latest, however old."""
         self._hold_ticks = False
         """After a restart that replayed the journal: no clock tick until the persistent session's backlog is in."""
+        self._journal_failed = 0
+        self._journal_failure_logged_s = -math.inf
         self._last_message_s = self._connected_s = time.monotonic()
         self.pipeline.on_accepted = self._accepted
         try:
@@ -221,8 +223,12 @@ class HubService:
             if self.journal is not None:
                 try:
                     self.journal.append(topic, payload, received)
-                except OSError:
-                    log.exception("journal write failed (a restart now would lose this message)")
+                except OSError as exc:
+                    self._journal_failed += 1
+                    if t0 - self._journal_failure_logged_s >= 60.0:  # (a full disk fails every message)
+                        self._journal_failure_logged_s = t0
+                        log.error("journal write failed (%d message(s) so far; a restart now would lose them): %s",
+                                  self._journal_failed, exc)
             self._publish(self.pipeline.handle(topic, payload, received))
             self._load.add(t0, time.monotonic())
 

@@ -273,3 +273,23 @@ def test_what_the_killed_hub_made_but_never_stored_is_published_after_the_restar
     svc2.stop(close_incidents=True, drain_s=0.0)
     closed = _incident_messages(tr2)[-1]
     assert closed.state == "closed" and closed.revision == sent[0].revision + 1
+
+
+def test_a_journal_that_cannot_be_written_is_logged_once_a_minute_and_the_hub_goes_on(tmp_path, caplog):
+    nodes = grid()
+    clock = _Clock(T0_NS - S)
+    svc, tr = _service(tmp_path / "hub.sqlite", clock, True)
+    svc.start()
+
+    def full(*_a):
+        raise OSError(28, "No space left on device")
+
+    svc.journal.append = full
+    for nid, r in nodes.items():
+        svc._on_message(*status(nid, r))
+    _feed(svc, clock, arrivals(nodes, SOURCE, T0_NS, np.random.default_rng(9)))
+    _wait(svc, clock, 4.0)
+    svc.stop(close_incidents=True, drain_s=0.0)
+    failures = [r for r in caplog.records if "journal write failed" in r.getMessage()]
+    assert len(failures) == 1 and "No space left" in failures[0].getMessage()
+    assert _incident_messages(tr)[-1].state == "closed"  # the hub went on
