@@ -207,6 +207,15 @@ def _check_sinks(cfg: HubConfig, config_path: str) -> list[str]:
     return errors
 
 
+def _service_warnings(cfg: HubConfig) -> list[str]:
+    """What ``shotline-hub run`` warns about beyond :meth:`HubConfig.warnings` (which the demo's hub, in memory
+    on purpose, logs too)."""
+    if cfg.store.path == ":memory:":
+        return ['[store] path is ":memory:": incidents, reviews and the restart journal are lost when the hub '
+                "stops, and a restarted hub splits the incidents it had open (set a file, docs/config.md)"]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["users"]:
@@ -232,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             for e in errors:
                 print(f"config error: {args.config}: {e}", file=sys.stderr)
             return 2
-        for w in cfg.warnings():
+        for w in cfg.warnings() + _service_warnings(cfg):
             print(f"warning: {args.config}: {w}", file=sys.stderr)
         print(f"{args.config}: OK (site {cfg.site}, broker {cfg.broker.host}:{cfg.broker.port})")
         return 0
@@ -242,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     from .sinks.geofence import GeofenceError
     from .store import StoreError
 
+    for w in _service_warnings(cfg):
+        logging.getLogger("shotline.hub").warning("config: %s", w)
     # A SIGTERM (systemd's stop) while the hub is still starting (its replay, the review page) stops it
     # cleanly once started, instead of killing it half way.
     stop = threading.Event()

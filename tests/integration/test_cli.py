@@ -52,6 +52,10 @@ def test_hub_check_config(tmp_path, capsys):
     grounded = tmp_path / "hub-ground.toml"
     grounded.write_text(HUB_OK + "ground_alt_m = 12.5\n")
     assert hub_cli.main(["check-config", str(grounded)]) == 0
+    assert '[store] path is ":memory:"' in capsys.readouterr().err  # nothing survives a restart
+    stored = tmp_path / "hub-stored.toml"
+    stored.write_text(HUB_OK + f'ground_alt_m = 12.5\n[store]\npath = "{tmp_path / "hub.sqlite"}"\n')
+    assert hub_cli.main(["check-config", str(stored)]) == 0
     assert "warning" not in capsys.readouterr().err
     bad = tmp_path / "hub-bad.toml"
     bad.write_text(HUB_OK + "\n[association]\nmin_nodez = 5\n")
