@@ -68,7 +68,8 @@ class StoredIdentities:
         """Stored shot id -> its stored incident id, for the shots taken over."""
         self._taken_shots: set[str] = set()
         self.stored: dict[str, m.Incident] = {}
-        """Stored incident id -> its latest stored message, for the incidents taken over."""
+        """Stored incident id -> its latest stored message, for the incidents the replayed detections belong to
+        (read as :meth:`closed` and :meth:`incident` ask)."""
 
     def closed(self) -> set[str]:
         """The detections that a stored closed incident references: done with (not replayed)."""
@@ -106,11 +107,9 @@ class StoredIdentities:
 def replay_since(store: IncidentStore, now_ns: int, recover_s: float) -> int:
     """Receive time (ns) the replay starts from: ``recover_s`` before ``now_ns``, or earlier for the
     incidents the store holds open (from their first shot, less the same margin)."""
-    since = now_ns - int(recover_s * 1e9)
-    open_incidents = store.open_incidents()
-    if open_incidents:
-        since = min(since, min(i.first_shot_ns for i in open_incidents) - int(recover_s * 1e9))
-    return since
+    oldest_open = store.list_incidents(states=("new", "updated"), limit=1, newest_first=False)
+    first_ns = min([now_ns] + [r.incident.first_shot_ns for r in oldest_open])
+    return first_ns - int(recover_s * 1e9)
 
 
 def replay(pipeline: HubPipeline, store: IncidentStore, records: list[tuple[str, bytes, int]], tick_s: float,
@@ -145,23 +144,20 @@ def _content(inc: m.Incident) -> tuple:
 
 def reconcile(pipeline: HubPipeline, outputs: list[Output], stored: dict[str, m.Incident]) -> list[Output]:
     """Of a replay's ``outputs``, what to publish: the last message of each incident whose state the store
-    does not hold (``stored``: the latest stored message of each incident taken over), as the revision after
-    the stored one (1 for an incident never stored). An incident the store holds closed stays closed, and
-    is not published again. The open incidents' revision counters follow what is published or stored."""
+    does not hold (``stored``: the latest stored message of each incident the replay's detections belong
+    to), as the revision after the stored one (1 for an incident never stored); the open incidents' revision
+    counters follow. (An incident the store holds closed is never made again: :func:`replay` leaves its
+    detections out. One taken over but not rendered in the replay keeps its stored revision.)"""
     builder = pipeline.incidents
     last: dict[str, m.Incident] = {}
     for o in outputs:
         last[o.incident.incident_id] = o.incident
-    due = []
-    for inc in [i for i in builder.open if i.incident_id in stored and stored[i.incident_id].state == "closed"]:
-        builder._close(inc)  # (closed before the kill: its replayed state is not news)
-        builder.recent_closed[inc.incident_id] = stored[inc.incident_id]
-        last.pop(inc.incident_id, None)
     open_by_id = {inc.incident_id: inc for inc in builder.open}
+    due = []
     for inc_id, msg in last.items():
         before = stored.get(inc_id)
         revision = before.revision if before is not None else 0
-        if before is not None and (before.state == "closed" or _content(before) == _content(msg)):
+        if before is not None and _content(before) == _content(msg):
             nxt, msg = revision, before  # the store holds this state: not published again
         else:
             nxt = revision + 1
@@ -172,9 +168,6 @@ def reconcile(pipeline: HubPipeline, outputs: list[Output], stored: dict[str, m.
             open_by_id[inc_id].revision = nxt
         elif inc_id in builder.recent_closed:  # (an operator's review follows on from it)
             builder.recent_closed[inc_id] = msg
-    for inc_id, inc in open_by_id.items():  # taken over but never rendered in the replay
-        if inc_id in stored and inc_id not in last:
-            inc.revision = stored[inc_id].revision
     if due:
         log.info("restart: %d incident message(s) the store did not hold, published now", len(due))
     return due

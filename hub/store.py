@@ -589,13 +589,6 @@ class IncidentStore:
         inc_n = max((int(r[0].rsplit("-", 1)[1]) for r in incidents if r[0].rsplit("-", 1)[-1].isdigit()), default=0)
         return int(shot_n or 0), inc_n
 
-    def open_incidents(self) -> list[m.Incident]:
-        """The latest message of every incident not closed, by first shot time."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT message FROM incidents WHERE state != 'closed' ORDER BY first_shot_ns").fetchall()
-        return [_incident_dec.decode(r[0]) for r in rows]
-
     def revisions(self, incident_id: str) -> list[m.Incident]:
         """Every stored revision of an incident, oldest first."""
         with self._lock:

@@ -13,8 +13,8 @@ the machine's part from the code's:
   elements each, as the hub makes per search and per solve): per-call overhead more than
   arithmetic. Lower is faster.
 
-Each is the median of ``REPEATS`` runs (one machine's run moves by a tenth or more from run to run
-on a shared host). No budget: they describe the machine, not the code.
+Each is the median of ``REPEATS`` runs (three standalone runs on one machine: 85.2-86.4 ms and
+98.2-99.9 ms). No budget: they describe the machine, not the code.
 
 Run standalone: ``.venv/bin/python scripts/bench/bench_machine.py [--quick]``.
 """

@@ -114,28 +114,39 @@ def _incident_messages(tr):
     return [m.decode(o.payload, m.Incident) for o in tr.published if o.topic.endswith("/incident")]
 
 
+def _statuses(svc, nodes):
+    """Every node's status (its position), as the broker sends the retained ones on subscribing."""
+    for nid, r in nodes.items():
+        svc._on_message(*status(nid, r))
+
+
+def _hub_with_round_1(tmp_path, rng, journal=True):
+    """A started hub on a file store that has published round 1 (every node) of a burst at SOURCE; returns
+    (nodes, clock, store path, service, transport)."""
+    nodes = grid()
+    clock = _Clock(T0_NS - S)
+    db = tmp_path / "hub.sqlite"
+    svc, tr = _service(db, clock, journal)
+    svc.start()
+    _statuses(svc, nodes)
+    _feed(svc, clock, arrivals(nodes, SOURCE, T0_NS, rng))
+    _wait(svc, clock, 4.0)
+    return nodes, clock, db, svc, tr
+
+
 def _kill_and_restart(tmp_path, journal: bool):
     """Round 1 (every node) is published; round 2 is heard by five nodes, three of them reported when the hub
     is killed, two while it is down (queued by the broker); round 3 comes after the restart. Returns the
     store, and the incident messages of the hub before and after the kill."""
-    nodes = grid()
     rng = np.random.default_rng(3)
-    clock = _Clock(T0_NS - S)
-    db = tmp_path / "hub.sqlite"
-    svc1, tr1 = _service(db, clock, journal)
-    svc1.start()
-    for nid, r in nodes.items():
-        svc1._on_message(*status(nid, r))
-    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS, rng))
-    _wait(svc1, clock, 4.0)
+    nodes, clock, db, svc1, tr1 = _hub_with_round_1(tmp_path, rng, journal)
     near = sorted(arrivals(nodes, SOURCE, T0_NS + 6 * S, rng), key=lambda x: x[1])[:5]
     _feed(svc1, clock, near[:3])
     # Killed: no stop(), nothing flushed or closed; its store connection is left as it was.
     clock.t += 5 * S
     svc2, tr2 = _service(db, clock, journal)
     svc2.start()
-    for nid, r in nodes.items():  # the retained statuses, as the broker sends them on subscribing
-        svc2._on_message(*status(nid, r))
+    _statuses(svc2, nodes)
     for nid, t in near[3:]:  # the persistent session's backlog
         svc2._on_message(*detection(nid, t))
     _wait(svc2, clock, 1.0)
@@ -176,16 +187,8 @@ def test_without_the_journal_the_same_kill_loses_a_round_and_splits_the_incident
 def test_a_cleanly_stopped_hub_restarts_without_publishing_again(tmp_path):
     """The journal replayed after a clean stop finds every incident stored as it is: nothing is published,
     and the next shot starts a new incident with ids after the stored ones."""
-    nodes = grid()
     rng = np.random.default_rng(4)
-    clock = _Clock(T0_NS - S)
-    db = tmp_path / "hub.sqlite"
-    svc1, tr1 = _service(db, clock, True)
-    svc1.start()
-    for nid, r in nodes.items():
-        svc1._on_message(*status(nid, r))
-    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS, rng))
-    _wait(svc1, clock, 4.0)
+    nodes, clock, db, svc1, tr1 = _hub_with_round_1(tmp_path, rng)
     svc1.stop(close_incidents=True, drain_s=0.0)
     first = _incident_messages(tr1)[-1]
     assert first.state == "closed"
@@ -193,8 +196,7 @@ def test_a_cleanly_stopped_hub_restarts_without_publishing_again(tmp_path):
     svc2, tr2 = _service(db, clock, True)
     svc2.start()
     assert _incident_messages(tr2) == []
-    for nid, r in nodes.items():
-        svc2._on_message(*status(nid, r))
+    _statuses(svc2, nodes)
     _feed(svc2, clock, arrivals(nodes, (-200.0, 100.0, 1.5), clock.t + S, rng))
     _wait(svc2, clock, 4.0)
     svc2.stop(close_incidents=True, drain_s=0.0)
@@ -205,7 +207,7 @@ def test_a_cleanly_stopped_hub_restarts_without_publishing_again(tmp_path):
     assert len(IncidentStore(db).list_incidents()) == 2
 
 
-def test_after_a_restart_the_clock_ticks_wait_for_the_backlog(tmp_path, monkeypatch):
+def test_after_a_restart_the_clock_ticks_wait_for_the_backlog(tmp_path):
     svc, _ = _service(tmp_path / "hub.sqlite", _Clock(T0_NS), True)
     assert svc._backlog_in(0.0)  # no restart replay: ticks as usual
     svc._hold_ticks = True
@@ -223,21 +225,12 @@ def test_after_a_restart_the_clock_ticks_wait_for_the_backlog(tmp_path, monkeypa
 def test_a_replay_that_fails_does_not_keep_the_hub_from_starting(tmp_path, monkeypatch, caplog):
     from shotline.hub import service
 
-    nodes = grid()
-    clock = _Clock(T0_NS - S)
-    db = tmp_path / "hub.sqlite"
-    svc1, _ = _service(db, clock, True)
-    svc1.start()
-    for nid, r in nodes.items():
-        svc1._on_message(*status(nid, r))
-    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS, np.random.default_rng(5)))
-    _wait(svc1, clock, 4.0)
+    nodes, clock, db, _, _ = _hub_with_round_1(tmp_path, np.random.default_rng(5))
     monkeypatch.setattr(service, "replay", lambda *a, **k: 1 / 0)
     svc2, tr2 = _service(db, clock, True)
     svc2.start()
     assert "the journal's replay failed" in caplog.text
-    for nid, r in nodes.items():
-        svc2._on_message(*status(nid, r))
+    _statuses(svc2, nodes)
     _feed(svc2, clock, arrivals(nodes, (-200.0, 100.0, 1.5), clock.t + S, np.random.default_rng(6)))
     _wait(svc2, clock, 4.0)
     svc2.stop(close_incidents=True, drain_s=0.0)
@@ -248,16 +241,8 @@ def test_a_replay_that_fails_does_not_keep_the_hub_from_starting(tmp_path, monke
 def test_what_the_killed_hub_made_but_never_stored_is_published_after_the_restart(tmp_path, monkeypatch):
     """Killed after it made round 2 but before storing it (here: its store refused the writes): the replay makes
     round 2 again, the store holds one round, so the restarted hub publishes the incident's next revision."""
-    nodes = grid()
     rng = np.random.default_rng(8)
-    clock = _Clock(T0_NS - S)
-    db = tmp_path / "hub.sqlite"
-    svc1, tr1 = _service(db, clock, True)
-    svc1.start()
-    for nid, r in nodes.items():
-        svc1._on_message(*status(nid, r))
-    _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS, rng))
-    _wait(svc1, clock, 4.0)
+    nodes, clock, db, svc1, tr1 = _hub_with_round_1(tmp_path, rng)
     stored = IncidentStore(db).list_incidents()[0].incident
     monkeypatch.setattr(svc1.store, "put_incident", lambda *a, **k: False)
     _feed(svc1, clock, arrivals(nodes, SOURCE, T0_NS + 2 * S, rng))
@@ -285,8 +270,7 @@ def test_a_journal_that_cannot_be_written_is_logged_once_a_minute_and_the_hub_go
         raise OSError(28, "No space left on device")
 
     svc.journal.append = full
-    for nid, r in nodes.items():
-        svc._on_message(*status(nid, r))
+    _statuses(svc, nodes)
     _feed(svc, clock, arrivals(nodes, SOURCE, T0_NS, np.random.default_rng(9)))
     _wait(svc, clock, 4.0)
     svc.stop(close_incidents=True, drain_s=0.0)
