@@ -35,7 +35,7 @@ irregular ~1.3 x 1.0 km urban grid (microphones 4-15 m up), c = 343 m/s, and
 
 Figures:
 
-* ``assoc_sources_found_pct``: share of sources (gunshots and firecrackers
+* ``assoc_found_pct``: share of sources (gunshots and firecrackers
   heard by at least 4 nodes) matched by a located shot within 5 ms of the true
   emission time and 10 m of the true position. Budget >= 98 %.
 * ``assoc_false_pct``: share of located shots that match no source (echo
@@ -440,7 +440,7 @@ def score(scene: Scene, shots: dict[str, m.Shot], first_ns: dict[str, int] | Non
     out = {
         "assoc_sources": float(n_src),
         "assoc_shots": float(len(sh)),
-        "assoc_sources_found_pct": 100.0 * found / max(n_src, 1),
+        "assoc_found_pct": 100.0 * found / max(n_src, 1),
         "assoc_false_pct": 100.0 * float(np.sum(~matched_shot)) / max(len(sh), 1),
         "assoc_loc_p50_m": float(np.percentile(errs, 50)) if errs else float("nan"),
         "assoc_loc_p95_m": float(np.percentile(errs, 95)) if errs else float("nan"),
@@ -490,15 +490,15 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
     # The same scene on a hub that has run the same night for a while (:func:`play`'s ``warm``).
     w_shots, w_cpu, _, _ = play(scene, warm=dense_scene(duration, seed=2, nodes=scene.nodes))
     out["hub_detections_per_s_warm"] = len(scene.dets) / w_cpu
-    out["assoc_found_pct_warm"] = score(scene, w_shots)["assoc_sources_found_pct"]
+    out["assoc_found_pct_warm"] = score(scene, w_shots)["assoc_found_pct"]
     flat_shots, flat_cpu, _, _ = play(scene, levels=False)
     out["hub_detections_per_s_no_levels"] = len(scene.dets) / flat_cpu
-    out["assoc_found_pct_no_levels"] = score(scene, flat_shots)["assoc_sources_found_pct"]
+    out["assoc_found_pct_no_levels"] = score(scene, flat_shots)["assoc_found_pct"]
     if not quick:
         echoey = real_echoes(scene)
         e_shots, e_cpu, _, _ = play(echoey)
         got = score(echoey, e_shots)
-        out["assoc_found_pct_real_echoes"] = got["assoc_sources_found_pct"]
+        out["assoc_found_pct_real_echoes"] = got["assoc_found_pct"]
         out["assoc_false_pct_real_echoes"] = got["assoc_false_pct"]
         out["hub_detections_per_s_real_echoes"] = len(echoey.dets) / e_cpu
     if scaling:
@@ -513,7 +513,7 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
             sc_shots, cpu_s, _, _ = play(sc, first_ns=first)
             tag = f"n{n_side * n_side}" + ("" if extra == 40.0 else f"_rate{int(extra)}")
             got = score(sc, sc_shots, first)
-            out[f"hub_found_pct_{tag}"] = got["assoc_sources_found_pct"]
+            out[f"hub_found_pct_{tag}"] = got["assoc_found_pct"]
             out[f"hub_false_pct_{tag}"] = got["assoc_false_pct"]
             out[f"hub_alert_delay_p95_s_{tag}"] = got["assoc_alert_delay_p95_s"]
             out[f"hub_us_per_det_{tag}"] = 1e6 * cpu_s / max(len(sc.dets), 1)
@@ -526,12 +526,12 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
                 warm = dense_scene(12.0, seed=4, nodes=nodes, extra_rate_hz=extra)
                 w_shots, w_cpu_s, _, _ = play(sc, warm=warm)
                 out[f"hub_us_per_det_{tag}_warm"] = 1e6 * w_cpu_s / max(len(sc.dets), 1)
-                out[f"hub_found_pct_{tag}_warm"] = score(sc, w_shots)["assoc_sources_found_pct"]
+                out[f"hub_found_pct_{tag}_warm"] = score(sc, w_shots)["assoc_found_pct"]
         # The path's own cost: 1,024 nodes, 20 gunshots/s city-wide for 20 s, every detection a
         # source's direct arrival (the dense scene's junk, ~40 % of its CPU, left out).
         sc = clean_scene(20.0, 20.0, network(32, 32, 250.0, np.random.default_rng(5)))
         sc_shots, cpu_s, _, _ = play(sc)
-        out["hub_found_pct_clean"] = score(sc, sc_shots)["assoc_sources_found_pct"]
+        out["hub_found_pct_clean"] = score(sc, sc_shots)["assoc_found_pct"]
         out["hub_detections_per_s_clean"] = len(sc.dets) / cpu_s
     return out
 
