@@ -157,6 +157,17 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX sink_outbox_incident ON sink_outbox(sink, incident_id);
         """,
     ),
+    (
+        4,
+        # The largest id counters ever stored (IncidentStore.largest_ids): the shots and incidents tables
+        # lose ids (a shot a later revision dropped; retention), and a restarted hub must not give one again.
+        """
+        CREATE TABLE id_counters (
+            kind TEXT PRIMARY KEY CHECK (kind IN ('shot', 'incident')),
+            value INTEGER NOT NULL
+        );
+        """,
+    ),
 ]
 """(version, SQL) in order; append, never edit a migration that has shipped."""
 
@@ -220,6 +231,13 @@ class OutboxItem:
     created_ns: int
     due_ns: int
     attempts: int
+
+
+def _id_counter(ident: str, sep: str) -> int:
+    """The counter at the end of an id after its last ``sep`` (shot ``s000123``: "s"; incident
+    ``hartford-20261204T171416-0007``: "-"); 0 when there is none (an id some other tool wrote)."""
+    tail = ident.rsplit(sep, 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
@@ -389,6 +407,11 @@ class IncidentStore:
             )
             if row is None or inc.revision > row[0]:
                 self._put_shots(c, inc)
+            c.executemany(
+                "INSERT INTO id_counters VALUES (?, ?) ON CONFLICT (kind) DO UPDATE SET value = MAX(value, excluded.value)",
+                [("shot", max((_id_counter(s.shot_id, "s") for s in inc.shots), default=0)),
+                 ("incident", _id_counter(inc.incident_id, "-"))],
+            )
         return True
 
     @staticmethod
@@ -580,14 +603,18 @@ class IncidentStore:
         return out
 
     def largest_ids(self) -> tuple[int, int]:
-        """The largest counters in the stored ids: shot ids ``s<counter>`` and incident ids ``<site>-<stamp>-<counter>``
-        (0 when none): a restarted hub counts on from them, so that no id of an earlier run is given again."""
+        """The largest counters of the ids ever stored: shot ids ``s<counter>`` and incident ids
+        ``<site>-<stamp>-<counter>`` (0 when none): a restarted hub counts on from them, so that no id of an
+        earlier run is given again, not even one that only an older revision held (a shot a later revision
+        dropped) or that retention deleted. The ``id_counters`` table keeps them since schema version 4; the
+        stored shots and incidents count too (a store written before it)."""
         with self._lock:
+            kept = dict(self._conn.execute("SELECT kind, value FROM id_counters").fetchall())
             shot_n = self._conn.execute(
                 "SELECT MAX(CAST(SUBSTR(shot_id, 2) AS INTEGER)) FROM shots WHERE shot_id GLOB 's[0-9]*'").fetchone()[0]
             incidents = self._conn.execute("SELECT incident_id FROM incidents").fetchall()
-        inc_n = max((int(r[0].rsplit("-", 1)[1]) for r in incidents if r[0].rsplit("-", 1)[-1].isdigit()), default=0)
-        return int(shot_n or 0), inc_n
+        inc_n = max((_id_counter(r[0], "-") for r in incidents), default=0)
+        return max(int(shot_n or 0), kept.get("shot", 0)), max(inc_n, kept.get("incident", 0))
 
     def revisions(self, incident_id: str) -> list[m.Incident]:
         """Every stored revision of an incident, oldest first."""

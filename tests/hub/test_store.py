@@ -175,8 +175,30 @@ def test_upgrade_from_schema_version_1_keeps_the_data(tmp_path):
         s.add_review("I1", "alice", "confirm")  # v2 table
         assert s.outbox_put("w", "I1.r1", b"{}", "application/json", due_ns=0)  # v3 table
         s.put_incident(incident(revision=2, state="updated"))
+        assert s.largest_ids() == (0, 0)  # (ids "I1", "I1-s0": not the hub's own)
     with IncidentStore(path, readonly=True) as s:  # reopening does nothing more
         assert s.get_incident("I1").incident.revision == 2 and s.review_state("I1") == "confirmed"
+
+
+def test_largest_ids_never_go_back_when_shots_or_incidents_leave_the_store(store):
+    """A restarted hub counts on from :meth:`IncidentStore.largest_ids`: an id that only an older revision held (a
+    shot the next revision dropped) or that retention deleted is not given again (downstream systems key on them)."""
+    iid = "test-20261204T171400-0007"
+    rev1 = incident(iid, revision=1, n_shots=2)
+    rev1 = msgspec.structs.replace(rev1, shots=[msgspec.structs.replace(rev1.shots[0], shot_id="s000010"),
+                                                msgspec.structs.replace(rev1.shots[1], shot_id="s000012")])
+    rev2 = msgspec.structs.replace(rev1, revision=2, state="closed", shots=rev1.shots[:1], rounds=1)
+    assert store.largest_ids() == (0, 0)
+    store.put_incident(rev1)
+    assert store.largest_ids() == (12, 7)
+    store.put_incident(rev2)
+    assert [s.shot_id for s in store.get_incident(iid).incident.shots] == ["s000010"]
+    assert store.largest_ids() == (12, 7)  # s000012 is in no stored shot row now
+    assert store.prune(incidents_before_ns=T0 + 100 * S).incidents == 1
+    assert store.list_incidents() == [] and store.largest_ids() == (12, 7)
+    # Ids that are not the hub's own (another tool, a test) count as 0.
+    store.put_incident(incident("imported", n_shots=1))
+    assert store.largest_ids() == (12, 7)
 
 
 def test_newer_schema_is_refused_and_a_failed_migration_rolls_back(tmp_path, monkeypatch):
