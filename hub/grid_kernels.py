@@ -1298,7 +1298,7 @@ def ahead_of_shots(xyt, rx, ry, rz, t_pick, t_min, c, has_wind, wind, lead_max):
         if has_wind:
             tt = _advected_s(dx, dy, dz, c, wind)
         else:
-            tt = np.sqrt(dx * dx + dy * dy + dz * dz) / c
+            tt = np.sqrt((dx * dx + dz * dz) + dy * dy) / c  # locate._norm2's order: the same last bit
         lead = t0 + tt - t_pick
         if lead > 0.0 and lead <= lead_max:
             return True
