@@ -52,7 +52,7 @@ def make(name):
         return b.real_echoes(b.dense_scene(30.0, seed=1))
     if name == "clean":
         return b.clean_scene(20.0, 20.0, b.network(32, 32, 250.0, np.random.default_rng(5)))
-    side = {"n100": 10, "n1024": 32}[name]
+    side = {"n100": 10, "n1024": 32, "n10000": 100}[name]
     return b.dense_scene(6.0, seed=3, nodes=b.network(side, side, 250.0, np.random.default_rng(5)), extra_rate_hz=40.0)
 
 def md5(items):
@@ -71,7 +71,7 @@ for _ in sys.stdin:
     print(json.dumps({"cpu_s": cpu, "shots": len(shots)}), flush=True)
 """
 
-SCENES = ("dense", "echoes", "clean", "n100", "n1024")
+SCENES = ("dense", "echoes", "clean", "n100", "n1024", "n10000")
 
 
 def paired_summary(base_s: np.ndarray, cand_s: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
