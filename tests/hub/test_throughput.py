@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import msgspec
@@ -416,14 +417,10 @@ def test_refinement_support_chooses_the_nearest_onset_by_one_rule_with_ties_and_
                                rtol=0, atol=1e-12)
 
 
-@settings(max_examples=300, deadline=None)
-@given(onsets=st.lists(st.integers(-40, 40), min_size=1, max_size=13),
-       points=st.lists(st.integers(-48, 48), min_size=0, max_size=70), single=st.booleans())
-def test_least_errors_four_onsets_a_pass_are_the_plain_minimum(onsets, points, single):
-    """The kernels' least error (``grid_kernels._least_errors``, four onsets per pass and the rest one by one)
-    is exactly the minimum over every onset, for any count of onsets (1 to 13: every remainder), with
-    points as float32 (the coarse table's) or float64 (the refinement's); and the refinement's ranking
-    stage, which uses it, scores as its choosing stage does."""
+@functools.cache
+def _least_errors_caller():
+    """A compiled caller of the inlined ``grid_kernels._least_errors`` (made once: compiled anew for every
+    example, it took the test ~2 minutes)."""
     from numba import njit
 
     from shotline.hub import grid_kernels
@@ -434,6 +431,20 @@ def test_least_errors_four_onsets_a_pass_are_the_plain_minimum(onsets, points, s
         grid_kernels._least_errors(rel, 0, rel.shape[0], d, b, d.shape[0])
         return b
 
+    return least
+
+
+@settings(max_examples=300, deadline=None)
+@given(onsets=st.lists(st.integers(-40, 40), min_size=1, max_size=13),
+       points=st.lists(st.integers(-48, 48), min_size=0, max_size=70), single=st.booleans())
+def test_least_errors_four_onsets_a_pass_are_the_plain_minimum(onsets, points, single):
+    """The kernels' least error (``grid_kernels._least_errors``, four onsets per pass and the rest one by one)
+    is exactly the minimum over every onset, for any count of onsets (1 to 13: every remainder), with
+    points as float32 (the coarse table's) or float64 (the refinement's); and the refinement's ranking
+    stage, which uses it, scores as its choosing stage does."""
+    from shotline.hub import grid_kernels
+
+    least = _least_errors_caller()
     rel = np.sort(np.array(onsets, dtype=float)) / 8.0 + 1e-3
     d = np.array(points, dtype=np.float32 if single else float) / 8.0
     want = np.abs(rel[:, None] - d.astype(float)[None, :]).min(axis=0) if len(d) else np.zeros(0)
