@@ -518,8 +518,9 @@ class Associator:
         self._waited = False
         """Set when :meth:`_evidence` answers "wait" (the current search is not decided)."""
         self.adopt_shot_id: Callable[[list[str]], str | None] | None = None
-        """While a restarted hub replays its journal (:mod:`shotline.hub.recovery`): given a new shot's detection
-        ids, the id of the stored shot they made before the hub was stopped, if any (the shot keeps it)."""
+        """Set by a restarted hub's journal replay (:mod:`shotline.hub.recovery`) and kept while the hub runs (the
+        persistent session's backlog may complete a shot of replayed picks): given a new shot's detection ids, the
+        id of the stored shot they made before the hub was stopped, if any (the shot keeps it)."""
         self._waiting_sets: list[_WaitingSet] = []
         """Candidate sets of recent searches that waited for pending nodes (:meth:`_join_waiting`)."""
         self._waiting_table = np.zeros((16, 4))
@@ -2163,8 +2164,8 @@ class Associator:
         return bad
 
     def _new_shot_id(self, members: list[Pick]) -> str:
-        """A new shot's id: the next of the counter, or, while a restarted hub replays its journal, the stored
-        shot that these picks made before (:attr:`adopt_shot_id`)."""
+        """A new shot's id: the next of the counter, or, after a restart, the stored shot that these picks made
+        before (:attr:`adopt_shot_id`)."""
         if self.adopt_shot_id is not None:
             got = self.adopt_shot_id([p.det.detection_id for p in members])
             if got is not None:

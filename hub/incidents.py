@@ -660,8 +660,9 @@ class IncidentBuilder:
         self._refined: dict[int, IncidentState] = {}
         """Open incidents whose refined shots wait to be published (``incidents.refine_interval_s``), by id."""
         self.adopt_incident: Callable[[str], tuple[str, int] | None] | None = None
-        """While a restarted hub replays its journal (:mod:`shotline.hub.recovery`): given a new shot's id,
-        (incident id, stored revision) of the stored incident that holds that shot, if any."""
+        """Set by a restarted hub's journal replay (:mod:`shotline.hub.recovery`), kept while the hub runs (as
+        ``Associator.adopt_shot_id``): given a new shot's id, (incident id, stored revision) of the stored
+        incident that holds that shot, if any."""
 
     @property
     def frame(self) -> LocalFrame:
@@ -712,7 +713,7 @@ class IncidentBuilder:
         return out
 
     def _stored_incident(self, shot: ShotState) -> IncidentState | None:
-        """While a restarted hub replays its journal: the incident the store holds ``shot`` in
+        """After a restart: the incident the store holds ``shot`` in
         (:attr:`adopt_incident`), opened again (from its stored revision) if the replay has not yet; the
         stored grouping wins over :meth:`_find`'s, so that no stored incident is made twice."""
         got = self.adopt_incident(shot.shot_id)  # type: ignore[misc]

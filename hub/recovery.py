@@ -79,10 +79,10 @@ class StoredIdentities:
 
     def _state(self, incident_id: str) -> str | None:
         if incident_id not in self.stored:
-            row = self.store.get_incident(incident_id)
-            if row is None:
+            inc = self.store.latest_incident(incident_id)
+            if inc is None:
                 return None
-            self.stored[incident_id] = row.incident
+            self.stored[incident_id] = inc
         return self.stored[incident_id].state
 
     def shot_id(self, detection_ids: list[str]) -> str | None:

@@ -199,11 +199,11 @@ class HubService:
         with self._lock:
             outputs = self.pipeline.review(incident_id, msg_review)
             if not outputs:
-                record = self.store.get_incident(incident_id)
-                if record is None:
+                latest = self.store.latest_incident(incident_id)
+                if latest is None:
                     log.warning("review of unknown incident %s not published", incident_id)
                     return None
-                outputs = [Output(reviewed_revision(record.incident, msg_review))]
+                outputs = [Output(reviewed_revision(latest, msg_review))]
             self._publish(outputs)
         return outputs[0].incident
 

@@ -561,6 +561,13 @@ class IncidentStore:
             args += [min_lon, max_lon, min_lat, max_lat]
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
+    def latest_incident(self, incident_id: str) -> m.Incident | None:
+        """An incident's latest stored message alone (None when unknown): what :meth:`get_incident` gives as
+        ``incident``, without reading its detections, reviews and revisions."""
+        with self._lock:
+            row = self._conn.execute("SELECT message FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
+        return None if row is None else _incident_dec.decode(row[0])
+
     def get_incident(self, incident_id: str) -> IncidentRecord | None:
         """One incident with its shots (in the message), the detections its shots reference, its reviews
         and the number of stored revisions; None when unknown."""

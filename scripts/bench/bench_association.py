@@ -82,8 +82,8 @@ Figures:
   ``hub_dets_per_scene_s_*`` give each run's load; ``hub_found_pct_*`` and
   ``hub_false_pct_*`` (and ``hub_alert_delay_p95_s_*``) what association made of it (scored as the dense
   scene; no budget: the dense scene's budgets are for its 30 nodes). ``hub_us_per_det_n*_warm`` /
-  ``hub_found_pct_n*_warm``: the network-size runs on a hub warmed by 12 s of another draw of the
-  same night (as ``hub_detections_per_s_warm``): a 6-s scene's cold figure is mostly first-time
+  ``hub_cpu_s_per_scene_s_n*_warm`` / ``hub_found_pct_n*_warm``: the network-size runs on a hub
+  warmed by 12 s of another draw of the same night (as ``hub_detections_per_s_warm``): a 6-s scene's cold figure is mostly first-time
   per-node work (seed tables, partners, neighbours), which a running hub has done.
 * ``hub_detections_per_s_clean`` / ``hub_found_pct_clean``: detections per CPU second and sources
   found on a clean stream (:func:`clean_scene`: 1,024 nodes, 20 gunshots/s city-wide for 20 s,
@@ -526,6 +526,7 @@ def run(quick: bool = False, scaling: bool | None = None) -> dict[str, float]:
                 warm = dense_scene(12.0, seed=4, nodes=nodes, extra_rate_hz=extra)
                 w_shots, w_cpu_s, _, _ = play(sc, warm=warm)
                 out[f"hub_us_per_det_{tag}_warm"] = 1e6 * w_cpu_s / max(len(sc.dets), 1)
+                out[f"hub_cpu_s_per_scene_s_{tag}_warm"] = w_cpu_s / dur
                 out[f"hub_found_pct_{tag}_warm"] = score(sc, w_shots)["assoc_found_pct"]
         # The path's own cost: 1,024 nodes, 20 gunshots/s city-wide for 20 s, every detection a
         # source's direct arrival (the dense scene's junk, ~40 % of its CPU, left out).

@@ -70,6 +70,7 @@ def test_round_trip_every_revision_and_the_latest_state(store):
     rec = store.get_incident("I1")
     assert rec is not None
     assert rec.incident == revs[-1]  # the whole message, shots and residuals included, equal field by field
+    assert store.latest_incident("I1") == revs[-1] and store.latest_incident("nope") is None
     assert rec.first_published_ns == revs[0].published_ns
     assert rec.n_revisions == 3 and rec.review_state == "unreviewed"
     assert store.revisions("I1") == revs
